@@ -1,0 +1,433 @@
+//! The image configuration a project declares in Cargo metadata.
+//!
+//! ```toml
+//! [package.metadata.imgbuild]        # or [workspace.metadata.imgbuild] for defaults
+//! name = "hello"                     # image name (default: the binary's name)
+//! tag = "latest"
+//! entrypoint = ["/app/hello"]        # default: ["/app/<binary>"]
+//! cmd = ["--port", "8080"]
+//! env = { RUST_LOG = "info" }
+//! workdir = "/app"
+//! user = "65532"                     # default: 65532, the distroless non-root user
+//! expose = [8080, "9090/udp"]
+//! labels = { "com.example.team" = "web" }
+//! files = [{ src = "static", dst = "/app/static" }]   # src relative to this Cargo.toml
+//!
+//! [package.metadata.imgbuild.bin.other]   # per-binary overrides
+//! cmd = ["--other"]
+//! ```
+//!
+//! Layering, weakest first: workspace table, package table, the package's `bin.<name>` table,
+//! command-line flags. Scalars and lists replace; `env` and `labels` merge key by key. Pure: the
+//! values come from `cargo metadata`'s JSON.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// An image configuration, every field optional so that layers can be merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// Image name used for tags in archives and the local store.
+    pub name: Option<String>,
+    /// Image tag.
+    pub tag: Option<String>,
+    /// Entrypoint (argv).
+    pub entrypoint: Option<Vec<String>>,
+    /// Default arguments.
+    pub cmd: Option<Vec<String>>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute).
+    pub workdir: Option<String>,
+    /// `uid`, `uid:gid`, or a user name present in the image's /etc/passwd.
+    pub user: Option<String>,
+    /// Exposed ports, normalized to `PORT/PROTO`.
+    pub expose: Option<Vec<String>>,
+    /// Image config labels.
+    pub labels: BTreeMap<String, String>,
+    /// Extra files for the app layer.
+    pub files: Option<Vec<ExtraFile>>,
+}
+
+/// A file or directory from the project copied into the app layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    /// Absolute host path (resolved against the declaring Cargo.toml's directory).
+    pub src: PathBuf,
+    /// Absolute path inside the image.
+    pub dst: String,
+    /// Permission bits for files (directories are 0755); default: the host file's executable bit
+    /// decides between 0755 and 0644.
+    pub mode: Option<u32>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    name: Option<String>,
+    tag: Option<String>,
+    base: Option<String>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    workdir: Option<String>,
+    user: Option<String>,
+    expose: Option<Vec<PortSpec>>,
+    labels: Option<BTreeMap<String, String>>,
+    files: Option<Vec<FileSpec>>,
+    bin: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum PortSpec {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    src: String,
+    dst: String,
+    mode: Option<Value>,
+}
+
+/// Where a table was read from, for error messages and relative paths.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    /// The table's name, e.g. `package.metadata.imgbuild`.
+    pub table: &'a str,
+    /// The Cargo.toml holding it.
+    pub manifest: &'a Path,
+}
+
+impl Origin<'_> {
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::InvalidConfig {
+            table: self.table.to_string(),
+            manifest: self.manifest.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one `imgbuild` metadata table. `bin` selects the per-binary overrides to apply on top
+/// (they are validated for every binary either way). `Value::Null` means no table.
+pub fn parse_table(value: &Value, origin: &Origin<'_>, bin: Option<&str>) -> Result<ImageConfig> {
+    if value.is_null() {
+        return Ok(ImageConfig::default());
+    }
+    if !value.is_object() {
+        return Err(origin.err(format!(
+            "expected a table of keys such as `env` and `expose`, found {value}"
+        )));
+    }
+    let table: Table = serde_json::from_value(value.clone()).map_err(|e| {
+        origin.err(format!(
+            "{e}; see the README's Configuration section for the accepted keys"
+        ))
+    })?;
+    let mut config = convert(
+        Table {
+            bin: None,
+            ..table.clone()
+        },
+        origin,
+    )?;
+    if let Some(bins) = &table.bin {
+        for (name, sub) in bins {
+            let sub_table = format!("{}.bin.{name}", origin.table);
+            let sub_origin = Origin {
+                table: &sub_table,
+                manifest: origin.manifest,
+            };
+            let parsed: Table =
+                serde_json::from_value(sub.clone()).map_err(|e| sub_origin.err(e.to_string()))?;
+            if parsed.bin.is_some() {
+                return Err(sub_origin.err("`bin` tables cannot be nested"));
+            }
+            let parsed = convert(parsed, &sub_origin)?;
+            if Some(name.as_str()) == bin {
+                config = config.merge(parsed);
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
+    if let Some(base) = &table.base
+        && base != "scratch"
+    {
+        return Err(origin.err(format!(
+            "base = {base:?}: only \"scratch\" is supported in this version (the image carries the binary's own shared libraries, so most programs need no base); remove the key"
+        )));
+    }
+    if let Some(name) = &table.name {
+        validate_name(name).map_err(|m| origin.err(format!("name = {name:?}: {m}")))?;
+    }
+    if let Some(tag) = &table.tag {
+        validate_tag(tag).map_err(|m| origin.err(format!("tag = {tag:?}: {m}")))?;
+    }
+    for (key, what) in [(&table.entrypoint, "entrypoint"), (&table.cmd, "cmd")] {
+        if let Some(list) = key
+            && what == "entrypoint"
+            && list.is_empty()
+        {
+            return Err(
+                origin.err("entrypoint is empty; give the program to run, e.g. [\"/app/NAME\"]")
+            );
+        }
+    }
+    let env = table.env.unwrap_or_default();
+    for key in env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(origin.err(format!("env key {key:?} is not a valid variable name")));
+        }
+    }
+    if let Some(workdir) = &table.workdir
+        && !workdir.starts_with('/')
+    {
+        return Err(origin.err(format!(
+            "workdir = {workdir:?} must be an absolute path, e.g. \"/app\""
+        )));
+    }
+    if let Some(user) = &table.user
+        && user.trim().is_empty()
+    {
+        return Err(origin.err("user is empty; give a uid such as \"65532\" or \"65532:65532\""));
+    }
+    let expose = match table.expose {
+        None => None,
+        Some(ports) => Some(
+            ports
+                .iter()
+                .map(|p| normalize_port(p).map_err(|m| origin.err(m)))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let base_dir = origin.manifest.parent().unwrap_or(Path::new("."));
+    let files = match table.files {
+        None => None,
+        Some(files) => Some(
+            files
+                .into_iter()
+                .map(|f| convert_file(f, base_dir, origin))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    Ok(ImageConfig {
+        name: table.name,
+        tag: table.tag,
+        entrypoint: table.entrypoint,
+        cmd: table.cmd,
+        env,
+        workdir: table.workdir,
+        user: table.user,
+        expose,
+        labels: table.labels.unwrap_or_default(),
+        files,
+    })
+}
+
+fn convert_file(f: FileSpec, base_dir: &Path, origin: &Origin<'_>) -> Result<ExtraFile> {
+    if !f.dst.starts_with('/') || f.dst.split('/').any(|c| c == "..") {
+        return Err(origin.err(format!(
+            "files: dst = {:?} must be an absolute path inside the image without `..`, e.g. \"/app/static\"",
+            f.dst
+        )));
+    }
+    if f.src.is_empty() {
+        return Err(origin.err("files: src is empty"));
+    }
+    let mode = match f.mode {
+        None => None,
+        Some(Value::String(s)) => Some(
+            u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    origin.err(format!(
+                        "files: mode = {s:?} is not an octal permission such as \"0644\""
+                    ))
+                })?,
+        ),
+        Some(other) => {
+            return Err(origin.err(format!(
+                "files: mode = {other} must be an octal string such as \"0644\" (a bare number is ambiguous)"
+            )));
+        }
+    };
+    Ok(ExtraFile {
+        src: base_dir.join(&f.src),
+        dst: f.dst,
+        mode,
+    })
+}
+
+fn normalize_port(p: &PortSpec) -> std::result::Result<String, String> {
+    let (port, proto) = match p {
+        PortSpec::Number(n) => (n.to_string(), "tcp".to_string()),
+        PortSpec::Text(s) => match s.split_once('/') {
+            Some((port, proto)) => (port.to_string(), proto.to_ascii_lowercase()),
+            None => (s.clone(), "tcp".to_string()),
+        },
+    };
+    let ok = port
+        .parse::<u32>()
+        .map(|n| (1..=65535).contains(&n))
+        .unwrap_or(false);
+    if !ok || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "expose: {port}/{proto} is not a port; use a number 1-65535 or \"PORT/tcp\", \"PORT/udp\""
+        ));
+    }
+    Ok(format!("{port}/{proto}"))
+}
+
+/// Checks an image name (repository path): lowercase letters, digits, `.`, `_`, `-`, `/`.
+pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("an image name uses lowercase letters, digits, '.', '_', '-' and '/' between components".into())
+    }
+}
+
+/// Checks an image tag: up to 128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`.
+pub fn validate_tag(tag: &str) -> std::result::Result<(), String> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && !tag.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err("a tag is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'".into())
+    }
+}
+
+impl ImageConfig {
+    /// `self` overridden by `over`: scalars and lists replace, `env` and `labels` merge by key.
+    pub fn merge(mut self, over: ImageConfig) -> ImageConfig {
+        fn pick<T>(a: Option<T>, b: Option<T>) -> Option<T> {
+            b.or(a)
+        }
+        self.name = pick(self.name, over.name);
+        self.tag = pick(self.tag, over.tag);
+        self.entrypoint = pick(self.entrypoint, over.entrypoint);
+        self.cmd = pick(self.cmd, over.cmd);
+        self.env.extend(over.env);
+        self.workdir = pick(self.workdir, over.workdir);
+        self.user = pick(self.user, over.user);
+        self.expose = pick(self.expose, over.expose);
+        self.labels.extend(over.labels);
+        self.files = pick(self.files, over.files);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            table: "package.metadata.imgbuild",
+            manifest: Path::new("/p/Cargo.toml"),
+        }
+    }
+
+    fn parse(v: Value, bin: Option<&str>) -> Result<ImageConfig> {
+        parse_table(&v, &origin(), bin)
+    }
+
+    #[test]
+    fn a_full_table_is_read_and_normalized() {
+        let c = parse(
+            json!({
+                "name": "svc", "tag": "v1", "entrypoint": ["/app/svc"], "cmd": ["-v"],
+                "env": {"A": "1"}, "workdir": "/app", "user": "1000:1000",
+                "expose": [8080, "53/UDP"], "labels": {"l": "v"},
+                "files": [{"src": "static", "dst": "/app/static", "mode": "0640"}]
+            }),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.expose.unwrap(), vec!["8080/tcp", "53/udp"]);
+        let f = &c.files.unwrap()[0];
+        assert_eq!(
+            (f.src.as_path(), f.dst.as_str(), f.mode),
+            (Path::new("/p/static"), "/app/static", Some(0o640))
+        );
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn per_binary_tables_override_only_their_binary() {
+        let v = json!({"cmd": ["a"], "env": {"X": "1"}, "bin": {"two": {"cmd": ["b"], "env": {"Y": "2"}}}});
+        let one = parse(v.clone(), Some("one")).unwrap();
+        let two = parse(v, Some("two")).unwrap();
+        assert_eq!(one.cmd.unwrap(), vec!["a"]);
+        assert_eq!(two.cmd.unwrap(), vec!["b"]);
+        assert_eq!(two.env.len(), 2);
+    }
+
+    #[test]
+    fn merge_replaces_scalars_and_merges_maps() {
+        let base = parse(json!({"user": "1", "env": {"A": "1", "B": "1"}}), None).unwrap();
+        let over = parse(json!({"user": "2", "env": {"B": "2"}}), None).unwrap();
+        let m = base.merge(over);
+        assert_eq!(m.user.as_deref(), Some("2"));
+        assert_eq!(
+            m.env,
+            BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())])
+        );
+    }
+
+    #[test]
+    fn malformed_tables_name_the_problem() {
+        let cases = [
+            (json!({"entrypont": ["x"]}), "unknown field `entrypont`"),
+            (json!({"env": {"A": 1}}), "invalid type"),
+            (json!({"expose": [70000]}), "70000/tcp is not a port"),
+            (json!({"workdir": "app"}), "must be an absolute path"),
+            (
+                json!({"files": [{"src": "a", "dst": "rel"}]}),
+                "dst = \"rel\"",
+            ),
+            (
+                json!({"files": [{"src": "a", "dst": "/a", "mode": 644}]}),
+                "octal string",
+            ),
+            (json!({"base": "debian:12"}), "only \"scratch\""),
+            (json!({"name": "Bad Name"}), "lowercase"),
+            (
+                json!({"bin": {"x": {"cmd": 3}}}),
+                "package.metadata.imgbuild.bin.x",
+            ),
+            (json!(["not", "a", "table"]), "expected a table"),
+        ];
+        for (value, expected) in cases {
+            let err = parse(value.clone(), None).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value}: {err}");
+            assert!(err.contains("/p/Cargo.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Runs processes: `cargo metadata`, `cargo build`, `git`. The only module of imgbuild that
+//! starts a program; it also writes the small rustc wrapper script that cargo runs.
+//!
+//! Each child is named with its purpose in errors. Cargo's human output (progress, warnings,
+//! errors) goes straight to the user's stderr; its JSON messages on stdout are parsed here.
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cargo_metadata::{Message, Metadata};
+
+use crate::workspace::BinaryTarget;
+use crate::{Error, Result};
+
+/// Where paths are remapped to inside compiled output (panic messages, debug info), so that
+/// the same project built in two folders gives the same bytes.
+pub mod remap {
+    /// The workspace root.
+    pub const WORKSPACE: &str = "/build/workspace";
+    /// Cargo's home (registry and git sources).
+    pub const CARGO_HOME: &str = "/build/cargo";
+    /// The target directory (build-script `OUT_DIR`s).
+    pub const TARGET_DIR: &str = "/build/target";
+}
+
+/// Version of the wrapper script; bump when its text changes.
+const WRAPPER_NAME: &str = "rustc-remap-v1.sh";
+
+/// The wrapper appends `--remap-path-prefix` flags to real compilations only (not to cargo's
+/// `rustc -vV` and `--print` probes), reading the paths from the environment so that the script
+/// itself is the same for every project. Cargo does not fingerprint what a wrapper adds, unlike
+/// RUSTFLAGS, so a target dir restored into another folder stays fresh.
+const WRAPPER_SCRIPT: &str = r#"#!/bin/sh
+# Written by imgbuild. Runs rustc with --remap-path-prefix for the build's paths.
+if [ -n "$IMGBUILD_INNER_WRAPPER" ]; then
+  set -- "$IMGBUILD_INNER_WRAPPER" "$@"
+fi
+case " $* " in
+  *" --crate-name "*)
+    exec "$@" \
+      "--remap-path-prefix=$IMGBUILD_REMAP_WORKSPACE=/build/workspace" \
+      "--remap-path-prefix=$IMGBUILD_REMAP_CARGO_HOME=/build/cargo" \
+      "--remap-path-prefix=$IMGBUILD_REMAP_TARGET=/build/target" ;;
+esac
+exec "$@"
+"#;
+
+fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn spawn_err(program: &str, purpose: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    let program = program.to_string();
+    move |source| Error::Spawn {
+        program,
+        purpose,
+        source,
+    }
+}
+
+/// Cargo's home directory: `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+        .join(".cargo")
+}
+
+/// Resolves what the user pointed at (a Cargo.toml, a directory, or nothing: the current
+/// directory) to a manifest path to give cargo.
+pub fn manifest_path(given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_dir().map_err(|source| Error::Io {
+            action: "reading the current directory",
+            path: ".".into(),
+            source,
+        })?,
+    };
+    if path.is_dir() {
+        // cargo searches parents for a manifest when started in a directory.
+        let mut dir = Some(path.as_path());
+        while let Some(d) = dir {
+            if d.join("Cargo.toml").is_file() {
+                return Ok(d.join("Cargo.toml"));
+            }
+            dir = d.parent();
+        }
+        return Err(Error::NotACargoProject { path });
+    }
+    if path.is_file() && path.file_name().is_some_and(|n| n == "Cargo.toml") {
+        return Ok(path);
+    }
+    Err(Error::NotACargoProject { path })
+}
+
+/// Runs `cargo metadata --locked` on `manifest` and parses it. A missing or stale Cargo.lock
+/// gives [`Error::LockfileMissing`] or [`Error::LockfileStale`].
+pub fn metadata(manifest: &Path) -> Result<Metadata> {
+    let program = cargo_program();
+    let output = Command::new(&program)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(spawn_err(
+            &program.to_string_lossy(),
+            "reading the workspace",
+        ))?;
+    if output.status.success() {
+        return serde_json::from_slice(&output.stdout).map_err(Error::MetadataFormat);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if stderr.contains("--locked") || stderr.contains("lock file") {
+        let root = workspace_root(manifest)
+            .unwrap_or_else(|| manifest.parent().unwrap_or(Path::new(".")).to_path_buf());
+        let lockfile = root.join("Cargo.lock");
+        if !lockfile.exists() {
+            return Err(Error::LockfileMissing {
+                lockfile,
+                workspace: root,
+            });
+        }
+        let cargo_says = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or(&stderr)
+            .trim_start_matches("error: ")
+            .to_string();
+        return Err(Error::LockfileStale {
+            lockfile,
+            cargo_says,
+        });
+    }
+    Err(Error::Metadata {
+        manifest: manifest.to_path_buf(),
+        stderr,
+    })
+}
+
+fn workspace_root(manifest: &Path) -> Option<PathBuf> {
+    let output = Command::new(cargo_program())
+        .args([
+            "locate-project",
+            "--workspace",
+            "--message-format",
+            "plain",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    path.parent().map(Path::to_path_buf)
+}
+
+/// What to compile.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The binary.
+    pub target: &'a BinaryTarget,
+    /// The workspace root (remapped in the output).
+    pub workspace_root: &'a Path,
+    /// Cargo's target directory (remapped in the output).
+    pub target_dir: &'a Path,
+    /// Cargo profile, e.g. `release`.
+    pub profile: &'a str,
+    /// `--features`.
+    pub features: &'a [String],
+    /// `--all-features`.
+    pub all_features: bool,
+    /// `--no-default-features`.
+    pub no_default_features: bool,
+    /// A directory where the rustc wrapper script may be written.
+    pub tools_dir: &'a Path,
+}
+
+/// Writes the rustc wrapper into `dir` (atomically, once) and returns its path.
+fn install_wrapper(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(WRAPPER_NAME);
+    if std::fs::read(&path).is_ok_and(|b| b == WRAPPER_SCRIPT.as_bytes()) {
+        return Ok(path);
+    }
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+    let mut tmp = tempfile_in(dir)?;
+    tmp.0
+        .write_all(WRAPPER_SCRIPT.as_bytes())
+        .map_err(io("writing", &tmp.1))?;
+    tmp.0
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(io("setting permissions of", &tmp.1))?;
+    drop(tmp.0);
+    std::fs::rename(&tmp.1, &path).map_err(io("renaming into", &path))?;
+    Ok(path)
+}
+
+fn tempfile_in(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
+    let path = dir.join(format!(".tmp-{}-{}", std::process::id(), WRAPPER_NAME));
+    let file = std::fs::File::create(&path).map_err(|source| Error::Io {
+        action: "creating",
+        path: path.clone(),
+        source,
+    })?;
+    Ok((file, path))
+}
+
+/// Runs `cargo build --locked` for the binary and returns the executable's path. Cargo's
+/// diagnostics reach the user's stderr as cargo renders them.
+pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
+    let wrapper = install_wrapper(req.tools_dir)?;
+    let program = cargo_program();
+    let mut cmd = Command::new(&program);
+    cmd.args([
+        "build",
+        "--locked",
+        "--message-format=json-render-diagnostics",
+        "--manifest-path",
+    ])
+    .arg(&req.target.package.manifest_path)
+    .args(["--bin", &req.target.bin, "--profile", req.profile]);
+    if !req.features.is_empty() {
+        cmd.arg("--features").arg(req.features.join(","));
+    }
+    if req.all_features {
+        cmd.arg("--all-features");
+    }
+    if req.no_default_features {
+        cmd.arg("--no-default-features");
+    }
+    if let Some(inner) = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
+        cmd.env("IMGBUILD_INNER_WRAPPER", inner);
+    } else {
+        cmd.env_remove("IMGBUILD_INNER_WRAPPER");
+    }
+    cmd.env("RUSTC_WRAPPER", &wrapper)
+        .env("IMGBUILD_REMAP_WORKSPACE", req.workspace_root)
+        .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
+        .env("IMGBUILD_REMAP_TARGET", req.target_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(spawn_err(
+        &program.to_string_lossy(),
+        "compiling the binary",
+    ))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut executable = None;
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        let message = message.map_err(|source| Error::Io {
+            action: "reading cargo's messages from",
+            path: "cargo build".into(),
+            source,
+        })?;
+        if let Message::CompilerArtifact(artifact) = message
+            && artifact.target.name == req.target.bin
+            && artifact
+                .target
+                .kind
+                .contains(&cargo_metadata::TargetKind::Bin)
+            && let Some(exe) = artifact.executable
+        {
+            executable = Some(exe.into_std_path_buf());
+        }
+    }
+    let status = child.wait().map_err(spawn_err(
+        &program.to_string_lossy(),
+        "compiling the binary",
+    ))?;
+    if !status.success() {
+        return Err(Error::BuildFailed {
+            status: status.to_string(),
+        });
+    }
+    executable.ok_or_else(|| Error::NoArtifact {
+        bin: req.target.bin.clone(),
+    })
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The commit time (seconds since the epoch) of `HEAD` in the git repository holding `dir`.
+pub fn git_commit_time(dir: &Path) -> Option<u64> {
+    git(dir, &["log", "-1", "--format=%ct"])?.parse().ok()
+}
+
+/// The commit id of `HEAD` in the git repository holding `dir`.
+pub fn git_revision(dir: &Path) -> Option<String> {
+    git(dir, &["rev-parse", "HEAD"])
+}

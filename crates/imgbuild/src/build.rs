@@ -1,0 +1,336 @@
+//! The build pipeline: workspace → binary → layers → image → outputs.
+//!
+//! Runs cargo and git (through `imgbuild_cargo::run`) and writes to the local store and the
+//! outputs; the decisions in between are made by the pure modules ([`crate::image`], the
+//! workspace model).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use imgbuild_cargo::config::{ExtraFile, ImageConfig};
+use imgbuild_cargo::run;
+use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
+use imgbuild_oci::layer::{Content, LayerBuilder};
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::{Descriptor, MediaType};
+
+use crate::event::{Event, Reporter};
+use crate::image::{self, APP_DIR, Layer, Provenance};
+use crate::output::{self, Output};
+use crate::{Error, Result, closure, rootfs, time};
+
+/// What to build and where to put it.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// A Cargo.toml or a directory; `None`: the current directory.
+    pub manifest_path: Option<PathBuf>,
+    /// `-p`: the package holding the binary.
+    pub package: Option<String>,
+    /// `--bin`: the binary.
+    pub bin: Option<String>,
+    /// Cargo profile (default `release`).
+    pub profile: String,
+    /// `--features`.
+    pub features: Vec<String>,
+    /// `--all-features`.
+    pub all_features: bool,
+    /// `--no-default-features`.
+    pub no_default_features: bool,
+    /// Settings that override the metadata tables (from the command line).
+    pub overrides: ImageConfig,
+    /// Timestamp for every file in the layers and for the image's `created`; `None`: the last
+    /// commit's time, else 0.
+    pub source_date_epoch: Option<u64>,
+    /// The cache directory (see [`crate::default_cache_dir`]).
+    pub cache_dir: PathBuf,
+    /// Extra destinations; the image always goes to the local store.
+    pub outputs: Vec<Output>,
+}
+
+impl BuildOptions {
+    /// Defaults: current directory, release profile, no outputs beyond the local store.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Self {
+            manifest_path: None,
+            package: None,
+            bin: None,
+            profile: "release".to_string(),
+            features: Vec::new(),
+            all_features: false,
+            no_default_features: false,
+            overrides: ImageConfig::default(),
+            source_date_epoch: None,
+            cache_dir,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+/// A built image, in the local store.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The manifest's descriptor; its digest is the image's identity.
+    pub manifest: Descriptor,
+    /// The config's descriptor.
+    pub config: Descriptor,
+    /// `name:tag` in the local store.
+    pub reference: String,
+    /// The layers, most stable first.
+    pub layers: Vec<Layer>,
+    /// The compiled executable.
+    pub executable: PathBuf,
+    /// The local store.
+    pub store: PathBuf,
+}
+
+/// The local store's directory under a cache directory.
+pub fn store_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("store")
+}
+
+/// Builds the image described by `options`, reporting progress to `reporter`.
+pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
+    let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
+    let metadata = run::metadata(&manifest_path)?;
+    let workspace = Workspace::new(&metadata);
+    let target = workspace.select(options.package.as_deref(), options.bin.as_deref())?;
+    let config = workspace
+        .image_config(&target)?
+        .merge(options.overrides.clone());
+    for out in &options.outputs {
+        preflight(out)?;
+    }
+    let extra_files = collect_extra_files(config.files.as_deref().unwrap_or_default())?;
+    let epoch = options
+        .source_date_epoch
+        .or_else(|| run::git_commit_time(&workspace.root))
+        .unwrap_or(0);
+    let provenance = Provenance {
+        created: time::rfc3339(epoch),
+        revision: run::git_revision(&workspace.root),
+    };
+
+    reporter.report(&Event::BuildStarted {
+        package: target.package.name.clone(),
+        bin: target.bin.clone(),
+        profile: options.profile.clone(),
+    });
+    let tools_dir = options.cache_dir.join("tools");
+    let executable = run::build(&run::BuildRequest {
+        target: &target,
+        workspace_root: &workspace.root,
+        target_dir: &workspace.target_dir,
+        profile: &options.profile,
+        features: &options.features,
+        all_features: options.all_features,
+        no_default_features: options.no_default_features,
+        tools_dir: &tools_dir,
+    })?;
+    reporter.report(&Event::Compiled {
+        executable: executable.display().to_string(),
+    });
+
+    let closure = closure::resolve(&executable)?;
+    let ca_bundle = rootfs::host_ca_bundle();
+    let spec = image::runtime_spec(&config, &target, ca_bundle.is_some(), &closure.extra_dirs);
+
+    let store = Layout::create(store_dir(&options.cache_dir))?;
+    let mut layers = Vec::new();
+    let mut add_layer = |role: &str, created_by: String, builder: &LayerBuilder| -> Result<()> {
+        let blob = store.write_layer(builder, epoch)?;
+        reporter.report(&Event::Layer {
+            role: role.to_string(),
+            digest: blob.descriptor.digest().to_string(),
+            diff_id: blob.diff_id.to_string(),
+            size: blob.descriptor.size(),
+            entries: builder.paths().count(),
+        });
+        layers.push(Layer { blob, created_by });
+        Ok(())
+    };
+    add_layer(
+        "rootfs",
+        "imgbuild: minimal rootfs (users, /tmp, CA certificates)".into(),
+        &rootfs::layer(ca_bundle.as_deref())?,
+    )?;
+    if !closure.is_empty() {
+        add_layer(
+            "libraries",
+            "imgbuild: shared-library closure of the binary".into(),
+            &closure.layer()?,
+        )?;
+    }
+    add_layer(
+        "app",
+        format!("imgbuild: {APP_DIR}/{} and declared files", target.bin),
+        &app_layer(&target, &executable, &extra_files)?,
+    )?;
+
+    let config_json = image::config(&spec, &layers, &provenance.created)?;
+    let config_desc = store.put_json(MediaType::ImageConfig, &config_json)?;
+    let annotations = image::annotations(&target, &provenance);
+    let manifest = image::manifest(config_desc.clone(), &layers, &annotations)?;
+    let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
+    let reference = spec.reference();
+    {
+        let _lock = store.lock()?;
+        store.set_tag(&reference, &manifest_desc)?;
+    }
+    for out in &options.outputs {
+        output::write(&store, &manifest_desc, &spec.name, &spec.tag, out, epoch)?;
+        reporter.report(&Event::Output {
+            destination: out.to_string(),
+        });
+    }
+    reporter.report(&Event::ImageBuilt {
+        digest: manifest_desc.digest().to_string(),
+        reference: reference.clone(),
+        config: config_desc.digest().to_string(),
+        size: layers.iter().map(|l| l.blob.descriptor.size()).sum(),
+    });
+    Ok(BuiltImage {
+        manifest: manifest_desc,
+        config: config_desc,
+        reference,
+        layers,
+        executable,
+        store: store.root().to_path_buf(),
+    })
+}
+
+/// Refuses outputs that cannot be written before anything is compiled.
+fn preflight(out: &Output) -> Result<()> {
+    let (path, is_dir_output) = match out {
+        Output::Oci { dir, .. } => (dir, true),
+        Output::OciArchive { file, .. } | Output::DockerArchive { file, .. } => (file, false),
+    };
+    let bad = |reason: String| Error::InvalidOutput {
+        output: out.to_string(),
+        reason,
+    };
+    if !is_dir_output && path.is_dir() {
+        return Err(bad(format!(
+            "{} is a directory; an archive output names a file",
+            path.display()
+        )));
+    }
+    if is_dir_output && path.exists() && !path.is_dir() {
+        return Err(bad(format!(
+            "{} exists and is not a directory",
+            path.display()
+        )));
+    }
+    // The nearest existing ancestor must be a directory we can create entries in.
+    let mut ancestor = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    while !ancestor.exists() {
+        match ancestor.parent() {
+            Some(p) if !p.as_os_str().is_empty() => ancestor = p,
+            _ => {
+                ancestor = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !ancestor.is_dir() {
+        return Err(bad(format!(
+            "{} is not a directory, so nothing can be written under it",
+            ancestor.display()
+        )));
+    }
+    if !is_dir_output
+        && path
+            .parent()
+            .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
+    {
+        return Err(bad(format!(
+            "the directory {} does not exist; create it first",
+            path.parent().unwrap_or(path).display()
+        )));
+    }
+    Ok(())
+}
+
+/// A resolved extra file: image path → (host path, mode).
+type FileList = BTreeMap<String, (PathBuf, u32)>;
+
+fn collect_extra_files(files: &[ExtraFile]) -> Result<FileList> {
+    let mut out = FileList::new();
+    for f in files {
+        let meta = std::fs::metadata(&f.src).map_err(|e| Error::ExtraFile {
+            src: f.src.clone(),
+            reason: format!("{e}; `files` paths are relative to the Cargo.toml that declares them"),
+        })?;
+        if meta.is_dir() {
+            walk(&f.src, &f.dst, f.mode, &mut out)?;
+        } else {
+            out.insert(
+                f.dst.clone(),
+                (f.src.clone(), f.mode.unwrap_or_else(|| default_mode(&meta))),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn default_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<()> {
+    let io = |action: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io("reading directory", dir))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io("reading directory", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| Error::ExtraFile {
+                src: path.clone(),
+                reason: "the file name is not UTF-8".into(),
+            })?;
+        let meta = std::fs::metadata(&path).map_err(io("reading metadata of", &path))?;
+        let target = format!("{}/{name}", dst.trim_end_matches('/'));
+        if meta.is_dir() {
+            walk(&path, &target, mode, out)?;
+        } else {
+            out.insert(target, (path, mode.unwrap_or_else(|| default_mode(&meta))));
+        }
+    }
+    Ok(())
+}
+
+fn app_layer(target: &BinaryTarget, executable: &Path, extra: &FileList) -> Result<LayerBuilder> {
+    let mut b = LayerBuilder::new();
+    b.file(
+        &format!("{APP_DIR}/{}", target.bin),
+        Content::HostFile(executable.to_path_buf()),
+        0o755,
+    )?;
+    for (dst, (src, mode)) in extra {
+        b.file(dst, Content::HostFile(src.clone()), *mode)
+            .map_err(|e| Error::ExtraFile {
+                src: src.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(b)
+}

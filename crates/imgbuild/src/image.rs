@@ -1,0 +1,215 @@
+//! Image assembly: the resolved runtime settings, the image config and the manifest (pure).
+
+use std::collections::{BTreeMap, HashMap};
+
+use imgbuild_cargo::config::ImageConfig;
+use imgbuild_cargo::workspace::BinaryTarget;
+use imgbuild_oci::layout::LayerBlob;
+use imgbuild_oci::spec::{
+    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder,
+    ImageManifest, ImageManifestBuilder, MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
+};
+
+use crate::Result;
+use crate::rootfs::{CA_BUNDLE_IN_IMAGE, NONROOT_UID};
+
+/// Where the binary goes in the image.
+pub const APP_DIR: &str = "/app";
+
+/// The `PATH` every image starts with.
+pub const DEFAULT_PATH: &str = "/app:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything the image config says, after defaults and overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSpec {
+    /// Image name (`name` in `name:tag`).
+    pub name: String,
+    /// Image tag.
+    pub tag: String,
+    /// Entrypoint argv.
+    pub entrypoint: Vec<String>,
+    /// Default arguments.
+    pub cmd: Option<Vec<String>>,
+    /// Environment, by name.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// User.
+    pub user: String,
+    /// Exposed ports (`PORT/PROTO`).
+    pub expose: Vec<String>,
+    /// Config labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl RuntimeSpec {
+    /// `name:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.tag)
+    }
+}
+
+/// Applies imgbuild's defaults to a merged configuration for `target`.
+pub fn runtime_spec(
+    config: &ImageConfig,
+    target: &BinaryTarget,
+    has_ca_bundle: bool,
+    extra_lib_dirs: &[String],
+) -> RuntimeSpec {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    if has_ca_bundle {
+        env.insert("SSL_CERT_FILE".to_string(), CA_BUNDLE_IN_IMAGE.to_string());
+    }
+    if !extra_lib_dirs.is_empty() {
+        env.insert("LD_LIBRARY_PATH".to_string(), extra_lib_dirs.join(":"));
+    }
+    env.extend(config.env.clone());
+    let default_name = target.bin.to_ascii_lowercase().replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+        "_",
+    );
+    RuntimeSpec {
+        name: config.name.clone().unwrap_or(default_name),
+        tag: config.tag.clone().unwrap_or_else(|| "latest".to_string()),
+        entrypoint: config
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| vec![format!("{APP_DIR}/{}", target.bin)]),
+        cmd: config.cmd.clone(),
+        env,
+        workdir: config.workdir.clone(),
+        user: config
+            .user
+            .clone()
+            .unwrap_or_else(|| NONROOT_UID.to_string()),
+        expose: config.expose.clone().unwrap_or_default(),
+        labels: config.labels.clone(),
+    }
+}
+
+/// The image's architecture, from the build host's (images are built for the host target).
+pub fn host_arch() -> Arch {
+    match std::env::consts::ARCH {
+        "x86_64" => Arch::Amd64,
+        "aarch64" => Arch::ARM64,
+        "x86" => Arch::i386,
+        "arm" => Arch::ARM,
+        "riscv64" => Arch::RISCV64,
+        "powerpc64" => Arch::PowerPC64,
+        "s390x" => Arch::s390x,
+        other => Arch::Other(other.to_string()),
+    }
+}
+
+/// A layer and the history line that describes it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The written blob.
+    pub blob: LayerBlob,
+    /// `history[].created_by`.
+    pub created_by: String,
+}
+
+/// Builds the image config.
+pub fn config(spec: &RuntimeSpec, layers: &[Layer], created: &str) -> Result<ImageConfiguration> {
+    let mut runtime = ConfigBuilder::default()
+        .user(spec.user.clone())
+        .env(
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .entrypoint(spec.entrypoint.clone());
+    if let Some(cmd) = &spec.cmd {
+        runtime = runtime.cmd(cmd.clone());
+    }
+    if let Some(dir) = &spec.workdir {
+        runtime = runtime.working_dir(dir.clone());
+    }
+    if !spec.expose.is_empty() {
+        runtime = runtime.exposed_ports(spec.expose.clone());
+    }
+    if !spec.labels.is_empty() {
+        runtime = runtime.labels(spec.labels.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    let history = layers
+        .iter()
+        .map(|l| {
+            HistoryBuilder::default()
+                .created(created.to_string())
+                .created_by(l.created_by.clone())
+                .build()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let rootfs = RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.blob.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()?;
+    Ok(ImageConfigurationBuilder::default()
+        .created(created.to_string())
+        .architecture(host_arch())
+        .os(Os::Linux)
+        .config(runtime.build()?)
+        .rootfs(rootfs)
+        .history(history)
+        .build()?)
+}
+
+/// Builds the manifest.
+pub fn manifest(
+    config: Descriptor,
+    layers: &[Layer],
+    annotations: &BTreeMap<String, String>,
+) -> Result<ImageManifest> {
+    let mut builder = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(
+            layers
+                .iter()
+                .map(|l| l.blob.descriptor.clone())
+                .collect::<Vec<_>>(),
+        );
+    if !annotations.is_empty() {
+        builder = builder.annotations(annotations.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    Ok(builder.build()?)
+}
+
+/// Facts for the standard `org.opencontainers.image.*` annotations.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Image creation time, RFC 3339.
+    pub created: String,
+    /// VCS revision of the source.
+    pub revision: Option<String>,
+}
+
+/// The standard annotations for `target`.
+pub fn annotations(target: &BinaryTarget, provenance: &Provenance) -> BTreeMap<String, String> {
+    let p = &target.package;
+    let mut a = BTreeMap::new();
+    let mut put = |k: &str, v: Option<&String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            a.insert(format!("org.opencontainers.image.{k}"), v.clone());
+        }
+    };
+    put("title", Some(&target.bin));
+    put("version", Some(&p.version));
+    put("created", Some(&provenance.created));
+    put("revision", provenance.revision.as_ref());
+    put("source", p.repository.as_ref());
+    put("url", p.homepage.as_ref());
+    put("description", p.description.as_ref());
+    put("licenses", p.license.as_ref());
+    put("authors", p.authors.as_ref());
+    a
+}

@@ -1,0 +1,308 @@
+//! The `imgbuild` command: parses flags, wires them to the library, renders its events.
+//!
+//! Human output goes to stderr; machine output (the digest, or JSON events with
+//! `--message-format json`) goes to stdout.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgbuild::event::{Event, Reporter};
+use imgbuild::output::Output;
+use imgbuild::{BuildOptions, ImageConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Build reproducible OCI images from Cargo projects, without a daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a binary and build its image (into the local store and any --output).
+    Build(BuildArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Path to Cargo.toml (or its directory); default: the current directory.
+    #[arg(long, value_name = "PATH")]
+    manifest_path: Option<PathBuf>,
+    /// Package holding the binary.
+    #[arg(short, long, value_name = "SPEC")]
+    package: Option<String>,
+    /// Binary to package (required when there are several).
+    #[arg(long, value_name = "NAME")]
+    bin: Option<String>,
+    /// Cargo profile.
+    #[arg(long, default_value = "release", value_name = "PROFILE")]
+    profile: String,
+    /// Features to activate (comma-separated or repeated).
+    #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
+    features: Vec<String>,
+    /// Activate all features.
+    #[arg(long)]
+    all_features: bool,
+    /// Do not activate the default feature.
+    #[arg(long)]
+    no_default_features: bool,
+    /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    #[arg(short, long = "output", value_name = "DEST")]
+    outputs: Vec<String>,
+    /// Image name (default: the binary's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Image tag (default: latest).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Entrypoint: a program path, or a JSON array of arguments.
+    #[arg(long, value_name = "ARGV")]
+    entrypoint: Option<String>,
+    /// Default arguments: one argument, or a JSON array.
+    #[arg(long, value_name = "ARGV")]
+    cmd: Option<String>,
+    /// Environment variable for the image (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Image label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Port to expose, e.g. 8080 or 53/udp (repeatable).
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    expose: Vec<String>,
+    /// User to run as (default 65532).
+    #[arg(long)]
+    user: Option<String>,
+    /// Working directory inside the image.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    message_format: MessageFormat,
+}
+
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{flag} {s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        bail!("{flag} {s:?}: the key is empty");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn argv(flag: &str, s: &str) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("{flag} {s:?}: not a JSON array of strings"));
+    }
+    Ok(vec![s.to_string()])
+}
+
+/// Turns the override flags into a configuration layer, validated like a metadata table.
+fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
+    let mut table = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        table.insert(k.to_string(), v);
+    };
+    if let Some(v) = &args.name {
+        put("name", v.clone().into());
+    }
+    if let Some(v) = &args.tag {
+        put("tag", v.clone().into());
+    }
+    if let Some(v) = &args.entrypoint {
+        put("entrypoint", argv("--entrypoint", v)?.into());
+    }
+    if let Some(v) = &args.cmd {
+        put("cmd", argv("--cmd", v)?.into());
+    }
+    if let Some(v) = &args.user {
+        put("user", v.clone().into());
+    }
+    if let Some(v) = &args.workdir {
+        put("workdir", v.clone().into());
+    }
+    if !args.env.is_empty() {
+        let map: serde_json::Map<_, _> = args
+            .env
+            .iter()
+            .map(|s| key_value("--env", s).map(|(k, v)| (k, v.into())))
+            .collect::<Result<_>>()?;
+        put("env", map.into());
+    }
+    if !args.labels.is_empty() {
+        let map: serde_json::Map<_, _> = args
+            .labels
+            .iter()
+            .map(|s| key_value("--label", s).map(|(k, v)| (k, v.into())))
+            .collect::<Result<_>>()?;
+        put("labels", map.into());
+    }
+    if !args.expose.is_empty() {
+        put("expose", args.expose.clone().into());
+    }
+    let origin = imgbuild_cargo::config::Origin {
+        table: "command-line flags",
+        manifest: std::path::Path::new("(command line)"),
+    };
+    Ok(imgbuild_cargo::config::parse_table(
+        &serde_json::Value::Object(table),
+        &origin,
+        None,
+    )?)
+}
+
+/// Renders events as status lines on stderr (colored on a terminal).
+struct Human {
+    color: bool,
+}
+
+impl Human {
+    fn status(&self, verb: &str, rest: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = if self.color {
+            writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {rest}")
+        } else {
+            writeln!(err, "{verb:>12} {rest}")
+        };
+    }
+}
+
+fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+impl Reporter for Human {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::BuildStarted {
+                package,
+                bin,
+                profile,
+            } => self.status(
+                "Building",
+                &format!("image for {package}/{bin} ({profile} profile)"),
+            ),
+            Event::Compiled { executable } => self.status("Compiled", executable),
+            Event::Layer {
+                role,
+                digest,
+                size,
+                entries,
+                ..
+            } => self.status(
+                "Layer",
+                &format!(
+                    "{role:<9} {} {:>10} ({entries} entries)",
+                    short(digest),
+                    human_size(*size)
+                ),
+            ),
+            Event::Output { destination } => self.status("Wrote", destination),
+            Event::ImageBuilt {
+                digest,
+                reference,
+                size,
+                ..
+            } => self.status(
+                "Image",
+                &format!("{reference} {digest} ({} compressed)", human_size(*size)),
+            ),
+            Event::Warning { message } => self.status("Warning", message),
+        }
+    }
+}
+
+/// Prints each event as one JSON line on stdout.
+struct Json;
+
+impl Reporter for Json {
+    fn report(&self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+fn run_build(args: BuildArgs) -> Result<()> {
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
+        _ => None,
+    };
+    let mut options = BuildOptions::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(imgbuild::default_cache_dir),
+    );
+    options.overrides = overrides(&args)?;
+    options.manifest_path = args.manifest_path;
+    options.package = args.package;
+    options.bin = args.bin;
+    options.profile = args.profile;
+    options.features = args.features;
+    options.all_features = args.all_features;
+    options.no_default_features = args.no_default_features;
+    options.source_date_epoch = source_date_epoch;
+    options.outputs = outputs;
+    match args.message_format {
+        MessageFormat::Json => {
+            imgbuild::build(&options, &Json)?;
+        }
+        MessageFormat::Human => {
+            let image = imgbuild::build(
+                &options,
+                &Human {
+                    color: std::io::stderr().is_terminal(),
+                },
+            )?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => run_build(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

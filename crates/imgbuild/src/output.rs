@@ -1,0 +1,267 @@
+//! Where images go, named like skopeo's transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
+//! `docker-archive:FILE[:NAME:TAG]`. Parsing is pure; [`write`] touches the filesystem.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::Descriptor;
+
+use crate::{Error, Result};
+
+/// One output destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI image layout directory, the image tagged `tag` (default: the image's tag).
+    Oci {
+        /// The directory.
+        dir: PathBuf,
+        /// The tag in `index.json`.
+        tag: Option<String>,
+    },
+    /// A tar of an OCI image layout.
+    OciArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The tag in its `index.json`.
+        tag: Option<String>,
+    },
+    /// A `docker save`-style archive for `docker load` / `podman load`.
+    DockerArchive {
+        /// The archive.
+        file: PathBuf,
+        /// `name:tag` it loads as (default: the image's name and tag).
+        reference: Option<String>,
+    },
+}
+
+impl FromStr for Output {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidOutput {
+            output: s.to_string(),
+            reason: why.to_string(),
+        };
+        let (transport, rest) = s.split_once(':').ok_or_else(|| {
+            bad("expected TRANSPORT:PATH, e.g. oci:out/hello, oci-archive:hello.tar or docker-archive:hello.tar")
+        })?;
+        let (path, reference) = match rest.split_once(':') {
+            Some((p, r)) => (p, Some(r.to_string())),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(bad("the path is empty"));
+        }
+        if let Some(r) = &reference {
+            let tag_ok = |t: &str| imgbuild_cargo::config::validate_tag(t);
+            let check = match transport {
+                "docker-archive" => match r.rsplit_once(':') {
+                    Some((name, tag)) => {
+                        imgbuild_cargo::config::validate_name(name).and_then(|_| tag_ok(tag))
+                    }
+                    None => {
+                        Err("give NAME:TAG, e.g. docker-archive:hello.tar:hello:latest".to_string())
+                    }
+                },
+                _ => tag_ok(r),
+            };
+            check.map_err(|why| bad(&format!("reference {r:?}: {why}")))?;
+        }
+        let path = PathBuf::from(path);
+        match transport {
+            "oci" => Ok(Output::Oci {
+                dir: path,
+                tag: reference,
+            }),
+            "oci-archive" => Ok(Output::OciArchive {
+                file: path,
+                tag: reference,
+            }),
+            "docker-archive" => Ok(Output::DockerArchive {
+                file: path,
+                reference,
+            }),
+            "docker" | "docker-daemon" | "containers-storage" | "dir" => Err(bad(&format!(
+                "the {transport}: transport is not supported by this version; write oci:, oci-archive: or docker-archive: (then `docker load -i FILE` or `skopeo copy`)"
+            ))),
+            other => Err(bad(&format!(
+                "unknown transport {other:?}; use oci:, oci-archive: or docker-archive:"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (transport, path, reference) = match self {
+            Output::Oci { dir, tag } => ("oci", dir, tag),
+            Output::OciArchive { file, tag } => ("oci-archive", file, tag),
+            Output::DockerArchive { file, reference } => ("docker-archive", file, reference),
+        };
+        write!(f, "{transport}:{}", path.display())?;
+        if let Some(r) = reference {
+            write!(f, ":{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the image `manifest` from `store` to `output`. `name` and `tag` are the image's own,
+/// used where the output names none. Nothing half-written is left on failure.
+pub fn write(
+    store: &Layout,
+    manifest: &Descriptor,
+    name: &str,
+    tag: &str,
+    output: &Output,
+    mtime: u64,
+) -> Result<()> {
+    match output {
+        Output::Oci { dir, tag: out_tag } => {
+            write_oci_dir(store, manifest, dir, out_tag.as_deref().unwrap_or(tag))
+        }
+        Output::OciArchive { file, tag: out_tag } => {
+            check_parent(file)?;
+            Ok(imgbuild_oci::archive::write_oci_archive(
+                store,
+                manifest,
+                Some(out_tag.as_deref().unwrap_or(tag)),
+                file,
+                mtime,
+            )?)
+        }
+        Output::DockerArchive { file, reference } => {
+            check_parent(file)?;
+            let reference = reference.clone().unwrap_or_else(|| format!("{name}:{tag}"));
+            Ok(imgbuild_oci::archive::write_docker_archive(
+                store,
+                manifest,
+                &[reference],
+                file,
+                mtime,
+            )?)
+        }
+    }
+}
+
+fn check_parent(file: &Path) -> Result<()> {
+    if file.is_dir() {
+        return Err(Error::InvalidOutput {
+            output: file.display().to_string(),
+            reason: "is a directory; an archive output names a file".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies the image into the OCI layout at `dir`. A new directory is assembled beside its final
+/// name and renamed into place; an existing layout gets its blobs first and its index last.
+fn write_oci_dir(store: &Layout, manifest: &Descriptor, dir: &Path, tag: &str) -> Result<()> {
+    let blobs = store.image_blobs(manifest)?;
+    if dir.exists() {
+        let layout = Layout::create(dir)?;
+        for blob in &blobs {
+            store.copy_blob(blob.digest(), &layout)?;
+        }
+        return Ok(layout.set_tag(tag, manifest)?);
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| Error::Io {
+        action: "creating directory",
+        path: parent.clone(),
+        source,
+    })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".tmp-oci-")
+        .tempdir_in(&parent)
+        .map_err(|source| Error::Io {
+            action: "creating a temporary directory in",
+            path: parent.clone(),
+            source,
+        })?;
+    let layout = Layout::create(staging.path())?;
+    for blob in &blobs {
+        store.copy_blob(blob.digest(), &layout)?;
+    }
+    layout.set_tag(tag, manifest)?;
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir).map_err(|source| {
+        let _ = std::fs::remove_dir_all(&staged);
+        Error::Io {
+            action: "renaming the new layout into",
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_parse_like_skopeo() {
+        let cases = [
+            (
+                "oci:out",
+                Output::Oci {
+                    dir: "out".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci:/tmp/x:v1",
+                Output::Oci {
+                    dir: "/tmp/x".into(),
+                    tag: Some("v1".into()),
+                },
+            ),
+            (
+                "oci-archive:a.tar:latest",
+                Output::OciArchive {
+                    file: "a.tar".into(),
+                    tag: Some("latest".into()),
+                },
+            ),
+            (
+                "docker-archive:d.tar",
+                Output::DockerArchive {
+                    file: "d.tar".into(),
+                    reference: None,
+                },
+            ),
+            (
+                "docker-archive:d.tar:reg/hello:1.0",
+                Output::DockerArchive {
+                    file: "d.tar".into(),
+                    reference: Some("reg/hello:1.0".into()),
+                },
+            ),
+        ];
+        for (text, expected) in cases {
+            let parsed: Output = text.parse().unwrap();
+            assert_eq!(parsed, expected);
+            assert_eq!(parsed.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_outputs_say_what_to_write_instead() {
+        for (text, expected) in [
+            ("out", "expected TRANSPORT:PATH"),
+            ("oci:", "path is empty"),
+            ("tarball:x", "unknown transport"),
+            ("docker://reg/x", "not supported by this version"),
+            ("oci:x:Bad Tag", "reference"),
+            ("docker-archive:x.tar:notag", "NAME:TAG"),
+        ] {
+            let err = text.parse::<Output>().unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Single-file image exports: `oci-archive` (a tar of an OCI layout) and `docker-archive` (the
+//! `docker save` format that `docker load` and `podman load` read).
+//!
+//! Touches the filesystem only. The archive is written to a temporary file next to the
+//! destination and renamed over it at the end, so a failure leaves no partial archive. Every blob
+//! is verified against its digest as it is copied in, and the same image always gives the same
+//! archive bytes.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
+
+use crate::digest::{HashingReader, HashingWriter};
+use crate::layout::{Layout, index_of, with_ref_name};
+use crate::{Error, Result, io_err, json};
+
+fn tmp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".tmp-archive-")
+        .tempfile_in(dir)
+        .map_err(io_err("creating temporary file in", dir))
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+    mtime: u64,
+) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64, mtime);
+    tar.append_data(&mut h, name, bytes)
+        .map_err(io_err("writing archive entry", name))
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str, mtime: u64) -> Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
+    tar.append_data(&mut h, name, io::empty())
+        .map_err(io_err("writing archive entry", name))
+}
+
+/// Appends the blob `desc` from `layout` under `name`, checking size and digest as it streams.
+fn append_blob<W: Write>(
+    tar: &mut tar::Builder<W>,
+    layout: &Layout,
+    desc: &Descriptor,
+    name: &str,
+    mtime: u64,
+) -> Result<()> {
+    let path = layout.blob_path(desc.digest());
+    let file = layout.open_blob(desc.digest())?;
+    let len = file
+        .metadata()
+        .map_err(io_err("reading metadata of", &path))?
+        .len();
+    if len != desc.size() {
+        return Err(Error::DigestMismatch {
+            path,
+            expected: format!("{} ({} bytes)", desc.digest(), desc.size()),
+            actual: format!("a file of {len} bytes"),
+        });
+    }
+    let mut reader = HashingReader::new(file.take(len));
+    let mut h = header(tar::EntryType::Regular, 0o644, len, mtime);
+    tar.append_data(&mut h, name, &mut reader)
+        .map_err(io_err("writing archive entry", name))?;
+    let (actual, _) = reader.finish();
+    if &actual != desc.digest() {
+        return Err(Error::DigestMismatch {
+            path,
+            expected: desc.digest().to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn finish(
+    tar: tar::Builder<BufWriter<File>>,
+    tmp: tempfile::NamedTempFile,
+    dest: &Path,
+) -> Result<()> {
+    let mut buf = tar
+        .into_inner()
+        .map_err(io_err("finishing archive", tmp.path()))?;
+    buf.flush().map_err(io_err("writing", tmp.path()))?;
+    drop(buf);
+    tmp.persist(dest)
+        .map_err(|e| io_err("renaming archive into", dest)(e.error))?;
+    Ok(())
+}
+
+/// Writes the image `manifest` from `layout` as an `oci-archive` at `dest`, its index entry
+/// tagged `tag` when given.
+pub fn write_oci_archive(
+    layout: &Layout,
+    manifest: &Descriptor,
+    tag: Option<&str>,
+    dest: &Path,
+    mtime: u64,
+) -> Result<()> {
+    let blobs = layout.image_blobs(manifest)?;
+    let entry = match tag {
+        Some(tag) => with_ref_name(manifest, tag),
+        None => manifest.clone(),
+    };
+    let index = index_of(vec![entry])?;
+    let index_bytes = json::to_vec(&index).map_err(|source| Error::InvalidJson {
+        what: "index",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let tmp = tmp_beside(dest)?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(io_err("opening", tmp.path()))?;
+    let mut tar = tar::Builder::new(BufWriter::new(file));
+    append_dir(&mut tar, "blobs/", mtime)?;
+    append_dir(&mut tar, "blobs/sha256/", mtime)?;
+    let mut sorted = blobs;
+    sorted.sort_by(|a, b| a.digest().digest().cmp(b.digest().digest()));
+    sorted.dedup_by(|a, b| a.digest() == b.digest());
+    for desc in &sorted {
+        let name = format!("blobs/sha256/{}", desc.digest().digest());
+        append_blob(&mut tar, layout, desc, &name, mtime)?;
+    }
+    append_bytes(&mut tar, "index.json", &index_bytes, mtime)?;
+    append_bytes(
+        &mut tar,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        mtime,
+    )?;
+    finish(tar, tmp, dest)
+}
+
+/// Writes the image `manifest` from `layout` as a `docker-archive` at `dest`, loadable by
+/// `docker load` and `podman load`, named by `repo_tags` (e.g. `hello:latest`). Layers are
+/// stored uncompressed, as `docker save` does, and each is checked against its `diff_id`.
+pub fn write_docker_archive(
+    layout: &Layout,
+    manifest: &Descriptor,
+    repo_tags: &[String],
+    dest: &Path,
+    mtime: u64,
+) -> Result<()> {
+    let parsed = layout.read_manifest(manifest.digest())?;
+    let config_bytes = layout.read_blob(parsed.config().digest())?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|source| Error::InvalidJson {
+            what: "image config",
+            path: layout.blob_path(parsed.config().digest()),
+            source,
+        })?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != parsed.layers().len() {
+        return Err(Error::InvalidEntry {
+            path: manifest.digest().to_string(),
+            reason: format!(
+                "{} layers but {} diff_ids in the config",
+                parsed.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let tmp = tmp_beside(dest)?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(io_err("opening", tmp.path()))?;
+    let mut tar = tar::Builder::new(BufWriter::new(file));
+
+    let config_name = format!("{}.json", parsed.config().digest().digest());
+    let mut layer_names = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (desc, diff_id) in parsed.layers().iter().zip(diff_ids) {
+        let diff_id: Digest = diff_id.parse()?;
+        let name = format!("{}.tar", diff_id.digest());
+        layer_names.push(name.clone());
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let mut scratch = tempfile::tempfile_in(tmp.path().parent().unwrap_or(Path::new(".")))
+            .map_err(io_err("creating temporary file beside", dest))?;
+        uncompressed_layer(layout, desc, &diff_id, &mut scratch)?;
+        let len = scratch
+            .stream_position()
+            .map_err(io_err("reading temporary layer for", dest))?;
+        scratch
+            .rewind()
+            .map_err(io_err("reading temporary layer for", dest))?;
+        let mut h = header(tar::EntryType::Regular, 0o644, len, mtime);
+        tar.append_data(&mut h, &name, scratch.take(len))
+            .map_err(io_err("writing archive entry", &name))?;
+    }
+    append_bytes(&mut tar, &config_name, &config_bytes, mtime)?;
+    let manifest_json = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": repo_tags,
+        "Layers": layer_names,
+    }]);
+    let manifest_bytes = json::to_vec(&manifest_json).map_err(|source| Error::InvalidJson {
+        what: "docker manifest",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    append_bytes(&mut tar, "manifest.json", &manifest_bytes, mtime)?;
+    finish(tar, tmp, dest)
+}
+
+/// Writes the uncompressed tar of layer `desc` into `out`, checking the compressed digest and
+/// the uncompressed `diff_id`.
+fn uncompressed_layer(
+    layout: &Layout,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    out: &mut File,
+) -> Result<()> {
+    let path = layout.blob_path(desc.digest());
+    let compressed = HashingReader::new(layout.open_blob(desc.digest())?);
+    let mut writer = HashingWriter::new(BufWriter::new(&mut *out));
+    let compressed = match desc.media_type() {
+        MediaType::ImageLayerGzip | MediaType::Other(_) => {
+            let mut gz = GzDecoder::new(compressed);
+            io::copy(&mut gz, &mut writer).map_err(io_err("decompressing", &path))?;
+            let mut rest = gz.into_inner();
+            io::copy(&mut rest, &mut io::sink()).map_err(io_err("reading", &path))?;
+            rest
+        }
+        MediaType::ImageLayer => {
+            let mut plain = compressed;
+            io::copy(&mut plain, &mut writer).map_err(io_err("copying", &path))?;
+            plain
+        }
+        other => {
+            return Err(Error::InvalidEntry {
+                path: desc.digest().to_string(),
+                reason: format!("layers of media type {other} cannot go into a docker-archive"),
+            });
+        }
+    };
+    let (actual, _) = compressed.finish();
+    if &actual != desc.digest() {
+        return Err(Error::DigestMismatch {
+            path,
+            expected: desc.digest().to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    let (mut buf, actual_diff, _) = writer.finish();
+    buf.flush()
+        .map_err(io_err("writing temporary layer for", &path))?;
+    if &actual_diff != diff_id {
+        return Err(Error::DigestMismatch {
+            path,
+            expected: format!("uncompressed {diff_id}"),
+            actual: actual_diff.to_string(),
+        });
+    }
+    Ok(())
+}

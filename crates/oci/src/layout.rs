@@ -1,0 +1,423 @@
+//! The OCI image layout on disk: `oci-layout`, `index.json` and content-addressed `blobs/`.
+//!
+//! Touches the filesystem (and nothing else). Every write goes to a temporary file in the target
+//! directory and is renamed into place, so a reader never sees a partial blob or index, and an
+//! interrupted write leaves only a `.tmp-*` file that is never referenced. Every blob read back is
+//! checked against its digest.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use oci_spec::image::{
+    Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType, SCHEMA_VERSION,
+};
+
+use crate::digest::HashingWriter;
+use crate::layer::LayerBuilder;
+use crate::{Error, REF_NAME_ANNOTATION, Result, io_err, json};
+
+/// gzip level used for image layers. Pinned: another level (or another zlib implementation)
+/// gives other bytes, hence another digest.
+pub const GZIP_LEVEL: u32 = 6;
+
+const OCI_LAYOUT_FILE: &str = "oci-layout";
+const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+/// A layer written to a layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// The compressed blob, as a manifest lists it.
+    pub descriptor: Descriptor,
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// An exclusive lock on a layout, released on drop.
+#[derive(Debug)]
+pub struct LayoutLock {
+    _file: File,
+}
+
+impl Layout {
+    /// Opens `root` as a layout, creating it (and its parents) if it does not exist. An existing
+    /// non-empty directory must already be an OCI layout.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err("creating directory", &root))?;
+        let marker = root.join(OCI_LAYOUT_FILE);
+        if !marker.exists() {
+            let mut entries = fs::read_dir(&root).map_err(io_err("reading directory", &root))?;
+            if entries.next().is_some() {
+                return Err(Error::NotALayout { path: root });
+            }
+            write_atomic(&root, OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+        }
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(io_err("creating directory", &blobs))?;
+        let layout = Self { root };
+        if !layout.root.join("index.json").exists() {
+            layout.write_index(&empty_index()?)?;
+        }
+        Ok(layout)
+    }
+
+    /// Opens an existing layout.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if !root.join(OCI_LAYOUT_FILE).is_file() {
+            return Err(Error::NotALayout { path: root });
+        }
+        Ok(Self { root })
+    }
+
+    /// The layout's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes an exclusive lock (a `.lock` file in the layout), waiting for other holders.
+    pub fn lock(&self) -> Result<LayoutLock> {
+        let path = self.root.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening lock file", &path))?;
+        file.lock().map_err(io_err("locking", &path))?;
+        Ok(LayoutLock { _file: file })
+    }
+
+    /// Where the blob with `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest())
+    }
+
+    /// Whether the blob is present (its content is not checked).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// Stores `bytes` as a blob and returns its descriptor.
+    pub fn put_bytes(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor> {
+        let digest = crate::digest::sha256(bytes);
+        if !self.has_blob(&digest) {
+            write_atomic(&self.blob_dir(), digest.digest(), bytes)?;
+        }
+        Ok(Descriptor::new(media_type, bytes.len() as u64, digest))
+    }
+
+    /// Stores `value` as canonical JSON and returns its descriptor.
+    pub fn put_json<T: serde::Serialize>(
+        &self,
+        media_type: MediaType,
+        value: &T,
+    ) -> Result<Descriptor> {
+        let bytes = json::to_vec(value).map_err(|source| Error::InvalidJson {
+            what: "object to store",
+            path: self.root.clone(),
+            source,
+        })?;
+        self.put_bytes(media_type, &bytes)
+    }
+
+    /// Writes `layer` as a gzip-compressed tar blob, every timestamp set to `mtime`.
+    pub fn write_layer(&self, layer: &LayerBuilder, mtime: u64) -> Result<LayerBlob> {
+        let dir = self.blob_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-layer-")
+            .tempfile_in(&dir)
+            .map_err(io_err("creating temporary file in", &dir))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io_err("opening", tmp.path()))?;
+        let compressed = HashingWriter::new(BufWriter::new(file));
+        let gz = GzEncoder::new(compressed, flate2::Compression::new(GZIP_LEVEL));
+        let uncompressed = layer.write_tar(HashingWriter::new(gz), mtime)?;
+        let (gz, diff_id, uncompressed_size) = uncompressed.finish();
+        let compressed = gz
+            .finish()
+            .map_err(io_err("compressing layer into", tmp.path()))?;
+        let (mut buf, digest, size) = compressed.finish();
+        buf.flush().map_err(io_err("writing", tmp.path()))?;
+        drop(buf);
+        let dest = self.blob_path(&digest);
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming layer into", &dest)(e.error))?;
+        Ok(LayerBlob {
+            descriptor: Descriptor::new(MediaType::ImageLayerGzip, size, digest),
+            diff_id,
+            uncompressed_size,
+        })
+    }
+
+    /// Opens a blob for streaming. The caller verifies (see [`Layout::read_blob`] for the
+    /// checked whole-blob read).
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::MissingBlob {
+                    layout: self.root.clone(),
+                    digest: digest.to_string(),
+                }
+            } else {
+                io_err("opening", &path)(e)
+            }
+        })
+    }
+
+    /// Reads a whole blob, verifying its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let mut bytes = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .map_err(io_err("reading", &path))?;
+        let actual = crate::digest::sha256(&bytes);
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                path,
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Streams the blob `digest` into `out`, verifying it; returns the byte count. On a mismatch
+    /// the bytes were written but an error is returned: write to a temporary file.
+    pub fn copy_blob_to_writer(&self, digest: &Digest, out: impl Write) -> Result<u64> {
+        let path = self.blob_path(digest);
+        let mut src = self.open_blob(digest)?;
+        let mut writer = HashingWriter::new(out);
+        io::copy(&mut src, &mut writer).map_err(io_err("copying", &path))?;
+        let (_, actual, n) = writer.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                path,
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Copies a blob into `other`, verified, unless `other` has it already.
+    pub fn copy_blob(&self, digest: &Digest, other: &Layout) -> Result<()> {
+        if other.has_blob(digest) {
+            return Ok(());
+        }
+        let dir = other.blob_dir();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-blob-")
+            .tempfile_in(&dir)
+            .map_err(io_err("creating temporary file in", &dir))?;
+        {
+            let mut out = BufWriter::new(tmp.as_file_mut());
+            self.copy_blob_to_writer(digest, &mut out)?;
+            out.flush().map_err(io_err("writing", &dir))?;
+        }
+        let dest = other.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming blob into", &dest)(e.error))?;
+        Ok(())
+    }
+
+    /// Reads and parses the image manifest with `digest`.
+    pub fn read_manifest(&self, digest: &Digest) -> Result<ImageManifest> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
+            what: "image manifest",
+            path: self.blob_path(digest),
+            source,
+        })
+    }
+
+    /// The manifest's blob, its config's and its layers' descriptors, in that order.
+    pub fn image_blobs(&self, manifest: &Descriptor) -> Result<Vec<Descriptor>> {
+        let parsed = self.read_manifest(manifest.digest())?;
+        let mut all = vec![manifest.clone(), parsed.config().clone()];
+        all.extend(parsed.layers().iter().cloned());
+        Ok(all)
+    }
+
+    /// Reads `index.json`.
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
+            what: "index",
+            path,
+            source,
+        })
+    }
+
+    /// Replaces `index.json` atomically, in canonical JSON.
+    pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let bytes = json::to_vec(index).map_err(|source| Error::InvalidJson {
+            what: "index",
+            path: self.root.join("index.json"),
+            source,
+        })?;
+        write_atomic(&self.root, "index.json", &bytes)
+    }
+
+    /// Points `tag` at `manifest` in `index.json`, replacing what the tag pointed at before.
+    /// Callers sharing a layout between processes hold [`Layout::lock`] around this.
+    pub fn set_tag(&self, tag: &str, manifest: &Descriptor) -> Result<()> {
+        let mut index = self.read_index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) != Some(tag))
+            .cloned()
+            .collect();
+        manifests.push(with_ref_name(manifest, tag));
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// The manifest descriptor `tag` points at.
+    pub fn resolve(&self, tag: &str) -> Result<Descriptor> {
+        self.read_index()?
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(tag))
+            .cloned()
+            .ok_or_else(|| Error::UnknownTag {
+                layout: self.root.clone(),
+                tag: tag.to_string(),
+            })
+    }
+}
+
+/// The `org.opencontainers.image.ref.name` annotation of a descriptor, if any.
+pub fn ref_name(desc: &Descriptor) -> Option<&str> {
+    desc.annotations()
+        .as_ref()?
+        .get(REF_NAME_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// A copy of `desc` annotated with `tag` as its ref name.
+pub fn with_ref_name(desc: &Descriptor, tag: &str) -> Descriptor {
+    let mut desc = desc.clone();
+    let mut annotations = desc.annotations().clone().unwrap_or_default();
+    annotations.insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
+    desc.set_annotations(Some(annotations));
+    desc
+}
+
+/// An index with no manifests.
+pub fn empty_index() -> Result<ImageIndex> {
+    index_of(Vec::new())
+}
+
+/// An index listing `manifests`.
+pub fn index_of(manifests: Vec<Descriptor>) -> Result<ImageIndex> {
+    Ok(ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .annotations(HashMap::new())
+        .build()?)
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file in `dir` and a rename.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err("creating temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(io_err("writing", tmp.path()))?;
+    let dest = dir.join(name);
+    tmp.persist(&dest)
+        .map_err(|e| io_err("renaming into", &dest)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::Content;
+
+    #[test]
+    fn a_layer_written_twice_has_one_digest_and_a_matching_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path().join("l")).unwrap();
+        let mut b = LayerBuilder::new();
+        b.file("/app/hello", Content::Bytes(b"hi".to_vec()), 0o755)
+            .unwrap();
+        let one = layout.write_layer(&b, 7).unwrap();
+        let two = layout.write_layer(&b, 7).unwrap();
+        assert_eq!(one, two);
+        let tar = b.write_tar(Vec::new(), 7).unwrap();
+        assert_eq!(one.diff_id, crate::digest::sha256(&tar));
+        let blob = layout.read_blob(one.descriptor.digest()).unwrap();
+        let mut un = Vec::new();
+        flate2::read::GzDecoder::new(blob.as_slice())
+            .read_to_end(&mut un)
+            .unwrap();
+        assert_eq!(un, tar);
+        let leftovers: Vec<_> = fs::read_dir(layout.blob_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_reported_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let desc = layout.put_bytes(MediaType::ImageConfig, b"{}").unwrap();
+        fs::write(layout.blob_path(desc.digest()), b"{ }").unwrap();
+        let err = layout.read_blob(desc.digest()).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn tags_replace_their_previous_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let a = layout.put_bytes(MediaType::ImageManifest, b"a").unwrap();
+        let b = layout.put_bytes(MediaType::ImageManifest, b"b").unwrap();
+        layout.set_tag("x", &a).unwrap();
+        layout.set_tag("y", &a).unwrap();
+        layout.set_tag("x", &b).unwrap();
+        assert_eq!(layout.resolve("x").unwrap().digest(), b.digest());
+        assert_eq!(layout.resolve("y").unwrap().digest(), a.digest());
+        assert_eq!(layout.read_index().unwrap().manifests().len(), 2);
+    }
+
+    #[test]
+    fn a_non_empty_directory_that_is_not_a_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious.txt"), b"data").unwrap();
+        let err = Layout::create(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::NotALayout { .. }), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

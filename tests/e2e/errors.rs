@@ -1,0 +1,188 @@
+//! Issue #2: bad input gives a clear error, exit status 1, no panic, and no output written.
+
+use std::path::Path;
+
+use crate::support::*;
+
+const BIN_TOML: &str =
+    "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
+const MAIN: &str = "fn main() { println!(\"hi\"); }\n";
+
+fn assert_absent(path: &Path) {
+    assert!(!path.exists(), "{} was written", path.display());
+}
+
+#[test]
+fn not_a_cargo_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.tar");
+    imgbuild(
+        tmp.path(),
+        &tmp.path().join("cache"),
+        &["build", "-o", &format!("oci-archive:{}", out.display())],
+    )
+    .fails_with(&["is not a Cargo project", "--manifest-path"]);
+    assert_absent(&out);
+}
+
+#[test]
+fn a_package_without_a_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", &BIN_TOML.replace("app", "just-a-lib")),
+            ("src/lib.rs", "pub fn f() {}\n"),
+        ],
+    );
+    lock(&dir);
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"])
+        .fails_with(&["package `just-a-lib` has no binary target"]);
+}
+
+#[test]
+fn several_binaries_and_no_choice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", BIN_TOML),
+            ("src/main.rs", MAIN),
+            ("src/bin/tool.rs", MAIN),
+        ],
+    );
+    lock(&dir);
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"]).fails_with(&[
+        "several binaries",
+        "app/app",
+        "app/tool",
+        "--bin",
+    ]);
+    imgbuild(&dir, &tmp.path().join("cache"), &["build", "--bin", "tool"]).digest();
+}
+
+#[test]
+fn a_missing_lockfile_is_not_created_behind_the_users_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[("Cargo.toml", BIN_TOML), ("src/main.rs", MAIN)],
+    );
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"])
+        .fails_with(&["Cargo.lock is missing", "cargo generate-lockfile"]);
+    assert_absent(&dir.join("Cargo.lock"));
+}
+
+#[test]
+fn a_stale_lockfile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", BIN_TOML),
+            ("src/main.rs", MAIN),
+            (
+                "helper/Cargo.toml",
+                "[package]\nname = \"helper\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("helper/src/lib.rs", ""),
+        ],
+    );
+    lock(&dir);
+    let before = std::fs::read_to_string(dir.join("Cargo.lock")).unwrap();
+    let toml = BIN_TOML.replace(
+        "[workspace]",
+        "[dependencies]\nhelper = { path = \"helper\" }\n\n[workspace]",
+    );
+    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"])
+        .fails_with(&["Cargo.lock is out of date", "cargo update"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("Cargo.lock")).unwrap(),
+        before,
+        "Cargo.lock was modified"
+    );
+}
+
+#[test]
+fn a_compile_error_shows_rustcs_diagnostic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", BIN_TOML),
+            ("src/main.rs", "fn main() { let x: u32 = \"text\"; }\n"),
+        ],
+    );
+    lock(&dir);
+    let out = tmp.path().join("oci");
+    let run = imgbuild(
+        &dir,
+        &tmp.path().join("cache"),
+        &["build", "-o", &format!("oci:{}", out.display())],
+    );
+    run.fails_with(&["mismatched types", "`cargo build` failed"]);
+    assert_absent(&out);
+}
+
+#[test]
+fn an_unwritable_output_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[("Cargo.toml", BIN_TOML), ("src/main.rs", MAIN)],
+    );
+    lock(&dir);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let cache = tmp.path().join("cache");
+    for out in [
+        format!("oci-archive:{}/x.tar", file.display()),
+        format!("oci:{}/layout", file.display()),
+    ] {
+        imgbuild(&dir, &cache, &["build", "-o", &out])
+            .fails_with(&["invalid output", "is not a directory"]);
+    }
+    // A directory holding other things is not silently turned into an image layout.
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    imgbuild(
+        &dir,
+        &cache,
+        &["build", "-o", &format!("oci:{}", busy.display())],
+    )
+    .fails_with(&["is not an OCI image layout"]);
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    // An unknown transport is refused before anything is compiled.
+    imgbuild(
+        &dir,
+        &cache,
+        &["build", "-o", "docker://registry.example/x"],
+    )
+    .fails_with(&["not supported by this version"]);
+}
+
+#[test]
+fn a_malformed_metadata_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = BIN_TOML.replace(
+        "[workspace]",
+        "[package.metadata.imgbuild]\nexpose = [\"http\"]\n\n[workspace]",
+    );
+    let dir = project(tmp.path(), &[("Cargo.toml", &toml), ("src/main.rs", MAIN)]);
+    lock(&dir);
+    let manifest = dir.join("Cargo.toml").canonicalize().unwrap();
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"]).fails_with(&[
+        "invalid [package.metadata.imgbuild]",
+        manifest.to_str().unwrap(),
+        "http/tcp is not a port",
+    ]);
+    let toml = BIN_TOML.replace(
+        "[workspace]",
+        "[package.metadata.imgbuild]\nentrypont = [\"/app/app\"]\n\n[workspace]",
+    );
+    std::fs::write(dir.join("Cargo.toml"), toml).unwrap();
+    imgbuild(&dir, &tmp.path().join("cache"), &["build"])
+        .fails_with(&["unknown field `entrypont`"]);
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the `imgbuild` binary on real projects, its images checked by the real
+//! tools users meet: skopeo, umoci, runc and the Docker Engine. A missing tool fails the test
+//! with the command that installs it; `.ci/run` installs them all.
+//!
+//! Each test works in fresh temporary directories and names the issue it covers.
+
+#![allow(clippy::print_stderr, clippy::print_stdout)] // test diagnostics
+
+mod support;
+
+mod build_outputs;
+mod errors;
+mod reproducible;

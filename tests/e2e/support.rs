@@ -1,0 +1,230 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Copies `examples/<name>` (without its target dir) into a new folder under `parent`.
+pub(crate) fn copy_example(name: &str, parent: &Path) -> PathBuf {
+    let src = repo_root().join("examples").join(name);
+    let dst = parent.join(name);
+    copy_tree(&src, &dst);
+    dst
+}
+
+pub(crate) fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let from = entry.path();
+        let to = dst.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&from, &to);
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
+/// Writes a small project: `files` are (relative path, content).
+pub(crate) fn project(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// Runs `cargo generate-lockfile` (projects without dependencies need no network).
+pub(crate) fn lock(dir: &Path) {
+    let out = Command::new(env!("CARGO"))
+        .arg("generate-lockfile")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The result of one `imgbuild` run.
+pub(crate) struct Run {
+    pub(crate) status: std::process::ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns the digest printed as stdout's last line.
+    pub(crate) fn digest(&self) -> String {
+        assert!(self.status.success(), "imgbuild failed:\n{}", self.stderr);
+        let last = self.stdout.lines().last().unwrap_or_default().to_string();
+        assert!(
+            last.starts_with("sha256:") && last.len() == 71,
+            "last stdout line is not a digest: {last:?}"
+        );
+        last
+    }
+
+    /// Asserts a clean failure: non-zero exit, an `error:` line containing every needle, no panic.
+    pub(crate) fn fails_with(&self, needles: &[&str]) {
+        assert!(
+            !self.status.success(),
+            "expected failure, got success:\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "exit status {:?}\n{}",
+            self.status,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "panic:\n{}", self.stderr);
+        let error = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "missing {needle:?} in stderr:\n{}",
+                self.stderr
+            );
+        }
+        assert!(!error.is_empty(), "no `error:` line:\n{}", self.stderr);
+        assert!(
+            !self.stdout.contains("sha256:"),
+            "a digest was printed on failure: {}",
+            self.stdout
+        );
+    }
+}
+
+/// Runs `imgbuild ARGS` in `dir` with its own cache dir `cache`.
+pub(crate) fn imgbuild(dir: &Path, cache: &Path, args: &[&str]) -> Run {
+    imgbuild_env(dir, cache, args, &[])
+}
+
+pub(crate) fn imgbuild_env(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(args)
+        .current_dir(dir)
+        .env("IMGBUILD_CACHE_DIR", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .envs(env.iter().copied())
+        .output()
+        .expect("imgbuild runs");
+    let run = Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("$ imgbuild {}\n{}", args.join(" "), run.stderr);
+    run
+}
+
+/// Fails loudly when a tool the test needs is missing.
+pub(crate) fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        found,
+        "{tool} is not installed: run .ci/run, or `apt-get install {tool}` (Debian package)"
+    );
+}
+
+/// Runs a tool and returns its stdout, failing the test with its stderr on error.
+pub(crate) fn tool(program: &str, args: &[&str]) -> String {
+    require(program);
+    let out: Output = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A name unique within this test run, for containers and tags.
+pub(crate) fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Unpacks `oci:DIR:TAG` with umoci and runs it with runc; returns the container's stdout.
+pub(crate) fn run_with_runc(layout: &Path, tag: &str, scratch: &Path) -> String {
+    let bundle = scratch.join(unique("bundle"));
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let config_path = bundle.join("config.json");
+    let mut config = json(&std::fs::read_to_string(&config_path).unwrap());
+    config["process"]["terminal"] = serde_json::Value::Bool(false);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let id = unique("imgbuild-e2e");
+    require("runc");
+    let out = Command::new("runc")
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    let _ = Command::new("runc")
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(
+        out.status.success(),
+        "runc run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The layer digests of `oci:DIR:TAG`, read by skopeo.
+pub(crate) fn layers(layout: &Path, tag: &str) -> Vec<String> {
+    let inspect = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:{tag}", layout.display())],
+    ));
+    inspect["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}

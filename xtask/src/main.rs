@@ -1,0 +1,77 @@
+//! imgbuild's project automation, run as `cargo xtask <task>`.
+//!
+//! - `ci`: what `.ci/run` runs after installing system packages: formatting, lints, docs and
+//!   every test, failing on the first problem.
+//!
+//! Kept free of dependencies: it only runs cargo.
+
+#![allow(clippy::print_stderr, clippy::print_stdout)] // a terminal tool: its output is its interface
+
+use std::process::{Command, ExitCode};
+
+fn run(purpose: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("==> {purpose}: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .map_err(|e| format!("could not start {program} ({purpose}): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{purpose} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    run("formatting", &cargo, &["fmt", "--all", "--check"], &[])?;
+    run(
+        "lints",
+        &cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    run(
+        "docs",
+        &cargo,
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    run(
+        "tests",
+        &cargo,
+        &[
+            "test",
+            "--workspace",
+            "--locked",
+            "--",
+            "--test-threads",
+            "2",
+        ],
+        &[],
+    )
+}
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1);
+    let result = match task.as_deref() {
+        Some("ci") => ci(),
+        _ => Err("usage: cargo xtask ci".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
