@@ -1,5 +1,5 @@
 //! Where images go, named like skopeo's transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-//! `docker-archive:FILE[:NAME:TAG]`. Parsing is pure; [`write`] touches the filesystem.
+//! `docker-archive:FILE[:NAME:TAG]`. Parsing is pure; [`write()`] touches the filesystem.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
