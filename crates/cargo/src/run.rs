@@ -4,6 +4,8 @@
 //! Each child is named with its purpose in errors. Cargo's human output (progress, warnings,
 //! errors) goes straight to the user's stderr; its JSON messages on stdout are parsed here.
 
+#![allow(clippy::disallowed_methods)] // the one place that starts processes
+
 use std::ffi::OsString;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
