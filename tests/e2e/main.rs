@@ -10,4 +10,5 @@ mod support;
 
 mod build_outputs;
 mod errors;
+mod plan;
 mod reproducible;

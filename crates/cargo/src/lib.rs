@@ -7,6 +7,8 @@
 //! - [`run`]: the only module here that starts processes (`cargo`, `git`).
 
 pub mod config;
+pub mod lockfile;
+pub mod plan;
 pub mod run;
 pub mod workspace;
 

@@ -329,3 +329,78 @@ pub fn git_commit_time(dir: &Path) -> Option<u64> {
 pub fn git_revision(dir: &Path) -> Option<String> {
     git(dir, &["rev-parse", "HEAD"])
 }
+
+/// `rustc -vV` (of `$RUSTC`, else `rustc`), a dependency-key input.
+pub fn rustc_version() -> Result<String> {
+    let program = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&program)
+        .arg("-vV")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(spawn_err(
+            &program.to_string_lossy(),
+            "reading the compiler version",
+        ))?;
+    if !out.status.success() {
+        return Err(Error::Metadata {
+            manifest: "rustc -vV".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The host triple from `rustc -vV` output.
+pub fn host_triple(rustc_vv: &str) -> Option<String> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|s| s.trim().to_string())
+}
+
+/// The package's resolved dependency tree for `target`, as `cargo tree` prints it with
+/// `--prefix none -f "{p}\t{f}"` (normal and build dependencies, features resolved by cargo).
+pub fn dependency_tree(
+    target: &BinaryTarget,
+    triple: &str,
+    features: &[String],
+    all_features: bool,
+    no_default_features: bool,
+) -> Result<String> {
+    let program = cargo_program();
+    let mut cmd = Command::new(&program);
+    cmd.args([
+        "tree",
+        "--locked",
+        "-e",
+        "normal,build",
+        "--prefix",
+        "none",
+        "-f",
+        "{p}\t{f}",
+        "--target",
+        triple,
+        "--manifest-path",
+    ])
+    .arg(&target.package.manifest_path);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    if all_features {
+        cmd.arg("--all-features");
+    }
+    if no_default_features {
+        cmd.arg("--no-default-features");
+    }
+    let out = cmd.stdin(Stdio::null()).output().map_err(spawn_err(
+        &program.to_string_lossy(),
+        "resolving the dependency tree",
+    ))?;
+    if !out.status.success() {
+        return Err(Error::Metadata {
+            manifest: target.package.manifest_path.clone(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -32,6 +32,46 @@ struct Member {
     info: PackageInfo,
     bins: Vec<String>,
     metadata: Value,
+    /// Canonical lines for the dependency declarations and feature table (see
+    /// [`Workspace::member_declarations`]).
+    declarations: Vec<String>,
+}
+
+/// The lines of a package's manifest that shape its dependency tree: non-dev dependency
+/// declarations and the feature table. Paths are reduced to `path`, so the checkout's location
+/// does not show.
+fn declarations(p: &Package) -> Vec<String> {
+    let mut lines: Vec<String> = p
+        .dependencies
+        .iter()
+        .filter(|d| d.kind != cargo_metadata::DependencyKind::Development)
+        .map(|d| {
+            let mut features = d.features.clone();
+            features.sort();
+            format!(
+                "dep {} req={} kind={} target={} features=[{}] default-features={} optional={} rename={} source={}",
+                d.name,
+                d.req,
+                match d.kind {
+                    cargo_metadata::DependencyKind::Build => "build",
+                    _ => "normal",
+                },
+                d.target.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                features.join(","),
+                d.uses_default_features,
+                d.optional,
+                d.rename.as_deref().unwrap_or("-"),
+                if d.path.is_some() { "path".to_string() } else { d.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()) },
+            )
+        })
+        .collect();
+    for (name, enables) in &p.features {
+        let mut enables = enables.clone();
+        enables.sort();
+        lines.push(format!("feature {name}=[{}]", enables.join(",")));
+    }
+    lines.sort();
+    lines
 }
 
 /// Descriptive facts about a package, used for image annotations.
@@ -101,6 +141,7 @@ impl Workspace {
                     .map(|t| t.name.clone())
                     .collect(),
                 metadata: p.metadata.get("imgbuild").cloned().unwrap_or(Value::Null),
+                declarations: declarations(p),
             })
             .collect();
         let root = meta.workspace_root.clone().into_std_path_buf();
@@ -135,6 +176,48 @@ impl Workspace {
                 })
             })
             .collect()
+    }
+
+    /// Member name → the manifest lines that shape its dependency tree (for cache keys).
+    pub fn member_declarations(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.members
+            .iter()
+            .map(|m| (m.info.name.clone(), m.declarations.clone()))
+            .collect()
+    }
+
+    /// The binaries in scope: all of `package`'s, else the manifest path's package's, else the
+    /// default members'; narrowed to `bin` when given (which must exist).
+    pub fn candidates(
+        &self,
+        package: Option<&str>,
+        bin: Option<&str>,
+    ) -> Result<Vec<BinaryTarget>> {
+        match (package, bin) {
+            (_, Some(_)) => Ok(vec![self.select(package, bin)?]),
+            _ => match self.select(package, None) {
+                Ok(one) => Ok(vec![one]),
+                Err(Error::AmbiguousBinary { .. }) => {
+                    let names = self.member_names();
+                    let scope: Vec<usize> = match (package, self.focus) {
+                        (Some(p), _) => names.iter().position(|n| n == p).into_iter().collect(),
+                        (None, Some(i)) => vec![i],
+                        (None, None) => self.default_members.clone(),
+                    };
+                    Ok(scope
+                        .into_iter()
+                        .flat_map(|i| {
+                            let m = &self.members[i];
+                            m.bins.iter().map(move |b| BinaryTarget {
+                                package: m.info.clone(),
+                                bin: b.clone(),
+                            })
+                        })
+                        .collect())
+                }
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// Chooses the binary to package. With `package`, among that member's binaries; otherwise

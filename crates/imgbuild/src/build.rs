@@ -110,6 +110,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         revision: run::git_revision(&workspace.root),
     };
 
+    let rustc = run::rustc_version()?;
+    let dependency_key = crate::plan::compute_key(&workspace, &target, options, &rustc)?;
     reporter.report(&Event::BuildStarted {
         package: target.package.name.clone(),
         bin: target.bin.clone(),
@@ -182,6 +184,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
             destination: out.to_string(),
         });
     }
+    crate::plan::record(&options.cache_dir, &target, &dependency_key)?;
     reporter.report(&Event::ImageBuilt {
         digest: manifest_desc.digest().to_string(),
         reference: reference.clone(),

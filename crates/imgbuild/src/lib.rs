@@ -25,6 +25,7 @@ pub mod closure;
 pub mod event;
 pub mod image;
 pub mod output;
+pub mod plan;
 pub mod rootfs;
 pub mod time;
 

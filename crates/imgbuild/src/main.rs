@@ -27,7 +27,93 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile a binary and build its image (into the local store and any --output).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Print each binary's dependency-tree cache key and the inputs it hashes.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Path to Cargo.toml (or its directory); default: the current directory.
+    #[arg(long, value_name = "PATH")]
+    manifest_path: Option<PathBuf>,
+    /// Only this package's binaries.
+    #[arg(short, long, value_name = "SPEC")]
+    package: Option<String>,
+    /// Only this binary.
+    #[arg(long, value_name = "NAME")]
+    bin: Option<String>,
+    /// Cargo profile.
+    #[arg(long, default_value = "release", value_name = "PROFILE")]
+    profile: String,
+    /// Features to activate (comma-separated or repeated).
+    #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
+    features: Vec<String>,
+    /// Activate all features.
+    #[arg(long)]
+    all_features: bool,
+    /// Do not activate the default feature.
+    #[arg(long)]
+    no_default_features: bool,
+    /// Say what changed in each key's inputs since that binary's last build.
+    #[arg(long)]
+    explain: bool,
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    message_format: MessageFormat,
+}
+
+fn run_plan(args: PlanArgs) -> Result<()> {
+    let mut options = BuildOptions::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(imgbuild::default_cache_dir),
+    );
+    options.manifest_path = args.manifest_path;
+    options.package = args.package;
+    options.bin = args.bin;
+    options.profile = args.profile;
+    options.features = args.features;
+    options.all_features = args.all_features;
+    options.no_default_features = args.no_default_features;
+    let plans = imgbuild::plan::plan(&options, args.explain)?;
+    let mut out = std::io::stdout().lock();
+    for p in &plans {
+        match args.message_format {
+            MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(p)?)?,
+            MessageFormat::Human => {
+                writeln!(
+                    out,
+                    "{}/{} dependency-key {}",
+                    p.package, p.bin, p.dependency_key
+                )?;
+                match (&p.changes, args.explain) {
+                    (_, false) => {
+                        for line in &p.inputs {
+                            writeln!(out, "    {line}")?;
+                        }
+                    }
+                    (None, true) => writeln!(
+                        out,
+                        "    no earlier build of this binary is recorded in this cache"
+                    )?,
+                    (Some(changes), true) if changes.is_empty() => {
+                        writeln!(out, "    unchanged since the last build")?
+                    }
+                    (Some(changes), true) => {
+                        writeln!(out, "    changed since the last build:")?;
+                        for line in changes {
+                            writeln!(out, "    {line}")?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -296,7 +382,8 @@ fn run_build(args: BuildArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build(args) => run_build(args),
+        Command::Build(args) => run_build(*args),
+        Command::Plan(args) => run_plan(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,119 @@
+//! Issue #3 (first part): per-binary dependency-tree keys and `plan --explain`.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn key_of(stdout: &str, binary: &str) -> String {
+    let prefix = format!("{binary} dependency-key ");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no key for {binary} in:\n{stdout}"))
+        .to_string()
+}
+
+#[test]
+fn keys_are_per_binary_and_a_bump_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = |name: &str, version: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n")
+    };
+    let member = |name: &str, dep: &str, version: &str| {
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\n{dep} = {{ path = \"../../libs/{dep}\" }}\n"
+        )
+    };
+    project(
+        tmp.path(),
+        &[
+            ("libs/a/Cargo.toml", &lib("a", "0.1.0")),
+            ("libs/a/src/lib.rs", "pub fn a() -> u32 { 1 }\n"),
+            ("libs/b/Cargo.toml", &lib("b", "0.1.0")),
+            ("libs/b/src/lib.rs", "pub fn b() -> u32 { 2 }\n"),
+            (
+                "ws/Cargo.toml",
+                "[workspace]\nresolver = \"2\"\nmembers = [\"alpha\", \"beta\"]\n",
+            ),
+            ("ws/alpha/Cargo.toml", &member("alpha", "a", "0.1.0")),
+            (
+                "ws/alpha/src/main.rs",
+                "fn main() { println!(\"{}\", a::a()); }\n",
+            ),
+            ("ws/beta/Cargo.toml", &member("beta", "b", "0.1.0")),
+            (
+                "ws/beta/src/main.rs",
+                "fn main() { println!(\"{}\", b::b()); }\n",
+            ),
+        ],
+    );
+    let ws = tmp.path().join("ws");
+    lock(&ws);
+    let cache = tmp.path().join("cache");
+
+    let plan = imgbuild(&ws, &cache, &["plan"]);
+    assert!(plan.status.success(), "{}", plan.stderr);
+    let (alpha, beta) = (
+        key_of(&plan.stdout, "alpha/alpha"),
+        key_of(&plan.stdout, "beta/beta"),
+    );
+    assert_ne!(alpha, beta, "different trees, different keys");
+    assert!(
+        plan.stdout.contains("package a 0.1.0 source=path"),
+        "{}",
+        plan.stdout
+    );
+
+    imgbuild(&ws, &cache, &["build", "--bin", "alpha"]).digest();
+    imgbuild(&ws, &cache, &["build", "--bin", "beta"]).digest();
+
+    // Bump the library only alpha uses; also bump alpha's own version, which must not matter.
+    std::fs::write(tmp.path().join("libs/a/Cargo.toml"), lib("a", "0.1.1")).unwrap();
+    std::fs::write(ws.join("alpha/Cargo.toml"), member("alpha", "a", "0.9.0")).unwrap();
+    let update = Command::new(env!("CARGO"))
+        .args(["update", "--offline", "-p", "a"])
+        .current_dir(&ws)
+        .output()
+        .unwrap();
+    assert!(
+        update.status.success(),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+
+    let after = imgbuild(&ws, &cache, &["plan"]);
+    assert_ne!(
+        key_of(&after.stdout, "alpha/alpha"),
+        alpha,
+        "alpha's tree changed"
+    );
+    assert_eq!(
+        key_of(&after.stdout, "beta/beta"),
+        beta,
+        "beta does not use `a`"
+    );
+
+    let explain = imgbuild(&ws, &cache, &["plan", "--explain"]);
+    assert!(explain.status.success(), "{}", explain.stderr);
+    let (alpha_part, beta_part) = explain.stdout.split_once("beta/beta").unwrap();
+    assert!(
+        alpha_part.contains("- package a 0.1.0 source=path"),
+        "{}",
+        explain.stdout
+    );
+    assert!(
+        alpha_part.contains("+ package a 0.1.1 source=path"),
+        "{}",
+        explain.stdout
+    );
+    assert!(
+        !alpha_part.contains("alpha 0.9.0"),
+        "member versions are masked: {}",
+        explain.stdout
+    );
+    assert!(
+        beta_part.contains("unchanged since the last build"),
+        "{}",
+        explain.stdout
+    );
+}
