@@ -1,7 +1,5 @@
 //! Issue #3 (first part): per-binary dependency-tree keys and `plan --explain`.
 
-use std::process::Command;
-
 use crate::support::*;
 
 fn key_of(stdout: &str, binary: &str) -> String {
@@ -70,16 +68,7 @@ fn keys_are_per_binary_and_a_bump_is_explained() {
     // Bump the library only alpha uses; also bump alpha's own version, which must not matter.
     std::fs::write(tmp.path().join("libs/a/Cargo.toml"), lib("a", "0.1.1")).unwrap();
     std::fs::write(ws.join("alpha/Cargo.toml"), member("alpha", "a", "0.9.0")).unwrap();
-    let update = Command::new(env!("CARGO"))
-        .args(["update", "--offline", "-p", "a"])
-        .current_dir(&ws)
-        .output()
-        .unwrap();
-    assert!(
-        update.status.success(),
-        "{}",
-        String::from_utf8_lossy(&update.stderr)
-    );
+    cargo(&ws, &["update", "--offline", "-p", "a"]);
 
     let after = imgbuild(&ws, &cache, &["plan"]);
     assert_ne!(

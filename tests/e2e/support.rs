@@ -47,18 +47,24 @@ pub(crate) fn project(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Runs `cargo generate-lockfile` (projects without dependencies need no network).
-pub(crate) fn lock(dir: &Path) {
+/// Runs `cargo ARGS` in `dir`, failing the test with cargo's stderr on error.
+pub(crate) fn cargo(dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO"))
-        .arg("generate-lockfile")
+        .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "cargo {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `cargo generate-lockfile` (projects without dependencies need no network).
+pub(crate) fn lock(dir: &Path) {
+    cargo(dir, &["generate-lockfile"]);
 }
 
 /// The result of one `imgbuild` run.

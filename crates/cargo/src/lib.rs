@@ -4,7 +4,9 @@
 //!   which binary to package (pure: takes values, runs nothing);
 //! - [`config`]: the image configuration read from `[package.metadata.imgbuild]` and
 //!   `[workspace.metadata.imgbuild]` (pure);
-//! - [`run`]: the only module here that starts processes (`cargo`, `git`).
+//! - [`lockfile`]: Cargo.lock's package entries (pure);
+//! - [`plan`]: dependency-tree cache keys and their explanation (pure);
+//! - [`run`]: the only module here that starts processes (`cargo`, `rustc`, `git`).
 
 pub mod config;
 pub mod lockfile;
@@ -109,6 +111,16 @@ pub enum Error {
     NoArtifact {
         /// The binary.
         bin: String,
+    },
+    /// A helper command exited with an error.
+    #[error("`{command}` ({purpose}) failed:\n{stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Why it was run.
+        purpose: &'static str,
+        /// Its error output.
+        stderr: String,
     },
     /// A process could not be started.
     #[error("could not run `{program}` ({purpose}): {source}")]

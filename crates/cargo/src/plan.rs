@@ -10,8 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sha2::{Digest, Sha256};
-
 use crate::lockfile::LockedPackage;
 
 /// Version of the key's text format; bump it whenever the text changes meaning.
@@ -162,13 +160,9 @@ pub fn dependency_key(i: &KeyInputs<'_>) -> DependencyKey {
             )),
         }
     }
-    let mut hasher = Sha256::new();
-    hasher.update(lines.join("\n").as_bytes());
-    let key = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = imgbuild_oci::digest::sha256(lines.join("\n").as_bytes())
+        .digest()
+        .to_string();
     DependencyKey { key, inputs: lines }
 }
 

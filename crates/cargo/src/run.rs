@@ -62,6 +62,56 @@ fn spawn_err(program: &str, purpose: &'static str) -> impl FnOnce(std::io::Error
     }
 }
 
+/// Runs `cmd` to completion with no stdin, capturing its output.
+fn capture(cmd: &mut Command, purpose: &'static str) -> Result<std::process::Output> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(spawn_err(&program, purpose))
+}
+
+/// Runs `cmd` to completion and returns its stdout; a non-zero exit is [`Error::Failed`].
+fn checked_stdout(cmd: &mut Command, purpose: &'static str) -> Result<String> {
+    let out = capture(cmd, purpose)?;
+    if !out.status.success() {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Err(Error::Failed {
+            command: format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" ")),
+            purpose,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Cargo's feature flags, passed the same way to every cargo command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Features<'a> {
+    /// `--features`.
+    pub list: &'a [String],
+    /// `--all-features`.
+    pub all: bool,
+    /// `--no-default-features`.
+    pub no_default: bool,
+}
+
+impl Features<'_> {
+    fn apply(&self, cmd: &mut Command) {
+        if !self.list.is_empty() {
+            cmd.arg("--features").arg(self.list.join(","));
+        }
+        if self.all {
+            cmd.arg("--all-features");
+        }
+        if self.no_default {
+            cmd.arg("--no-default-features");
+        }
+    }
+}
+
 /// Cargo's home directory: `$CARGO_HOME`, else `~/.cargo`.
 pub fn cargo_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CARGO_HOME") {
@@ -104,22 +154,18 @@ pub fn manifest_path(given: Option<&Path>) -> Result<PathBuf> {
 /// Runs `cargo metadata --locked` on `manifest` and parses it. A missing or stale Cargo.lock
 /// gives [`Error::LockfileMissing`] or [`Error::LockfileStale`].
 pub fn metadata(manifest: &Path) -> Result<Metadata> {
-    let program = cargo_program();
-    let output = Command::new(&program)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--locked",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(spawn_err(
-            &program.to_string_lossy(),
-            "reading the workspace",
-        ))?;
+    let output = capture(
+        Command::new(cargo_program())
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--locked",
+                "--manifest-path",
+            ])
+            .arg(manifest),
+        "reading the workspace",
+    )?;
     if output.status.success() {
         return serde_json::from_slice(&output.stdout).map_err(Error::MetadataFormat);
     }
@@ -183,12 +229,8 @@ pub struct BuildRequest<'a> {
     pub target_dir: &'a Path,
     /// Cargo profile, e.g. `release`.
     pub profile: &'a str,
-    /// `--features`.
-    pub features: &'a [String],
-    /// `--all-features`.
-    pub all_features: bool,
-    /// `--no-default-features`.
-    pub no_default_features: bool,
+    /// Feature flags.
+    pub features: Features<'a>,
     /// A directory where the rustc wrapper script may be written.
     pub tools_dir: &'a Path,
 }
@@ -246,15 +288,7 @@ pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
     ])
     .arg(&req.target.package.manifest_path)
     .args(["--bin", &req.target.bin, "--profile", req.profile]);
-    if !req.features.is_empty() {
-        cmd.arg("--features").arg(req.features.join(","));
-    }
-    if req.all_features {
-        cmd.arg("--all-features");
-    }
-    if req.no_default_features {
-        cmd.arg("--no-default-features");
-    }
+    req.features.apply(&mut cmd);
     if let Some(inner) = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
         cmd.env("IMGBUILD_INNER_WRAPPER", inner);
     } else {
@@ -333,21 +367,10 @@ pub fn git_revision(dir: &Path) -> Option<String> {
 /// `rustc -vV` (of `$RUSTC`, else `rustc`), a dependency-key input.
 pub fn rustc_version() -> Result<String> {
     let program = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(&program)
-        .arg("-vV")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(spawn_err(
-            &program.to_string_lossy(),
-            "reading the compiler version",
-        ))?;
-    if !out.status.success() {
-        return Err(Error::Metadata {
-            manifest: "rustc -vV".into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    checked_stdout(
+        Command::new(program).arg("-vV"),
+        "reading the compiler version",
+    )
 }
 
 /// The host triple from `rustc -vV` output.
@@ -363,12 +386,9 @@ pub fn host_triple(rustc_vv: &str) -> Option<String> {
 pub fn dependency_tree(
     target: &BinaryTarget,
     triple: &str,
-    features: &[String],
-    all_features: bool,
-    no_default_features: bool,
+    features: Features<'_>,
 ) -> Result<String> {
-    let program = cargo_program();
-    let mut cmd = Command::new(&program);
+    let mut cmd = Command::new(cargo_program());
     cmd.args([
         "tree",
         "--locked",
@@ -383,24 +403,6 @@ pub fn dependency_tree(
         "--manifest-path",
     ])
     .arg(&target.package.manifest_path);
-    if !features.is_empty() {
-        cmd.arg("--features").arg(features.join(","));
-    }
-    if all_features {
-        cmd.arg("--all-features");
-    }
-    if no_default_features {
-        cmd.arg("--no-default-features");
-    }
-    let out = cmd.stdin(Stdio::null()).output().map_err(spawn_err(
-        &program.to_string_lossy(),
-        "resolving the dependency tree",
-    ))?;
-    if !out.status.success() {
-        return Err(Error::Metadata {
-            manifest: target.package.manifest_path.clone(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    features.apply(&mut cmd);
+    checked_stdout(&mut cmd, "resolving the dependency tree")
 }

@@ -167,10 +167,16 @@ impl Workspace {
 
     /// Every binary of the workspace, as `(package, bin)`.
     pub fn binaries(&self) -> Vec<BinaryTarget> {
-        self.members
-            .iter()
-            .flat_map(|m| {
-                m.bins.iter().map(|b| BinaryTarget {
+        self.binaries_of(0..self.members.len())
+    }
+
+    /// The binaries of the members at `indices`, in order.
+    fn binaries_of(&self, indices: impl IntoIterator<Item = usize>) -> Vec<BinaryTarget> {
+        indices
+            .into_iter()
+            .flat_map(|i| {
+                let m = &self.members[i];
+                m.bins.iter().map(move |b| BinaryTarget {
                     package: m.info.clone(),
                     bin: b.clone(),
                 })
@@ -178,53 +184,10 @@ impl Workspace {
             .collect()
     }
 
-    /// Member name → the manifest lines that shape its dependency tree (for cache keys).
-    pub fn member_declarations(&self) -> std::collections::BTreeMap<String, Vec<String>> {
-        self.members
-            .iter()
-            .map(|m| (m.info.name.clone(), m.declarations.clone()))
-            .collect()
-    }
-
-    /// The binaries in scope: all of `package`'s, else the manifest path's package's, else the
-    /// default members'; narrowed to `bin` when given (which must exist).
-    pub fn candidates(
-        &self,
-        package: Option<&str>,
-        bin: Option<&str>,
-    ) -> Result<Vec<BinaryTarget>> {
-        match (package, bin) {
-            (_, Some(_)) => Ok(vec![self.select(package, bin)?]),
-            _ => match self.select(package, None) {
-                Ok(one) => Ok(vec![one]),
-                Err(Error::AmbiguousBinary { .. }) => {
-                    let names = self.member_names();
-                    let scope: Vec<usize> = match (package, self.focus) {
-                        (Some(p), _) => names.iter().position(|n| n == p).into_iter().collect(),
-                        (None, Some(i)) => vec![i],
-                        (None, None) => self.default_members.clone(),
-                    };
-                    Ok(scope
-                        .into_iter()
-                        .flat_map(|i| {
-                            let m = &self.members[i];
-                            m.bins.iter().map(move |b| BinaryTarget {
-                                package: m.info.clone(),
-                                bin: b.clone(),
-                            })
-                        })
-                        .collect())
-                }
-                Err(e) => Err(e),
-            },
-        }
-    }
-
-    /// Chooses the binary to package. With `package`, among that member's binaries; otherwise
-    /// among the binaries of the package the manifest path names, or of the default members of a
-    /// virtual workspace. With `bin`, the binary of that name; otherwise the only one.
-    pub fn select(&self, package: Option<&str>, bin: Option<&str>) -> Result<BinaryTarget> {
-        let (scope, candidates): (String, Vec<usize>) = match package {
+    /// The binaries in scope, and the scope's description for messages: `package`'s, else the
+    /// manifest path's package's, else the default members'. None at all is an error.
+    fn in_scope(&self, package: Option<&str>) -> Result<(String, Vec<BinaryTarget>)> {
+        let (scope, indices): (String, Vec<usize>) = match package {
             Some(name) => {
                 let idx = self
                     .members
@@ -248,19 +211,39 @@ impl Workspace {
                 ),
             },
         };
-        let found: Vec<BinaryTarget> = candidates
-            .iter()
-            .flat_map(|&i| {
-                let m = &self.members[i];
-                m.bins.iter().map(move |b| BinaryTarget {
-                    package: m.info.clone(),
-                    bin: b.clone(),
-                })
-            })
-            .collect();
+        let found = self.binaries_of(indices);
         if found.is_empty() {
             return Err(Error::NoBinary { scope });
         }
+        Ok((scope, found))
+    }
+
+    /// Member name → the manifest lines that shape its dependency tree (for cache keys).
+    pub fn member_declarations(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.members
+            .iter()
+            .map(|m| (m.info.name.clone(), m.declarations.clone()))
+            .collect()
+    }
+
+    /// The binaries in scope: all of `package`'s, else the manifest path's package's, else the
+    /// default members'; narrowed to `bin` when given (which must exist).
+    pub fn candidates(
+        &self,
+        package: Option<&str>,
+        bin: Option<&str>,
+    ) -> Result<Vec<BinaryTarget>> {
+        match bin {
+            Some(_) => Ok(vec![self.select(package, bin)?]),
+            None => Ok(self.in_scope(package)?.1),
+        }
+    }
+
+    /// Chooses the binary to package. With `package`, among that member's binaries; otherwise
+    /// among the binaries of the package the manifest path names, or of the default members of a
+    /// virtual workspace. With `bin`, the binary of that name; otherwise the only one.
+    pub fn select(&self, package: Option<&str>, bin: Option<&str>) -> Result<BinaryTarget> {
+        let (scope, found) = self.in_scope(package)?;
         match bin {
             Some(name) => {
                 let mut matching: Vec<BinaryTarget> =

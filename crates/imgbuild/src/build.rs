@@ -48,6 +48,15 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// The feature flags, as cargo commands take them.
+    pub fn cargo_features(&self) -> run::Features<'_> {
+        run::Features {
+            list: &self.features,
+            all: self.all_features,
+            no_default: self.no_default_features,
+        }
+    }
+
     /// Defaults: current directory, release profile, no outputs beyond the local store.
     pub fn new(cache_dir: PathBuf) -> Self {
         Self {
@@ -110,8 +119,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         revision: run::git_revision(&workspace.root),
     };
 
-    let rustc = run::rustc_version()?;
-    let dependency_key = crate::plan::compute_key(&workspace, &target, options, &rustc)?;
+    let dependency_key = crate::plan::KeyContext::gather(&workspace, options)?.key(&target)?;
     reporter.report(&Event::BuildStarted {
         package: target.package.name.clone(),
         bin: target.bin.clone(),
@@ -123,9 +131,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         workspace_root: &workspace.root,
         target_dir: &workspace.target_dir,
         profile: &options.profile,
-        features: &options.features,
-        all_features: options.all_features,
-        no_default_features: options.no_default_features,
+        features: options.cargo_features(),
         tools_dir: &tools_dir,
     })?;
     reporter.report(&Event::Compiled {

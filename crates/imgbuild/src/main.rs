@@ -34,55 +34,20 @@ enum Command {
 
 #[derive(Args)]
 struct PlanArgs {
-    /// Path to Cargo.toml (or its directory); default: the current directory.
-    #[arg(long, value_name = "PATH")]
-    manifest_path: Option<PathBuf>,
-    /// Only this package's binaries.
-    #[arg(short, long, value_name = "SPEC")]
-    package: Option<String>,
-    /// Only this binary.
-    #[arg(long, value_name = "NAME")]
-    bin: Option<String>,
-    /// Cargo profile.
-    #[arg(long, default_value = "release", value_name = "PROFILE")]
-    profile: String,
-    /// Features to activate (comma-separated or repeated).
-    #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
-    features: Vec<String>,
-    /// Activate all features.
-    #[arg(long)]
-    all_features: bool,
-    /// Do not activate the default feature.
-    #[arg(long)]
-    no_default_features: bool,
+    #[command(flatten)]
+    selection: Selection,
     /// Say what changed in each key's inputs since that binary's last build.
     #[arg(long)]
     explain: bool,
-    /// Cache directory holding the local store.
-    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Output format for stdout.
-    #[arg(long, value_enum, default_value = "human")]
-    message_format: MessageFormat,
 }
 
 fn run_plan(args: PlanArgs) -> Result<()> {
-    let mut options = BuildOptions::new(
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(imgbuild::default_cache_dir),
-    );
-    options.manifest_path = args.manifest_path;
-    options.package = args.package;
-    options.bin = args.bin;
-    options.profile = args.profile;
-    options.features = args.features;
-    options.all_features = args.all_features;
-    options.no_default_features = args.no_default_features;
+    let format = args.selection.message_format;
+    let options = args.selection.options();
     let plans = imgbuild::plan::plan(&options, args.explain)?;
     let mut out = std::io::stdout().lock();
     for p in &plans {
-        match args.message_format {
+        match format {
             MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(p)?)?,
             MessageFormat::Human => {
                 writeln!(
@@ -122,15 +87,17 @@ enum MessageFormat {
     Json,
 }
 
+/// The flags `build` and `plan` share: which binary, how cargo compiles it, where the cache
+/// is, and what stdout carries.
 #[derive(Args)]
-struct BuildArgs {
+struct Selection {
     /// Path to Cargo.toml (or its directory); default: the current directory.
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
     /// Package holding the binary.
     #[arg(short, long, value_name = "SPEC")]
     package: Option<String>,
-    /// Binary to package (required when there are several).
+    /// Binary to package (required by `build` when there are several).
     #[arg(long, value_name = "NAME")]
     bin: Option<String>,
     /// Cargo profile.
@@ -145,6 +112,34 @@ struct BuildArgs {
     /// Do not activate the default feature.
     #[arg(long)]
     no_default_features: bool,
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    message_format: MessageFormat,
+}
+
+impl Selection {
+    /// Build options carrying these flags (and nothing else set).
+    fn options(self) -> BuildOptions {
+        let mut options =
+            BuildOptions::new(self.cache_dir.unwrap_or_else(imgbuild::default_cache_dir));
+        options.manifest_path = self.manifest_path;
+        options.package = self.package;
+        options.bin = self.bin;
+        options.profile = self.profile;
+        options.features = self.features;
+        options.all_features = self.all_features;
+        options.no_default_features = self.no_default_features;
+        options
+    }
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    selection: Selection,
     /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
     #[arg(short, long = "output", value_name = "DEST")]
     outputs: Vec<String>,
@@ -175,12 +170,6 @@ struct BuildArgs {
     /// Working directory inside the image.
     #[arg(long, value_name = "DIR")]
     workdir: Option<String>,
-    /// Cache directory holding the local store.
-    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Output format for stdout.
-    #[arg(long, value_enum, default_value = "human")]
-    message_format: MessageFormat,
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -346,22 +335,13 @@ fn run_build(args: BuildArgs) -> Result<()> {
         Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
         _ => None,
     };
-    let mut options = BuildOptions::new(
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(imgbuild::default_cache_dir),
-    );
-    options.overrides = overrides(&args)?;
-    options.manifest_path = args.manifest_path;
-    options.package = args.package;
-    options.bin = args.bin;
-    options.profile = args.profile;
-    options.features = args.features;
-    options.all_features = args.all_features;
-    options.no_default_features = args.no_default_features;
+    let overrides = overrides(&args)?;
+    let format = args.selection.message_format;
+    let mut options = args.selection.options();
+    options.overrides = overrides;
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
-    match args.message_format {
+    match format {
         MessageFormat::Json => {
             imgbuild::build(&options, &Json)?;
         }

@@ -3,8 +3,10 @@
 //! Runs `cargo tree` and `rustc -vV` (through `imgbuild_cargo::run`), reads Cargo.lock and the
 //! root manifest, and reads/writes the last built key's inputs under `<cache>/keys/`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use imgbuild_cargo::lockfile::LockedPackage;
 use imgbuild_cargo::plan::{
     DependencyKey, KEY_ENV_VARS, KeyInputs, dependency_key, explain, parse_tree, profile_sections,
 };
@@ -40,71 +42,81 @@ pub fn key_environment() -> Vec<(String, String)> {
     env
 }
 
-/// Computes `target`'s dependency key.
-pub fn compute_key(
-    workspace: &Workspace,
-    target: &BinaryTarget,
-    options: &BuildOptions,
-    rustc: &str,
-) -> Result<DependencyKey> {
-    let triple = run::host_triple(rustc).unwrap_or_else(|| "unknown".into());
-    let tree = run::dependency_tree(
-        target,
-        &triple,
-        &options.features,
-        options.all_features,
-        options.no_default_features,
-    )?;
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| Error::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let lock = imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?);
-    let profile_text = profile_sections(&read(&workspace.root_manifest)?);
-    let members = workspace.member_declarations();
-    let env = key_environment();
-    Ok(dependency_key(&KeyInputs {
-        tree: &parse_tree(&tree),
-        lock: &lock,
-        members: &members,
-        profile: &options.profile,
-        profile_settings: &profile_text,
-        target: &triple,
-        rustc,
-        env: &env,
-    }))
+/// The key inputs shared by every binary of a workspace: gathered once, then combined with each
+/// package's dependency tree.
+#[derive(Debug)]
+pub struct KeyContext<'a> {
+    options: &'a BuildOptions,
+    rustc: String,
+    triple: String,
+    lock: BTreeMap<(String, String), LockedPackage>,
+    profile_settings: String,
+    members: BTreeMap<String, Vec<String>>,
+    env: Vec<(String, String)>,
 }
 
-fn record_path(cache_dir: &Path, target: &BinaryTarget) -> PathBuf {
-    cache_dir
-        .join("keys")
-        .join(&target.package.name)
-        .join(format!("{}.txt", target.bin))
+impl<'a> KeyContext<'a> {
+    /// Runs `rustc -vV`, reads Cargo.lock, the root manifest's profiles and the environment.
+    pub fn gather(workspace: &Workspace, options: &'a BuildOptions) -> Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| Error::Io {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let rustc = run::rustc_version()?;
+        Ok(Self {
+            options,
+            triple: run::host_triple(&rustc).unwrap_or_else(|| "unknown".into()),
+            rustc,
+            lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
+            profile_settings: profile_sections(&read(&workspace.root_manifest)?),
+            members: workspace.member_declarations(),
+            env: key_environment(),
+        })
+    }
+
+    /// `target`'s dependency key (runs `cargo tree` for its package).
+    pub fn key(&self, target: &BinaryTarget) -> Result<DependencyKey> {
+        let tree = run::dependency_tree(target, &self.triple, self.options.cargo_features())?;
+        Ok(dependency_key(&KeyInputs {
+            tree: &parse_tree(&tree),
+            lock: &self.lock,
+            members: &self.members,
+            profile: &self.options.profile,
+            profile_settings: &self.profile_settings,
+            target: &self.triple,
+            rustc: &self.rustc,
+            env: &self.env,
+        }))
+    }
+}
+
+/// Where the last built key of `target` is recorded: the directory and the file name.
+fn record_location(cache_dir: &Path, target: &BinaryTarget) -> (PathBuf, String) {
+    (
+        cache_dir.join("keys").join(&target.package.name),
+        format!("{}.txt", target.bin),
+    )
 }
 
 /// Remembers `key` as the last one built for `target`.
 pub fn record(cache_dir: &Path, target: &BinaryTarget, key: &DependencyKey) -> Result<()> {
-    let path = record_path(cache_dir, target);
-    let dir = path.parent().expect("a record path has a parent");
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+    let (dir, name) = record_location(cache_dir, target);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         action: "creating directory",
-        path: dir.to_path_buf(),
+        path: dir.clone(),
         source,
     })?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a record name is UTF-8");
-    imgbuild_oci::layout::write_atomic(dir, name, key.inputs.join("\n").as_bytes())?;
+    imgbuild_oci::layout::write_atomic(&dir, &name, key.inputs.join("\n").as_bytes())?;
     Ok(())
 }
 
 /// The inputs of the last key built for `target`, if any.
 pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(record_path(cache_dir, target)).ok()?;
+    let (dir, name) = record_location(cache_dir, target);
+    let text = std::fs::read_to_string(dir.join(name)).ok()?;
     Some(text.lines().map(String::from).collect())
 }
 
@@ -114,11 +126,20 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
     let manifest = run::manifest_path(options.manifest_path.as_deref())?;
     let workspace = Workspace::new(&run::metadata(&manifest)?);
     let targets = workspace.candidates(options.package.as_deref(), options.bin.as_deref())?;
-    let rustc = run::rustc_version()?;
+    let context = KeyContext::gather(&workspace, options)?;
+    // Cargo resolves dependencies per package: binaries of one package share its key.
+    let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();
     targets
         .iter()
         .map(|t| {
-            let key = compute_key(&workspace, t, options, &rustc)?;
+            let key = match by_package.get(&t.package.manifest_path) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = context.key(t)?;
+                    by_package.insert(t.package.manifest_path.clone(), key.clone());
+                    key
+                }
+            };
             let changes = if explain_changes {
                 previous(&options.cache_dir, t).map(|old| explain(&old, &key.inputs))
             } else {
