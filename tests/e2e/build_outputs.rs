@@ -346,3 +346,123 @@ fn created_and_revision_come_from_git_and_source_date_epoch_overrides() {
     ));
     assert_eq!(config["created"], "1970-01-02T00:00:00Z");
 }
+
+#[test]
+fn manifest_path_from_elsewhere_with_several_outputs_and_epoch_zero_without_git() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example("hello", tmp.path());
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let cache = tmp.path().join("cache");
+    let (layout, archive) = (tmp.path().join("oci"), tmp.path().join("hello.tar"));
+    let manifest = project.join("Cargo.toml");
+    let by_file = imgbuild(
+        &elsewhere,
+        &cache,
+        &[
+            "build",
+            "--manifest-path",
+            manifest.to_str().unwrap(),
+            "-o",
+            &format!("oci:{}", layout.display()),
+            "-o",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    let digest = by_file.digest();
+    for image in [
+        format!("oci:{}:latest", layout.display()),
+        format!("oci-archive:{}:latest", archive.display()),
+    ] {
+        assert_eq!(
+            json(&tool("skopeo", &["inspect", &image]))["Digest"],
+            digest.as_str(),
+            "{image}"
+        );
+    }
+    // No git repository and no SOURCE_DATE_EPOCH: every timestamp is the epoch.
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:latest", layout.display()),
+        ],
+    ));
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    // A directory works as well as the Cargo.toml itself.
+    let by_dir = imgbuild(
+        &elsewhere,
+        &cache,
+        &["build", "--manifest-path", project.to_str().unwrap()],
+    );
+    assert_eq!(by_dir.digest(), digest);
+}
+
+/// A library found through the binary's RUNPATH (not in the loader's default directories) is
+/// carried at the same path, and the image sets LD_LIBRARY_PATH to its directory.
+#[test]
+fn a_library_found_through_runpath_is_carried_and_the_image_runs() {
+    const TOML: &str =
+        "[package]\nname = \"runpath\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
+    const C: &str = "int greet(void) { return 42; }\n";
+    const BUILD: &str = r#"fn main() {
+    let out = std::env::var("OUT_DIR").unwrap();
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o", &format!("{out}/libgreet.so"), "greet.c"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    println!("cargo:rerun-if-changed=greet.c");
+    println!("cargo:rustc-link-search=native={out}");
+    println!("cargo:rustc-link-lib=dylib=greet");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{out}");
+}
+"#;
+    const MAIN: &str = "unsafe extern \"C\" { fn greet() -> i32; }\nfn main() { println!(\"greet {}\", unsafe { greet() }); }\n";
+    require("cc");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", TOML),
+            ("greet.c", C),
+            ("build.rs", BUILD),
+            ("src/main.rs", MAIN),
+        ],
+    );
+    lock(&dir);
+    let layout = tmp.path().join("oci");
+    imgbuild(
+        &dir,
+        &tmp.path().join("cache"),
+        &["build", "-o", &format!("oci:{}", layout.display())],
+    )
+    .digest();
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:latest", layout.display()),
+        ],
+    ));
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ld_path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("LD_LIBRARY_PATH="))
+        .unwrap_or_else(|| panic!("{env:?}"));
+    assert!(
+        ld_path.ends_with("/out") && ld_path.contains("/release/build/runpath-"),
+        "{ld_path}"
+    );
+    assert_eq!(
+        run_with_runc(&layout, "latest", tmp.path()).trim(),
+        "greet 42"
+    );
+}
