@@ -259,6 +259,7 @@ fn json_message_format_prints_events_ending_with_the_image() {
         reasons,
         [
             "build-started",
+            "cache-lookup",
             "compiled",
             "layer",
             "layer",

@@ -9,6 +9,7 @@
 mod support;
 
 mod build_outputs;
+mod cache;
 mod errors;
 mod plan;
 mod reproducible;

@@ -6,12 +6,14 @@
 //!   `[workspace.metadata.imgbuild]` (pure);
 //! - [`lockfile`]: Cargo.lock's package entries (pure);
 //! - [`plan`]: dependency-tree cache keys and their explanation (pure);
+//! - [`units`]: which files in the build directory belong to which compiled dependency (pure);
 //! - [`run`]: the only module here that starts processes (`cargo`, `rustc`, `git`).
 
 pub mod config;
 pub mod lockfile;
 pub mod plan;
 pub mod run;
+pub mod units;
 pub mod workspace;
 
 use std::path::PathBuf;

@@ -225,8 +225,8 @@ pub struct BuildRequest<'a> {
     pub target: &'a BinaryTarget,
     /// The workspace root (remapped in the output).
     pub workspace_root: &'a Path,
-    /// Cargo's target directory (remapped in the output).
-    pub target_dir: &'a Path,
+    /// Cargo's build directory (remapped in the output: build scripts' `OUT_DIR`s live there).
+    pub build_dir: &'a Path,
     /// Cargo profile, e.g. `release`.
     pub profile: &'a str,
     /// Feature flags.
@@ -274,9 +274,32 @@ fn tempfile_in(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
     Ok((file, path))
 }
 
-/// Runs `cargo build --locked` for the binary and returns the executable's path. Cargo's
-/// diagnostics reach the user's stderr as cargo renders them.
-pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
+/// One unit cargo built or found fresh, from its JSON messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Cargo's package id (`registry+https://…#name@version`, `path+file://…`).
+    pub package_id: String,
+    /// Whether cargo found the unit up to date (`false`: it ran the compiler or the script).
+    pub fresh: bool,
+    /// The files the unit produced (compiled artifacts), or its `OUT_DIR` (build-script runs).
+    pub paths: Vec<PathBuf>,
+}
+
+/// What `cargo build` did.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The executable.
+    pub executable: PathBuf,
+    /// Every compiled unit (`compiler-artifact` messages), fresh or not.
+    pub compiled: Vec<Unit>,
+    /// Every build-script run (`build-script-executed` messages); `fresh` is always `true`
+    /// because cargo does not say, and a re-run script makes its package's units non-fresh.
+    pub build_script_runs: Vec<Unit>,
+}
+
+/// Runs `cargo build --locked` for the binary and returns the executable's path and the units
+/// cargo reported. Cargo's diagnostics reach the user's stderr as cargo renders them.
+pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
     let wrapper = install_wrapper(req.tools_dir)?;
     let program = cargo_program();
     let mut cmd = Command::new(&program);
@@ -297,7 +320,7 @@ pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
     cmd.env("RUSTC_WRAPPER", &wrapper)
         .env("IMGBUILD_REMAP_WORKSPACE", req.workspace_root)
         .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
-        .env("IMGBUILD_REMAP_TARGET", req.target_dir)
+        .env("IMGBUILD_REMAP_TARGET", req.build_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -307,21 +330,41 @@ pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
     ))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut executable = None;
+    let mut compiled = Vec::new();
+    let mut build_script_runs = Vec::new();
     for message in Message::parse_stream(BufReader::new(stdout)) {
         let message = message.map_err(|source| Error::Io {
             action: "reading cargo's messages from",
             path: "cargo build".into(),
             source,
         })?;
-        if let Message::CompilerArtifact(artifact) = message
-            && artifact.target.name == req.target.bin
-            && artifact
-                .target
-                .kind
-                .contains(&cargo_metadata::TargetKind::Bin)
-            && let Some(exe) = artifact.executable
-        {
-            executable = Some(exe.into_std_path_buf());
+        match message {
+            Message::CompilerArtifact(artifact) => {
+                if artifact.target.name == req.target.bin
+                    && artifact
+                        .target
+                        .kind
+                        .contains(&cargo_metadata::TargetKind::Bin)
+                    && let Some(exe) = &artifact.executable
+                {
+                    executable = Some(exe.clone().into_std_path_buf());
+                }
+                compiled.push(Unit {
+                    package_id: artifact.package_id.repr,
+                    fresh: artifact.fresh,
+                    paths: artifact
+                        .filenames
+                        .into_iter()
+                        .map(|f| f.into_std_path_buf())
+                        .collect(),
+                });
+            }
+            Message::BuildScriptExecuted(script) => build_script_runs.push(Unit {
+                package_id: script.package_id.repr,
+                fresh: true,
+                paths: vec![script.out_dir.into_std_path_buf()],
+            }),
+            _ => {}
         }
     }
     let status = child.wait().map_err(spawn_err(
@@ -333,8 +376,13 @@ pub fn build(req: &BuildRequest<'_>) -> Result<PathBuf> {
             status: status.to_string(),
         });
     }
-    executable.ok_or_else(|| Error::NoArtifact {
+    let executable = executable.ok_or_else(|| Error::NoArtifact {
         bin: req.target.bin.clone(),
+    })?;
+    Ok(BuildOutcome {
+        executable,
+        compiled,
+        build_script_runs,
     })
 }
 

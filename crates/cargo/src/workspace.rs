@@ -20,6 +20,9 @@ pub struct Workspace {
     pub root_manifest: PathBuf,
     /// Cargo's target directory for this workspace.
     pub target_dir: PathBuf,
+    /// Cargo's build directory (intermediate artifacts: `deps/`, `build/`, `.fingerprint/`);
+    /// the target directory unless `build.build-dir` is set.
+    pub build_dir: PathBuf,
     members: Vec<Member>,
     /// Index into `members` of the package the manifest path pointed at, if any.
     focus: Option<usize>,
@@ -149,6 +152,12 @@ impl Workspace {
             root_manifest: root.join("Cargo.toml"),
             root,
             target_dir: meta.target_directory.clone().into_std_path_buf(),
+            build_dir: meta
+                .build_directory
+                .as_ref()
+                .unwrap_or(&meta.target_directory)
+                .clone()
+                .into_std_path_buf(),
             members,
             focus,
             default_members,

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use imgbuild_cargo::config::{ExtraFile, ImageConfig};
-use imgbuild_cargo::run;
 use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
+use imgbuild_cargo::{run, units};
 use imgbuild_oci::layer::{Content, LayerBuilder};
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::{Descriptor, MediaType};
@@ -17,7 +17,7 @@ use imgbuild_oci::spec::{Descriptor, MediaType};
 use crate::event::{Event, Reporter};
 use crate::image::{self, APP_DIR, Layer, Provenance};
 use crate::output::{self, Output};
-use crate::{Error, Result, closure, rootfs, time};
+use crate::{Error, Result, closure, depcache, rootfs, time};
 
 /// What to build and where to put it.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Extra destinations; the image always goes to the local store.
     pub outputs: Vec<Output>,
+    /// Restore and store compiled dependencies in the local store (default `true`).
+    pub dependency_cache: bool,
 }
 
 impl BuildOptions {
@@ -71,6 +73,7 @@ impl BuildOptions {
             source_date_epoch: None,
             cache_dir,
             outputs: Vec::new(),
+            dependency_cache: true,
         }
     }
 }
@@ -120,29 +123,83 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     };
 
     let dependency_key = crate::plan::KeyContext::gather(&workspace, options)?.key(&target)?;
+    let store = Layout::create(store_dir(&options.cache_dir))?;
+    // Garbage collection waits while this build writes blobs not yet tagged.
+    let _writer = store.writer_lock()?;
     reporter.report(&Event::BuildStarted {
         package: target.package.name.clone(),
         bin: target.bin.clone(),
         profile: options.profile.clone(),
     });
+    let profile_dir = workspace
+        .build_dir
+        .join(units::profile_dir_name(&options.profile));
+    let build_dir_lock = depcache::lock_build_dir(&workspace.build_dir)?;
+    let restored = if options.dependency_cache {
+        restore_dependencies(&store, &dependency_key, &target, &profile_dir, reporter)?
+    } else {
+        None
+    };
     let tools_dir = options.cache_dir.join("tools");
-    let executable = run::build(&run::BuildRequest {
+    let outcome = run::build(&run::BuildRequest {
         target: &target,
         workspace_root: &workspace.root,
-        target_dir: &workspace.target_dir,
+        build_dir: &workspace.build_dir,
         profile: &options.profile,
         features: options.cargo_features(),
         tools_dir: &tools_dir,
     })?;
+    let deps = units::dependency_units(&outcome, &profile_dir);
     reporter.report(&Event::Compiled {
-        executable: executable.display().to_string(),
+        executable: outcome.executable.display().to_string(),
+        dependencies_compiled: deps.compiled,
+        dependencies_fresh: deps.fresh,
+        compiled_packages: deps.compiled_packages.clone(),
     });
+    if options.dependency_cache {
+        let hit = restored.as_ref().filter(|r| r.exact).map(|r| &r.entry);
+        // A project without registry or git dependencies has nothing to cache.
+        if (hit.is_none() || deps.compiled > 0) && !deps.hashes.is_empty() {
+            if hit.is_some() {
+                reporter.report(&Event::Warning {
+                    message: format!(
+                        "cargo recompiled {} dependency units ({}) although the cache had an entry for this key: some input that changes dependency builds is not in the key; the entry is replaced",
+                        deps.compiled,
+                        deps.compiled_packages.join(", ")
+                    ),
+                });
+            }
+            let files = depcache::scan_units(&profile_dir, &deps.hashes)?;
+            let saved = depcache::save(
+                &store,
+                &depcache::SaveRequest {
+                    key: &dependency_key.key,
+                    inputs: &dependency_key.inputs,
+                    package: &target.package.name,
+                    bin: &target.bin,
+                    files: &files,
+                    profile_dir: &profile_dir,
+                    parent: restored.as_ref().map(|r| &r.entry),
+                },
+            )?;
+            reporter.report(&Event::CacheStored {
+                key: dependency_key.key.clone(),
+                layers: saved.layers,
+                files: saved.files,
+                new_files: saved.new_files,
+                new_layer_size: saved.new_layer_size,
+                squashed: saved.squashed,
+            });
+        }
+        depcache::touch(&options.cache_dir, &dependency_key.key);
+    }
+    drop(build_dir_lock);
+    let executable = outcome.executable;
 
     let closure = closure::resolve(&executable)?;
     let ca_bundle = rootfs::host_ca_bundle();
     let spec = image::runtime_spec(&config, &target, ca_bundle.is_some(), &closure.extra_dirs);
 
-    let store = Layout::create(store_dir(&options.cache_dir))?;
     let mut layers = Vec::new();
     let mut add_layer = |role: &str, created_by: String, builder: &LayerBuilder| -> Result<()> {
         let blob = store.write_layer(builder, epoch)?;
@@ -205,6 +262,75 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         executable,
         store: store.root().to_path_buf(),
     })
+}
+
+/// The entry restored before compiling.
+struct Restored {
+    entry: depcache::Entry,
+    /// Whether it is the entry for exactly this key (a hit), not the nearest earlier one.
+    exact: bool,
+}
+
+/// Looks up the dependency cache and restores the entry for `key`, or on a miss the nearest
+/// earlier entry for the same binary. A damaged entry is reported and treated as a miss.
+fn restore_dependencies(
+    store: &Layout,
+    key: &imgbuild_cargo::plan::DependencyKey,
+    target: &BinaryTarget,
+    profile_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Option<Restored>> {
+    let unusable = |key: &str, e: Error| {
+        reporter.report(&Event::CacheUnusable {
+            key: key.to_string(),
+            message: e.to_string(),
+        });
+    };
+    let (entry, exact) = match depcache::find(store, &key.key) {
+        Ok(Some(entry)) => (Some(entry), true),
+        Ok(None) => (
+            depcache::nearest(store, &target.package.name, &target.bin, &key.inputs),
+            false,
+        ),
+        Err(e) => {
+            unusable(&key.key, e);
+            (None, false)
+        }
+    };
+    reporter.report(&Event::CacheLookup {
+        key: key.key.clone(),
+        hit: exact,
+        nearest: entry
+            .as_ref()
+            .filter(|_| !exact)
+            .map(|e| e.config.key.clone()),
+    });
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    match depcache::restore(store, &entry, profile_dir) {
+        Ok(stats) => {
+            reporter.report(&Event::CacheRestored {
+                key: entry.config.key.clone(),
+                present: stats.present,
+                restored: stats.restored,
+                bytes: stats.bytes,
+            });
+            Ok(Some(Restored { entry, exact }))
+        }
+        Err(
+            e @ (Error::CacheEntry { .. }
+            | Error::Oci(
+                imgbuild_oci::Error::DigestMismatch { .. }
+                | imgbuild_oci::Error::MissingBlob { .. }
+                | imgbuild_oci::Error::InvalidJson { .. },
+            )),
+        ) => {
+            unusable(&entry.config.key, e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Refuses outputs that cannot be written before anything is compiled.

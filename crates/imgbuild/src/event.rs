@@ -16,10 +16,60 @@ pub enum Event {
         /// Cargo profile.
         profile: String,
     },
+    /// The dependency cache was looked up for the binary's dependency key.
+    CacheLookup {
+        /// The dependency key.
+        key: String,
+        /// Whether the store has an entry for exactly this key.
+        hit: bool,
+        /// On a miss, the key of the nearest earlier entry for the same binary, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nearest: Option<String>,
+    },
+    /// An entry's files were put into cargo's build directory.
+    CacheRestored {
+        /// The entry's key.
+        key: String,
+        /// Files already there, unchanged.
+        present: u64,
+        /// Files written.
+        restored: u64,
+        /// Bytes written.
+        bytes: u64,
+    },
+    /// A cache entry could not be used (a corrupt or missing blob, an unreadable config); the
+    /// build goes on as a miss.
+    CacheUnusable {
+        /// The entry's key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Cargo produced the executable.
     Compiled {
         /// Path of the executable.
         executable: String,
+        /// Dependency units (registry and git packages) cargo compiled.
+        dependencies_compiled: usize,
+        /// Dependency units cargo found up to date.
+        dependencies_fresh: usize,
+        /// The dependency packages cargo compiled (`name@version`).
+        compiled_packages: Vec<String>,
+    },
+    /// The dependency units were stored as the cache entry for the key.
+    CacheStored {
+        /// The key.
+        key: String,
+        /// Layers of the entry.
+        layers: usize,
+        /// Files in the entry.
+        files: usize,
+        /// Files in its new layer.
+        new_files: usize,
+        /// Compressed size of its new layer.
+        new_layer_size: u64,
+        /// Whether an earlier entry's layers were squashed into one.
+        squashed: bool,
     },
     /// A layer was written to the local store.
     Layer {

@@ -22,6 +22,7 @@
 
 pub mod build;
 pub mod closure;
+pub mod depcache;
 pub mod event;
 pub mod image;
 pub mod output;
@@ -85,6 +86,14 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A dependency-cache entry cannot be used.
+    #[error("dependency-cache entry {reference}: {reason}")]
+    CacheEntry {
+        /// The entry's ref name in the store.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// `SOURCE_DATE_EPOCH` is not a number of seconds.
     #[error(

@@ -143,6 +143,9 @@ struct BuildArgs {
     /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
     #[arg(short, long = "output", value_name = "DEST")]
     outputs: Vec<String>,
+    /// Neither restore compiled dependencies from the cache nor store them.
+    #[arg(long)]
+    no_dependency_cache: bool,
     /// Image name (default: the binary's name).
     #[arg(long)]
     name: Option<String>,
@@ -283,7 +286,57 @@ impl Reporter for Human {
                 "Building",
                 &format!("image for {package}/{bin} ({profile} profile)"),
             ),
-            Event::Compiled { executable } => self.status("Compiled", executable),
+            Event::CacheLookup { key, hit, nearest } => {
+                let what = match (hit, nearest) {
+                    (true, _) => "hit".to_string(),
+                    (false, Some(n)) => format!("miss; restoring the nearest entry {}", &n[..12]),
+                    (false, None) => "miss; no earlier entry for this binary".to_string(),
+                };
+                self.status("Cache", &format!("dependencies {} {what}", &key[..12]))
+            }
+            Event::CacheRestored {
+                present,
+                restored,
+                bytes,
+                ..
+            } => self.status(
+                "Restored",
+                &format!(
+                    "{restored} files ({}), {present} already in place",
+                    human_size(*bytes)
+                ),
+            ),
+            Event::CacheUnusable { key, message } => self.status(
+                "Warning",
+                &format!("cache entry {} not usable, treated as a miss: {message}", &key[..12]),
+            ),
+            Event::Compiled {
+                executable,
+                dependencies_compiled,
+                dependencies_fresh,
+                ..
+            } => self.status(
+                "Compiled",
+                &format!(
+                    "{executable} (dependencies: {dependencies_compiled} compiled, {dependencies_fresh} from cache or up to date)"
+                ),
+            ),
+            Event::CacheStored {
+                key,
+                layers,
+                files,
+                new_files,
+                new_layer_size,
+                squashed,
+            } => self.status(
+                "Cached",
+                &format!(
+                    "dependencies {}: {files} files in {layers} layer(s); new layer {new_files} files, {}{}",
+                    &key[..12],
+                    human_size(*new_layer_size),
+                    if *squashed { " (squashed)" } else { "" }
+                ),
+            ),
             Event::Layer {
                 role,
                 digest,
@@ -341,6 +394,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.overrides = overrides;
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
+    options.dependency_cache = !args.no_dependency_cache;
     match format {
         MessageFormat::Json => {
             imgbuild::build(&options, &Json)?;

@@ -87,15 +87,35 @@ impl Layout {
     }
 
     /// Takes an exclusive lock (a `.lock` file in the layout), waiting for other holders.
+    /// Held around read-modify-write updates of `index.json`.
     pub fn lock(&self) -> Result<LayoutLock> {
-        let path = self.root.join(".lock");
+        self.lock_file(".lock", true)
+    }
+
+    /// Takes a shared lock on the layout's blobs, held by writers from their first blob until
+    /// the tag that references it: garbage collection ([`Layout::gc_lock`]) waits for them.
+    pub fn writer_lock(&self) -> Result<LayoutLock> {
+        self.lock_file(".gc-lock", false)
+    }
+
+    /// Takes the exclusive lock garbage collection holds while it deletes unreferenced blobs.
+    pub fn gc_lock(&self) -> Result<LayoutLock> {
+        self.lock_file(".gc-lock", true)
+    }
+
+    fn lock_file(&self, name: &str, exclusive: bool) -> Result<LayoutLock> {
+        let path = self.root.join(name);
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(io_err("opening lock file", &path))?;
-        file.lock().map_err(io_err("locking", &path))?;
+        if exclusive {
+            file.lock().map_err(io_err("locking", &path))?;
+        } else {
+            file.lock_shared().map_err(io_err("locking", &path))?;
+        }
         Ok(LayoutLock { _file: file })
     }
 
@@ -112,7 +132,7 @@ impl Layout {
         self.blob_path(digest).is_file()
     }
 
-    fn blob_dir(&self) -> PathBuf {
+    pub(crate) fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
 

@@ -5,7 +5,8 @@
 //! - [`json`]: canonical JSON (sorted keys, no whitespace), so the same value always has one digest;
 //! - [`layer`]: deterministic layer tarballs (sorted entries, explicit parents, fixed owners and times);
 //! - [`layout`]: the OCI image layout on disk (content-addressed blobs, `index.json`, tags);
-//! - [`archive`]: single-file exports (`oci-archive`, `docker-archive`).
+//! - [`archive`]: single-file exports (`oci-archive`, `docker-archive`);
+//! - [`snapshot`]: host files (modes and mtimes kept) as tar+zstd layers, restored verified.
 //!
 //! The spec types themselves come from [`oci_spec`], re-exported as [`spec`].
 
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod json;
 pub mod layer;
 pub mod layout;
+pub mod snapshot;
 
 pub use oci_spec::OciSpecError;
 pub use oci_spec::image as spec;

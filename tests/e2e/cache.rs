@@ -1,0 +1,352 @@
+//! Issue #3: the dependency cache (entries in the local store, restore, delta, corruption,
+//! concurrency, `cache ls` / `cache prune`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Copies the `cached` fixture (serde + serde_json from crates.io) into `parent/name`.
+fn fixture(parent: &Path, name: &str) -> PathBuf {
+    let dst = parent.join(name);
+    copy_tree(&repo_root().join("tests/fixtures/cached"), &dst);
+    dst
+}
+
+/// `imgbuild build --message-format json`, returning the events; asserts success.
+fn build_json(dir: &Path, cache: &Path) -> Vec<Value> {
+    let run = imgbuild(dir, cache, &["build", "--message-format", "json"]);
+    assert!(run.status.success(), "imgbuild failed:\n{}", run.stderr);
+    run.stdout.lines().map(json).collect()
+}
+
+fn event<'a>(events: &'a [Value], reason: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {reason} event in {events:#?}"))
+}
+
+fn has_event(events: &[Value], reason: &str) -> bool {
+    events.iter().any(|e| e["reason"] == reason)
+}
+
+fn digest(events: &[Value]) -> String {
+    event(events, "image-built")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn store(cache: &Path) -> PathBuf {
+    cache.join("store")
+}
+
+/// The raw manifest of a store entry, through skopeo.
+fn entry_manifest(cache: &Path, key: &str) -> Value {
+    json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:imgbuild-cache:deps-{key}", store(cache).display()),
+        ],
+    ))
+}
+
+fn blob(cache: &Path, digest: &str) -> PathBuf {
+    store(cache)
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn compiled(events: &[Value]) -> (u64, u64) {
+    let c = event(events, "compiled");
+    (
+        c["dependencies_compiled"].as_u64().unwrap(),
+        c["dependencies_fresh"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_fresh_copy_restores_the_dependencies_and_compiles_only_the_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let first = fixture(tmp.path(), "first");
+    let cold = build_json(&first, &cache);
+    let lookup = event(&cold, "cache-lookup");
+    assert_eq!(lookup["hit"], false);
+    let key = lookup["key"].as_str().unwrap().to_string();
+    let (built, _) = compiled(&cold);
+    assert!(
+        built >= 4,
+        "a cold build compiles the dependencies: {built}"
+    );
+    let stored = event(&cold, "cache-stored");
+    assert_eq!(stored["layers"], 1);
+
+    // The entry: an artifact of its own type, zstd layers, only dependency units' files.
+    let manifest = entry_manifest(&cache, &key);
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.imgbuild.dependency-cache.v1"
+    );
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let config = json(
+        &std::fs::read_to_string(blob(&cache, manifest["config"]["digest"].as_str().unwrap()))
+            .unwrap(),
+    );
+    assert_eq!(config["key"], key.as_str());
+    let files: Vec<&String> = config["files"].as_object().unwrap().keys().collect();
+    for top in [
+        "deps/libserde_json-",
+        "build/serde_json-",
+        ".fingerprint/serde-",
+    ] {
+        assert!(
+            files.iter().any(|f| f.starts_with(top)),
+            "no {top}* in {files:?}"
+        );
+    }
+    for f in &files {
+        let name = f.rsplit('/').next().unwrap();
+        assert!(
+            !f.contains("/cached-")
+                && !name.starts_with("libcached")
+                && !name.starts_with("cached"),
+            "a workspace member's file is in the cache: {f}"
+        );
+    }
+
+    // A fresh checkout elsewhere, with no target dir: cargo compiles no dependency.
+    let second = fixture(tmp.path(), "second");
+    let warm = build_json(&second, &cache);
+    assert_eq!(event(&warm, "cache-lookup")["hit"], true);
+    assert!(
+        event(&warm, "cache-restored")["restored"].as_u64().unwrap() >= files.len() as u64,
+        "every file restored"
+    );
+    let (built, fresh) = compiled(&warm);
+    assert_eq!(built, 0, "no dependency compiled after a hit");
+    assert!(fresh >= 4);
+    assert!(
+        !has_event(&warm, "cache-stored"),
+        "a hit stores nothing new"
+    );
+    assert_eq!(digest(&warm), digest(&cold), "same image");
+
+    // Building again in place restores nothing: the files are already there.
+    let again = build_json(&second, &cache);
+    let restored = event(&again, "cache-restored");
+    assert_eq!(restored["restored"], 0);
+    assert_eq!(compiled(&again).0, 0);
+    assert_eq!(digest(&again), digest(&cold));
+
+    // --no-dependency-cache neither looks up nor stores.
+    let off = imgbuild(
+        &fixture(tmp.path(), "third"),
+        &cache,
+        &["build", "--no-dependency-cache", "--message-format", "json"],
+    );
+    assert!(off.status.success(), "{}", off.stderr);
+    let off: Vec<Value> = off.stdout.lines().map(json).collect();
+    assert!(!has_event(&off, "cache-lookup") && !has_event(&off, "cache-stored"));
+    assert!(compiled(&off).0 >= 4);
+}
+
+#[test]
+fn a_lockfile_bump_restores_the_nearest_entry_and_stores_a_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let project = fixture(tmp.path(), "app");
+    let first = build_json(&project, &cache);
+    let old_key = event(&first, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_files = event(&first, "cache-stored")["files"].as_u64().unwrap();
+
+    cargo(&project, &["update", "-p", "itoa", "--precise", "1.0.11"]);
+    let plan = imgbuild(&project, &cache, &["plan", "--explain"]);
+    assert!(plan.status.success(), "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("- package itoa 1.0.10")
+            && plan.stdout.contains("+ package itoa 1.0.11"),
+        "the miss is explained:\n{}",
+        plan.stdout
+    );
+
+    // A fresh runner: no target dir.
+    std::fs::remove_dir_all(project.join("target")).unwrap();
+    let bumped = build_json(&project, &cache);
+    let lookup = event(&bumped, "cache-lookup");
+    assert_eq!(lookup["hit"], false);
+    assert_eq!(lookup["nearest"], old_key.as_str());
+    let new_key = lookup["key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    let packages: Vec<&str> = event(&bumped, "compiled")["compiled_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        packages.contains(&"itoa@1.0.11"),
+        "the bumped crate is compiled: {packages:?}"
+    );
+    for p in &packages {
+        assert!(
+            p.starts_with("itoa@") || p.starts_with("serde_json@"),
+            "only itoa and its dependents recompile, not {p}"
+        );
+    }
+    let stored = event(&bumped, "cache-stored");
+    assert_eq!(stored["layers"], 2, "the earlier layer plus one delta");
+    assert_eq!(stored["squashed"], false);
+    let new_files = stored["new_files"].as_u64().unwrap();
+    assert!(
+        new_files > 0 && new_files * 2 < old_files,
+        "the delta holds only what changed: {new_files} of {old_files}"
+    );
+    let old = entry_manifest(&cache, &old_key);
+    let new = entry_manifest(&cache, &new_key);
+    assert_eq!(
+        new["layers"][0], old["layers"][0],
+        "the earlier layer is shared"
+    );
+
+    // The delta entry restores completely on another fresh runner.
+    let copy = fixture(tmp.path(), "copy");
+    std::fs::copy(project.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+    let warm = build_json(&copy, &cache);
+    assert_eq!(event(&warm, "cache-lookup")["hit"], true);
+    assert_eq!(compiled(&warm).0, 0);
+    assert_eq!(digest(&warm), digest(&bumped));
+}
+
+#[test]
+fn a_corrupted_blob_is_reported_as_a_miss_and_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let first = build_json(&fixture(tmp.path(), "first"), &cache);
+    let key = event(&first, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layer = entry_manifest(&cache, &key)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob(&cache, &layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+
+    let second = fixture(tmp.path(), "second");
+    let run = imgbuild(&second, &cache, &["build", "--message-format", "json"]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let events: Vec<Value> = run.stdout.lines().map(json).collect();
+    let unusable = event(&events, "cache-unusable");
+    assert!(
+        unusable["message"].as_str().unwrap().contains("corrupt"),
+        "{unusable}"
+    );
+    assert!(
+        compiled(&events).0 >= 4,
+        "the dependencies are compiled again"
+    );
+    assert!(
+        std::fs::read_dir(second.join("target/release"))
+            .unwrap()
+            .all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".imgbuild-restore")),
+        "no staging directory left behind"
+    );
+    event(&events, "cache-stored");
+    assert_eq!(digest(&events), digest(&first));
+
+    // The replaced entry is whole again.
+    let third = build_json(&fixture(tmp.path(), "third"), &cache);
+    assert_eq!(event(&third, "cache-lookup")["hit"], true);
+    assert_eq!(compiled(&third).0, 0);
+}
+
+#[test]
+fn two_concurrent_builds_share_one_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dirs = [fixture(tmp.path(), "one"), fixture(tmp.path(), "two")];
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+                .args(["build", "--message-format", "json"])
+                .current_dir(dir)
+                .env("IMGBUILD_CACHE_DIR", &cache)
+                .env_remove("SOURCE_DATE_EPOCH")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut digests = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(json)
+            .collect();
+        digests.push(digest(&events));
+    }
+    assert_eq!(digests[0], digests[1]);
+
+    // One entry for the key, one image tag, and every blob intact (skopeo verifies digests).
+    let index = json(&std::fs::read_to_string(store(&cache).join("index.json")).unwrap());
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"cached:latest"));
+    let copy = tmp.path().join("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:cached:latest", store(&cache).display()),
+            &format!("oci:{}:x", copy.display()),
+        ],
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(store(&cache).join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let third = build_json(&fixture(tmp.path(), "three"), &cache);
+    assert_eq!(event(&third, "cache-lookup")["hit"], true);
+    assert_eq!(compiled(&third).0, 0);
+}
