@@ -350,3 +350,131 @@ fn two_concurrent_builds_share_one_store() {
     assert_eq!(event(&third, "cache-lookup")["hit"], true);
     assert_eq!(compiled(&third).0, 0);
 }
+
+#[test]
+fn cache_ls_lists_entries_and_prune_removes_them_by_age_and_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let project = fixture(tmp.path(), "app");
+    let first = build_json(&project, &cache);
+    let old_key = event(&first, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cargo(&project, &["update", "-p", "itoa", "--precise", "1.0.11"]);
+    let second = build_json(&project, &cache);
+    let new_key = event(&second, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let ls = imgbuild(
+        tmp.path(),
+        &cache,
+        &["cache", "ls", "--message-format", "json"],
+    );
+    assert!(ls.status.success(), "{}", ls.stderr);
+    let listing = json(&ls.stdout);
+    let entries = listing["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listing:#}");
+    let find = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap().clone();
+    assert_eq!(find(&old_key)["layers"], 1);
+    assert_eq!(find(&new_key)["layers"], 2);
+    assert_eq!(find(&new_key)["binary"], "cached/cached");
+    assert!(find(&new_key)["size"].as_u64().unwrap() > find(&old_key)["size"].as_u64().unwrap());
+    let human = imgbuild(tmp.path(), &cache, &["cache", "ls"]);
+    assert!(human.stdout.contains(&old_key[..12]) && human.stdout.contains("2 entries"));
+
+    // The older entry was last used 40 days ago.
+    let marker = cache.join("usage").join(&old_key);
+    std::fs::File::options()
+        .write(true)
+        .open(&marker)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400))
+        .unwrap();
+    let old_manifest = entry_manifest(&cache, &old_key);
+    let new_manifest = entry_manifest(&cache, &new_key);
+    let prune = imgbuild(
+        tmp.path(),
+        &cache,
+        &[
+            "cache",
+            "prune",
+            "--older-than",
+            "30d",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert!(prune.status.success(), "{}", prune.stderr);
+    let report = json(&prune.stdout);
+    assert_eq!(report["removed"], serde_json::json!([old_key]));
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 2, "{report}");
+    assert!(
+        !blob(&cache, old_manifest["config"]["digest"].as_str().unwrap()).exists(),
+        "the removed entry's config blob is deleted"
+    );
+    for layer in new_manifest["layers"].as_array().unwrap() {
+        assert!(
+            blob(&cache, layer["digest"].as_str().unwrap()).exists(),
+            "a layer the remaining entry shares is kept"
+        );
+    }
+    assert!(!marker.exists());
+    let copy = fixture(tmp.path(), "copy");
+    std::fs::copy(project.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+    let warm = build_json(&copy, &cache);
+    assert_eq!(event(&warm, "cache-lookup")["hit"], true);
+    assert_eq!(compiled(&warm).0, 0);
+
+    // A size limit of 0 removes every entry; images stay whole.
+    let prune = imgbuild(
+        tmp.path(),
+        &cache,
+        &[
+            "cache",
+            "prune",
+            "--max-size",
+            "0",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert!(prune.status.success(), "{}", prune.stderr);
+    assert_eq!(json(&prune.stdout)["removed"], serde_json::json!([new_key]));
+    for layer in new_manifest["layers"].as_array().unwrap() {
+        assert!(!blob(&cache, layer["digest"].as_str().unwrap()).exists());
+    }
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:cached:latest", store(&cache).display()),
+            &format!("oci:{}:x", tmp.path().join("copied").display()),
+        ],
+    );
+    let listing = json(
+        &imgbuild(
+            tmp.path(),
+            &cache,
+            &["cache", "ls", "--message-format", "json"],
+        )
+        .stdout,
+    );
+    assert_eq!(listing["entries"], serde_json::json!([]));
+
+    // Bad input is named, with the expected form.
+    imgbuild(
+        tmp.path(),
+        &cache,
+        &["cache", "prune", "--older-than", "3 days"],
+    )
+    .fails_with(&["--older-than", "30d"]);
+    imgbuild(
+        tmp.path(),
+        &cache,
+        &["cache", "prune", "--max-size", "1.5G"],
+    )
+    .fails_with(&["--max-size", "10G"]);
+}

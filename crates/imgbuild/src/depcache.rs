@@ -457,8 +457,10 @@ pub fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
 /// Records that `key`'s entry was used now (for `cache ls` and `cache prune`).
 pub fn touch(cache_dir: &Path, key: &str) {
     let dir = usage_dir(cache_dir);
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(dir.join(key), b"");
+    if std::fs::create_dir_all(&dir).is_ok()
+        && let Ok(file) = std::fs::File::create(dir.join(key))
+    {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 

@@ -28,6 +28,7 @@ pub mod image;
 pub mod output;
 pub mod plan;
 pub mod rootfs;
+pub mod store;
 pub mod time;
 
 use std::path::PathBuf;

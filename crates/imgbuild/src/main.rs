@@ -30,6 +30,140 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Print each binary's dependency-tree cache key and the inputs it hashes.
     Plan(PlanArgs),
+    /// Inspect and prune the dependency cache in the local store.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List dependency-cache entries: key, binary, layers, size, last use.
+    Ls(StoreArgs),
+    /// Remove entries unused for a while or beyond a total size, then unreferenced blobs.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    message_format: MessageFormat,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Remove entries not used for longer than this (e.g. 30d, 12h, 90m; default 30d unless
+    /// --max-size or --all is given).
+    #[arg(long, value_name = "AGE")]
+    older_than: Option<String>,
+    /// Then remove the least recently used entries until the store is at most this big
+    /// (e.g. 10G, 500M).
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
+    /// Remove every dependency-cache entry (images in the store are kept).
+    #[arg(long, conflicts_with_all = ["older_than", "max_size"])]
+    all: bool,
+}
+
+fn ago(seconds: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match now.saturating_sub(seconds) {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 2 * 3600 => format!("{}m ago", s / 60),
+        s if s < 2 * 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn run_cache(command: CacheCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        CacheCommand::Ls(args) => {
+            let dir = args.cache_dir.unwrap_or_else(imgbuild::default_cache_dir);
+            let listing = imgbuild::store::list(&dir)?;
+            match args.message_format {
+                MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&listing)?)?,
+                MessageFormat::Human => {
+                    writeln!(
+                        out,
+                        "{:<12}  {:<28} {:>6} {:>6} {:>10}  LAST USED",
+                        "KEY", "BINARY", "LAYERS", "FILES", "SIZE"
+                    )?;
+                    for e in &listing.entries {
+                        writeln!(
+                            out,
+                            "{:<12}  {:<28} {:>6} {:>6} {:>10}  {}",
+                            &e.key[..e.key.len().min(12)],
+                            e.binary,
+                            e.layers,
+                            e.files,
+                            human_size(e.size),
+                            ago(e.last_used)
+                        )?;
+                    }
+                    writeln!(
+                        out,
+                        "{} entries; the store (entries and images, shared blobs once) holds {}",
+                        listing.entries.len(),
+                        human_size(listing.store_size)
+                    )?;
+                }
+            }
+        }
+        CacheCommand::Prune(args) => {
+            let older_than = match &args.older_than {
+                Some(text) => Some(imgbuild::store::parse_duration(text).with_context(|| {
+                    format!("--older-than {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d")
+                })?),
+                None if args.max_size.is_none() && !args.all => {
+                    Some(std::time::Duration::from_secs(30 * 86_400))
+                }
+                None => None,
+            };
+            let max_size = match &args.max_size {
+                Some(text) => Some(imgbuild::store::parse_size(text).with_context(|| {
+                    format!("--max-size {text:?}: expected a whole number with an optional unit (K, M, G, T), e.g. 10G")
+                })?),
+                None if args.all => Some(0),
+                None => None,
+            };
+            let dir = args
+                .store
+                .cache_dir
+                .unwrap_or_else(imgbuild::default_cache_dir);
+            let report = imgbuild::store::prune(
+                &dir,
+                imgbuild::store::PrunePolicy {
+                    older_than,
+                    max_size,
+                },
+            )?;
+            match args.store.message_format {
+                MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+                MessageFormat::Human => {
+                    for key in &report.removed {
+                        writeln!(out, "removed {key}")?;
+                    }
+                    writeln!(
+                        out,
+                        "{} entries removed, {} blobs deleted, {} freed; the store holds {}",
+                        report.removed.len(),
+                        report.blobs_deleted,
+                        human_size(report.bytes_freed),
+                        human_size(report.store_size)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -418,6 +552,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => run_build(*args),
         Command::Plan(args) => run_plan(args),
+        Command::Cache(command) => run_cache(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,395 @@
+//! Looking after the local store: listing dependency-cache entries (`imgbuild cache ls`) and
+//! pruning them by age and total size, then deleting the blobs nothing references
+//! (`imgbuild cache prune`). Images tagged in the store are kept; only their orphaned blobs
+//! (left behind when a tag moved to a newer image) are collected.
+//!
+//! Reads and writes the local store and the usage markers. The choice of what to remove is
+//! pure ([`select`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use imgbuild_oci::layout::{Layout, ref_name};
+use imgbuild_oci::spec::{Descriptor, MediaType};
+use serde::Serialize;
+
+use crate::depcache::{self, REF_PREFIX};
+use crate::{Error, Result};
+
+/// One dependency-cache entry, as `cache ls` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EntrySummary {
+    /// The dependency key.
+    pub key: String,
+    /// `package/bin`.
+    pub binary: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Number of files.
+    pub files: usize,
+    /// Compressed size of the entry's blobs (layers shared with other entries counted here too).
+    pub size: u64,
+    /// Last use (build that restored or stored it), seconds since the Unix epoch.
+    pub last_used: u64,
+    /// Digests of the entry's blobs (manifest, config, layers).
+    #[serde(skip)]
+    pub blobs: Vec<String>,
+}
+
+/// What `cache ls` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    /// The entries, most recently used first.
+    pub entries: Vec<EntrySummary>,
+    /// Total size of every blob in the store (entries and images), each counted once.
+    pub store_size: u64,
+}
+
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn last_used(cache_dir: &Path, key: &str, store: &Layout, manifest: &Descriptor) -> u64 {
+    let marker = depcache::usage_dir(cache_dir).join(key);
+    std::fs::metadata(&marker)
+        .or_else(|_| std::fs::metadata(store.blob_path(manifest.digest())))
+        .and_then(|m| m.modified())
+        .map_or(0, seconds)
+}
+
+/// The blob digests (as strings) a manifest descriptor references, itself included. Blobs that
+/// cannot be read are skipped: the caller keeps what it cannot account for.
+fn referenced(store: &Layout, desc: &Descriptor) -> Vec<String> {
+    let mut out = vec![desc.digest().to_string()];
+    if *desc.media_type() == MediaType::ImageManifest
+        && let Ok(manifest) = store.read_manifest(desc.digest())
+    {
+        out.push(manifest.config().digest().to_string());
+        out.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
+    }
+    out
+}
+
+/// Size on disk of every blob in the store, by digest string.
+fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
+    let dir = store.root().join("blobs").join("sha256");
+    let mut out = BTreeMap::new();
+    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
+        action: "reading directory",
+        path: dir.clone(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata() {
+            out.insert(format!("sha256:{name}"), meta.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Lists the dependency-cache entries of the store under `cache_dir`.
+pub fn list(cache_dir: &Path) -> Result<Listing> {
+    let root = crate::build::store_dir(cache_dir);
+    if !root.join("oci-layout").exists() {
+        return Ok(Listing {
+            entries: Vec::new(),
+            store_size: 0,
+        });
+    }
+    let store = Layout::open(root)?;
+    let sizes = blob_sizes(&store)?;
+    let mut entries = Vec::new();
+    for desc in depcache::entry_descriptors(&store)? {
+        let key = ref_name(&desc)
+            .and_then(|r| r.strip_prefix(REF_PREFIX))
+            .unwrap_or_default()
+            .to_string();
+        let blobs = referenced(&store, &desc);
+        let (binary, layers, files) = match depcache::find(&store, &key).ok().flatten() {
+            Some(e) => (
+                e.config.binary.clone(),
+                e.layers.len(),
+                e.config.files.len(),
+            ),
+            None => ("(unreadable)".to_string(), 0, 0),
+        };
+        entries.push(EntrySummary {
+            last_used: last_used(cache_dir, &key, &store, &desc),
+            size: blobs.iter().filter_map(|b| sizes.get(b)).sum(),
+            key,
+            binary,
+            layers,
+            files,
+            blobs,
+        });
+    }
+    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.key.cmp(&b.key)));
+    Ok(Listing {
+        entries,
+        store_size: sizes.values().sum(),
+    })
+}
+
+/// What to prune.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrunePolicy {
+    /// Remove entries not used for longer than this.
+    pub older_than: Option<Duration>,
+    /// Then remove the least recently used entries until the store is at most this big.
+    pub max_size: Option<u64>,
+}
+
+/// Chooses the entries to remove (pure): those unused for longer than `older_than`, then the
+/// least recently used until the blobs still referenced (by the kept entries and by
+/// `pinned`, the images' blobs) total at most `max_size`.
+pub fn select(
+    entries: &[EntrySummary],
+    pinned: &BTreeSet<String>,
+    sizes: &BTreeMap<String, u64>,
+    policy: PrunePolicy,
+    now: u64,
+) -> BTreeSet<String> {
+    let mut removed = BTreeSet::new();
+    if let Some(age) = policy.older_than {
+        for e in entries {
+            if now.saturating_sub(e.last_used) > age.as_secs() {
+                removed.insert(e.key.clone());
+            }
+        }
+    }
+    if let Some(max) = policy.max_size {
+        let mut by_age: Vec<&EntrySummary> = entries
+            .iter()
+            .filter(|e| !removed.contains(&e.key))
+            .collect();
+        by_age.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.key.cmp(&b.key)));
+        let total = |removed: &BTreeSet<String>| -> u64 {
+            let mut live: BTreeSet<&String> = pinned.iter().collect();
+            for e in entries.iter().filter(|e| !removed.contains(&e.key)) {
+                live.extend(e.blobs.iter());
+            }
+            live.iter().filter_map(|b| sizes.get(*b)).sum()
+        };
+        for e in by_age {
+            if total(&removed) <= max {
+                break;
+            }
+            removed.insert(e.key.clone());
+        }
+    }
+    removed
+}
+
+/// What `cache prune` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Keys of the entries removed.
+    pub removed: Vec<String>,
+    /// Blobs deleted.
+    pub blobs_deleted: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Size of the store afterwards.
+    pub store_size: u64,
+}
+
+/// Temporary files older than this are left over from interrupted writes.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Removes the entries `policy` selects, then every blob nothing in the index references.
+/// Waits for running builds (they hold the store's writer lock) before deleting blobs.
+pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
+    let root = crate::build::store_dir(cache_dir);
+    if !root.join("oci-layout").exists() {
+        return Ok(PruneReport::default());
+    }
+    let store = Layout::open(root)?;
+    let _gc = store.gc_lock()?;
+    let listing = list(cache_dir)?;
+    let sizes = blob_sizes(&store)?;
+    let index = store.read_index()?;
+    let pinned: BTreeSet<String> = index
+        .manifests()
+        .iter()
+        .filter(|d| !ref_name(d).is_some_and(|r| r.starts_with(REF_PREFIX)))
+        .flat_map(|d| referenced(&store, d))
+        .collect();
+    let now = seconds(SystemTime::now());
+    let removed = select(&listing.entries, &pinned, &sizes, policy, now);
+    {
+        let _lock = store.lock()?;
+        let mut index = store.read_index()?;
+        let kept: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                !ref_name(d)
+                    .and_then(|r| r.strip_prefix(REF_PREFIX))
+                    .is_some_and(|k| removed.contains(k))
+            })
+            .cloned()
+            .collect();
+        index.set_manifests(kept);
+        store.write_index(&index)?;
+    }
+    for key in &removed {
+        let _ = std::fs::remove_file(depcache::usage_dir(cache_dir).join(key));
+    }
+    let live: BTreeSet<String> = store
+        .read_index()?
+        .manifests()
+        .iter()
+        .flat_map(|d| referenced(&store, d))
+        .collect();
+    let mut report = PruneReport {
+        removed: removed.into_iter().collect(),
+        ..PruneReport::default()
+    };
+    let dir = store.root().join("blobs").join("sha256");
+    for (digest, size) in &sizes {
+        if live.contains(digest) {
+            continue;
+        }
+        let path = dir.join(digest.trim_start_matches("sha256:"));
+        if std::fs::remove_file(&path).is_ok() {
+            report.blobs_deleted += 1;
+            report.bytes_freed += size;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
+            if entry.file_name().to_string_lossy().starts_with(".tmp") && old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    report.store_size = blob_sizes(&store)?.values().sum();
+    Ok(report)
+}
+
+/// Parses a duration such as `30d`, `12h`, `90m`, `45s` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        "w" => n.checked_mul(7 * 86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Parses a size such as `10G`, `500M`, `64K`, `1024` (binary units; a trailing `B` or `iB`
+/// is accepted).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, last_used: u64, blobs: &[&str]) -> EntrySummary {
+        EntrySummary {
+            key: key.into(),
+            binary: "a/a".into(),
+            layers: 1,
+            files: 1,
+            size: 0,
+            last_used,
+            blobs: blobs.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("3 days"), None);
+        assert_eq!(parse_duration("d"), None);
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("500MiB"), Some(500 << 20));
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("1.5G"), None);
+    }
+
+    #[test]
+    fn old_entries_go_first_then_least_recently_used_until_small_enough() {
+        let sizes: BTreeMap<String, u64> = [
+            ("shared".to_string(), 100),
+            ("a".to_string(), 10),
+            ("b".to_string(), 10),
+            ("c".to_string(), 10),
+            ("img".to_string(), 5),
+        ]
+        .into();
+        let entries = [
+            entry("old", 100, &["shared", "a"]),
+            entry("mid", 5000, &["shared", "b"]),
+            entry("new", 9000, &["shared", "c"]),
+        ];
+        let pinned: BTreeSet<String> = ["img".to_string()].into();
+        let by_age = PrunePolicy {
+            older_than: Some(Duration::from_secs(1000)),
+            max_size: None,
+        };
+        assert_eq!(
+            select(&entries, &pinned, &sizes, by_age, 10_000),
+            ["old".to_string(), "mid".to_string()].into()
+        );
+        // 100 shared + 10 + 10 + 5 pinned = 125 after removing "old": at most 125 keeps the rest.
+        let by_size = PrunePolicy {
+            older_than: None,
+            max_size: Some(125),
+        };
+        assert_eq!(
+            select(&entries, &pinned, &sizes, by_size, 10_000),
+            ["old".to_string()].into()
+        );
+        let everything = PrunePolicy {
+            older_than: None,
+            max_size: Some(0),
+        };
+        assert_eq!(
+            select(&entries, &pinned, &sizes, everything, 10_000).len(),
+            3
+        );
+    }
+}
