@@ -3,11 +3,13 @@
 //! - `ci`: what `.ci/run` runs after installing system packages: formatting, lints, docs and
 //!   every test, failing on the first problem.
 //!
-//! Kept free of dependencies: it only runs cargo.
+//! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`bench`]).
 
 #![allow(clippy::print_stderr, clippy::print_stdout, clippy::disallowed_methods)] // a terminal tool that runs cargo
 
 use std::process::{Command, ExitCode};
+
+mod bench;
 
 fn run(purpose: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("==> {purpose}: {program} {}", args.join(" "));
@@ -61,11 +63,20 @@ fn ci() -> Result<(), String> {
     )
 }
 
+/// The repository root (the xtask crate's parent).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+        .to_path_buf()
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("ci") => ci(),
-        _ => Err("usage: cargo xtask ci".to_string()),
+        Some("bench") => bench::bench(&root()),
+        _ => Err("usage: cargo xtask ci | cargo xtask bench".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

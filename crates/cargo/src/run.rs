@@ -153,19 +153,18 @@ pub fn manifest_path(given: Option<&Path>) -> Result<PathBuf> {
 
 /// Runs `cargo metadata --locked` on `manifest` and parses it. A missing or stale Cargo.lock
 /// gives [`Error::LockfileMissing`] or [`Error::LockfileStale`].
-pub fn metadata(manifest: &Path) -> Result<Metadata> {
-    let output = capture(
-        Command::new(cargo_program())
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--locked",
-                "--manifest-path",
-            ])
-            .arg(manifest),
-        "reading the workspace",
-    )?;
+pub fn metadata(manifest: &Path, wrapper: &WrapperScript) -> Result<Metadata> {
+    let mut cmd = Command::new(cargo_program());
+    cmd.args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--locked",
+        "--manifest-path",
+    ])
+    .arg(manifest);
+    wrapper.apply(&mut cmd);
+    let output = capture(&mut cmd, "reading the workspace")?;
     if output.status.success() {
         return serde_json::from_slice(&output.stdout).map_err(Error::MetadataFormat);
     }
@@ -218,21 +217,71 @@ fn workspace_root(manifest: &Path) -> Option<PathBuf> {
     path.parent().map(Path::to_path_buf)
 }
 
+/// The rustc wrapper script every cargo command of imgbuild runs with. It remaps the build's
+/// paths in compiled output ([`Wrapper`]); using it for `cargo metadata` and `cargo tree` as
+/// well keeps cargo's cached compiler probes (`target/.rustc_info.json`, keyed by the wrapper)
+/// valid from one command to the next, instead of re-probing rustc three times per command.
+#[derive(Debug, Clone)]
+pub struct WrapperScript(PathBuf);
+
+impl WrapperScript {
+    /// Writes the script into `tools_dir` (once, atomically).
+    pub fn install(tools_dir: &Path) -> Result<Self> {
+        install_wrapper(tools_dir).map(Self)
+    }
+
+    /// The script's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        if let Some(inner) = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
+            cmd.env("IMGBUILD_INNER_WRAPPER", inner);
+        } else {
+            cmd.env_remove("IMGBUILD_INNER_WRAPPER");
+        }
+        cmd.env("RUSTC_WRAPPER", &self.0);
+    }
+}
+
+/// The wrapper script with the paths it remaps for one workspace.
+#[derive(Debug, Clone)]
+pub struct Wrapper {
+    script: WrapperScript,
+    workspace_root: PathBuf,
+    build_dir: PathBuf,
+}
+
+impl Wrapper {
+    /// The wrapper for a workspace and its build directory.
+    pub fn new(script: WrapperScript, workspace_root: &Path, build_dir: &Path) -> Self {
+        Self {
+            script,
+            workspace_root: workspace_root.to_path_buf(),
+            build_dir: build_dir.to_path_buf(),
+        }
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        self.script.apply(cmd);
+        cmd.env("IMGBUILD_REMAP_WORKSPACE", &self.workspace_root)
+            .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
+            .env("IMGBUILD_REMAP_TARGET", &self.build_dir);
+    }
+}
+
 /// What to compile.
 #[derive(Debug, Clone)]
 pub struct BuildRequest<'a> {
     /// The binary.
     pub target: &'a BinaryTarget,
-    /// The workspace root (remapped in the output).
-    pub workspace_root: &'a Path,
-    /// Cargo's build directory (remapped in the output: build scripts' `OUT_DIR`s live there).
-    pub build_dir: &'a Path,
     /// Cargo profile, e.g. `release`.
     pub profile: &'a str,
     /// Feature flags.
     pub features: Features<'a>,
-    /// A directory where the rustc wrapper script may be written.
-    pub tools_dir: &'a Path,
+    /// The rustc wrapper (remaps the workspace, cargo home and build dir).
+    pub wrapper: &'a Wrapper,
 }
 
 /// Writes the rustc wrapper into `dir` (atomically, once) and returns its path.
@@ -300,7 +349,6 @@ pub struct BuildOutcome {
 /// Runs `cargo build --locked` for the binary and returns the executable's path and the units
 /// cargo reported. Cargo's diagnostics reach the user's stderr as cargo renders them.
 pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
-    let wrapper = install_wrapper(req.tools_dir)?;
     let program = cargo_program();
     let mut cmd = Command::new(&program);
     cmd.args([
@@ -312,16 +360,8 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
     .arg(&req.target.package.manifest_path)
     .args(["--bin", &req.target.bin, "--profile", req.profile]);
     req.features.apply(&mut cmd);
-    if let Some(inner) = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
-        cmd.env("IMGBUILD_INNER_WRAPPER", inner);
-    } else {
-        cmd.env_remove("IMGBUILD_INNER_WRAPPER");
-    }
-    cmd.env("RUSTC_WRAPPER", &wrapper)
-        .env("IMGBUILD_REMAP_WORKSPACE", req.workspace_root)
-        .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
-        .env("IMGBUILD_REMAP_TARGET", req.build_dir)
-        .stdin(Stdio::null())
+    req.wrapper.apply(&mut cmd);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(spawn_err(
@@ -435,6 +475,7 @@ pub fn dependency_tree(
     target: &BinaryTarget,
     triple: &str,
     features: Features<'_>,
+    wrapper: &Wrapper,
 ) -> Result<String> {
     let mut cmd = Command::new(cargo_program());
     cmd.args([
@@ -452,5 +493,6 @@ pub fn dependency_tree(
     ])
     .arg(&target.package.manifest_path);
     features.apply(&mut cmd);
+    wrapper.apply(&mut cmd);
     checked_stdout(&mut cmd, "resolving the dependency tree")
 }

@@ -103,7 +103,10 @@ pub fn store_dir(cache_dir: &Path) -> PathBuf {
 /// Builds the image described by `options`, reporting progress to `reporter`.
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
-    let metadata = run::metadata(&manifest_path)?;
+    let metadata = run::metadata(
+        &manifest_path,
+        &crate::plan::wrapper_script(&options.cache_dir)?,
+    )?;
     let workspace = Workspace::new(&metadata);
     let target = workspace.select(options.package.as_deref(), options.bin.as_deref())?;
     let config = workspace
@@ -122,7 +125,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         revision: run::git_revision(&workspace.root),
     };
 
-    let dependency_key = crate::plan::KeyContext::gather(&workspace, options)?.key(&target)?;
+    let key_context = crate::plan::KeyContext::gather(&workspace, options)?;
+    let dependency_key = key_context.key(&target)?;
     let store = Layout::create(store_dir(&options.cache_dir))?;
     // Garbage collection waits while this build writes blobs not yet tagged.
     let _writer = store.writer_lock()?;
@@ -140,14 +144,11 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     } else {
         None
     };
-    let tools_dir = options.cache_dir.join("tools");
     let outcome = run::build(&run::BuildRequest {
         target: &target,
-        workspace_root: &workspace.root,
-        build_dir: &workspace.build_dir,
         profile: &options.profile,
         features: options.cargo_features(),
-        tools_dir: &tools_dir,
+        wrapper: key_context.wrapper(),
     })?;
     let deps = units::dependency_units(&outcome, &profile_dir);
     reporter.report(&Event::Compiled {
@@ -201,8 +202,9 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let spec = image::runtime_spec(&config, &target, ca_bundle.is_some(), &closure.extra_dirs);
 
     let mut layers = Vec::new();
+    let memo_dir = options.cache_dir.join("layer-memo");
     let mut add_layer = |role: &str, created_by: String, builder: &LayerBuilder| -> Result<()> {
-        let blob = store.write_layer(builder, epoch)?;
+        let blob = store.write_layer_memoized(builder, epoch, &memo_dir)?;
         reporter.report(&Event::Layer {
             role: role.to_string(),
             digest: blob.descriptor.digest().to_string(),

@@ -33,6 +33,11 @@ pub struct BinaryPlan {
     pub changes: Option<Vec<String>>,
 }
 
+/// Installs (once) the rustc wrapper script under the cache directory's `tools/`.
+pub fn wrapper_script(cache_dir: &Path) -> Result<run::WrapperScript> {
+    Ok(run::WrapperScript::install(&cache_dir.join("tools"))?)
+}
+
 /// The variables from the environment that enter the key, sorted.
 pub fn key_environment() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
@@ -53,6 +58,7 @@ pub struct KeyContext<'a> {
     profile_settings: String,
     members: BTreeMap<String, Vec<String>>,
     env: Vec<(String, String)>,
+    wrapper: run::Wrapper,
 }
 
 impl<'a> KeyContext<'a> {
@@ -66,7 +72,13 @@ impl<'a> KeyContext<'a> {
             })
         };
         let rustc = run::rustc_version()?;
+        let wrapper = run::Wrapper::new(
+            wrapper_script(&options.cache_dir)?,
+            &workspace.root,
+            &workspace.build_dir,
+        );
         Ok(Self {
+            wrapper,
             options,
             triple: run::host_triple(&rustc).unwrap_or_else(|| "unknown".into()),
             rustc,
@@ -77,9 +89,19 @@ impl<'a> KeyContext<'a> {
         })
     }
 
+    /// The rustc wrapper cargo commands of this workspace run with.
+    pub fn wrapper(&self) -> &run::Wrapper {
+        &self.wrapper
+    }
+
     /// `target`'s dependency key (runs `cargo tree` for its package).
     pub fn key(&self, target: &BinaryTarget) -> Result<DependencyKey> {
-        let tree = run::dependency_tree(target, &self.triple, self.options.cargo_features())?;
+        let tree = run::dependency_tree(
+            target,
+            &self.triple,
+            self.options.cargo_features(),
+            &self.wrapper,
+        )?;
         Ok(dependency_key(&KeyInputs {
             tree: &parse_tree(&tree),
             lock: &self.lock,
@@ -124,7 +146,10 @@ pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> 
 /// build.
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
     let manifest = run::manifest_path(options.manifest_path.as_deref())?;
-    let workspace = Workspace::new(&run::metadata(&manifest)?);
+    let workspace = Workspace::new(&run::metadata(
+        &manifest,
+        &wrapper_script(&options.cache_dir)?,
+    )?);
     let targets = workspace.candidates(options.package.as_deref(), options.bin.as_deref())?;
     let context = KeyContext::gather(&workspace, options)?;
     // Cargo resolves dependencies per package: binaries of one package share its key.

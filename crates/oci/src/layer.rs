@@ -160,6 +160,50 @@ impl LayerBuilder {
         all
     }
 
+    /// A digest of everything [`LayerBuilder::write_tar`] would read, without reading host
+    /// files' contents: each entry, the bytes of in-memory files, and for host files their
+    /// identity and change times (device, inode, size, mtime and ctime in nanoseconds). Two
+    /// equal fingerprints mean the same tar bytes unless a host file was rewritten in place
+    /// with all of those preserved, the assumption make and cargo also rely on.
+    pub fn fingerprint(&self, mtime: u64) -> Result<oci_spec::image::Digest> {
+        use std::fmt::Write as _;
+        use std::os::unix::fs::MetadataExt;
+        let mut text = format!("imgbuild-layer-fingerprint v1\nmtime {mtime}\n");
+        for (path, entry) in self.complete() {
+            let _ = write!(text, "{path}\t{}:{}\t", entry.uid, entry.gid);
+            match &entry.kind {
+                EntryKind::Dir { mode } => {
+                    let _ = writeln!(text, "dir {mode:o}");
+                }
+                EntryKind::Symlink { target } => {
+                    let _ = writeln!(text, "symlink {target}");
+                }
+                EntryKind::File { content, mode } => match content {
+                    Content::Bytes(bytes) => {
+                        let _ = writeln!(text, "bytes {mode:o} {}", crate::digest::sha256(bytes));
+                    }
+                    Content::HostFile(host) => {
+                        let m =
+                            std::fs::metadata(host).map_err(io_err("reading metadata of", host))?;
+                        let _ = writeln!(
+                            text,
+                            "host {mode:o} {} {}:{} {} {}.{} {}.{}",
+                            host.display(),
+                            m.dev(),
+                            m.ino(),
+                            m.len(),
+                            m.mtime(),
+                            m.mtime_nsec(),
+                            m.ctime(),
+                            m.ctime_nsec()
+                        );
+                    }
+                },
+            }
+        }
+        Ok(crate::digest::sha256(text.as_bytes()))
+    }
+
     /// Writes the tar stream. Every timestamp is `mtime` (seconds since the Unix epoch).
     pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<W> {
         let mut tar = tar::Builder::new(out);

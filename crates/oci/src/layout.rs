@@ -190,6 +190,43 @@ impl Layout {
         })
     }
 
+    /// Like [`Layout::write_layer`], but remembers each layer under its
+    /// [`LayerBuilder::fingerprint`] in `memo_dir`: when the same entries from the same host
+    /// files were written before and the blob is still in the layout, nothing is compressed
+    /// again.
+    pub fn write_layer_memoized(
+        &self,
+        layer: &LayerBuilder,
+        mtime: u64,
+        memo_dir: &Path,
+    ) -> Result<LayerBlob> {
+        let fingerprint = layer.fingerprint(mtime)?;
+        let name = format!("{}.json", fingerprint.digest());
+        if let Some(blob) = fs::read(memo_dir.join(&name))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MemoRecord>(&b).ok())
+            .and_then(|r| r.into_blob())
+            .filter(|b| self.has_blob(b.descriptor.digest()))
+        {
+            return Ok(blob);
+        }
+        let blob = self.write_layer(layer, mtime)?;
+        fs::create_dir_all(memo_dir).map_err(io_err("creating directory", memo_dir))?;
+        let record = MemoRecord {
+            digest: blob.descriptor.digest().to_string(),
+            size: blob.descriptor.size(),
+            diff_id: blob.diff_id.to_string(),
+            uncompressed_size: blob.uncompressed_size,
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|source| Error::InvalidJson {
+            what: "layer memo",
+            path: memo_dir.join(&name),
+            source,
+        })?;
+        write_atomic(memo_dir, &name, &bytes)?;
+        Ok(blob)
+    }
+
     /// Opens a blob for streaming. The caller verifies (see [`Layout::read_blob`] for the
     /// checked whole-blob read).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
@@ -328,6 +365,29 @@ impl Layout {
                 layout: self.root.clone(),
                 tag: tag.to_string(),
             })
+    }
+}
+
+/// What [`Layout::write_layer_memoized`] remembers about a layer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemoRecord {
+    digest: String,
+    size: u64,
+    diff_id: String,
+    uncompressed_size: u64,
+}
+
+impl MemoRecord {
+    fn into_blob(self) -> Option<LayerBlob> {
+        Some(LayerBlob {
+            descriptor: Descriptor::new(
+                MediaType::ImageLayerGzip,
+                self.size,
+                self.digest.parse::<Digest>().ok()?,
+            ),
+            diff_id: self.diff_id.parse().ok()?,
+            uncompressed_size: self.uncompressed_size,
+        })
     }
 }
 

@@ -1,0 +1,335 @@
+//! `cargo xtask bench`: imgbuild against bare `cargo build --release` on a real service.
+//!
+//! Every scenario runs both tools on copies of the same project in the same session, so the
+//! figures compare like with like on this machine. Downloads are done before timing starts
+//! (`cargo fetch`); both tools share the cargo home. Prints one table with the times, the
+//! ratio to cargo, each target, and how many dependency units cargo compiled under imgbuild.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The project the benchmark builds, and the leaf crate bumped in the lockfile scenario.
+struct Project {
+    dir: PathBuf,
+    /// A leaf crate and the version to bump it to (the committed Cargo.lock has an older one).
+    bump: (&'static str, &'static str),
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+    let entries = std::fs::read_dir(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let (from, to) = (entry.path(), dst.join(&name));
+        if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command in `dir`, returning its wall time and stdout; fails on a non-zero exit.
+fn timed(
+    dir: &Path,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<(Duration, String), String> {
+    let start = Instant::now();
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "{} {} failed in {}:\n{}",
+            program.display(),
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// What one imgbuild run reported.
+struct ImgRun {
+    time: Duration,
+    digest: String,
+    compiled: u64,
+    fresh: u64,
+    packages: Vec<String>,
+    hit: bool,
+}
+
+fn imgbuild(imgbuild: &Path, dir: &Path, cache: &Path) -> Result<ImgRun, String> {
+    let (time, stdout) = timed(
+        dir,
+        imgbuild,
+        &["build", "--message-format", "json"],
+        &[("IMGBUILD_CACHE_DIR", cache)],
+    )?;
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| format!("imgbuild printed non-JSON {l:?}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let find = |reason: &str| events.iter().find(|e| e["reason"] == reason);
+    let compiled = find("compiled").ok_or("no compiled event")?;
+    Ok(ImgRun {
+        time,
+        digest: find("image-built").ok_or("no image-built event")?["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        compiled: compiled["dependencies_compiled"].as_u64().unwrap_or(0),
+        fresh: compiled["dependencies_fresh"].as_u64().unwrap_or(0),
+        packages: compiled["compiled_packages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        hit: find("cache-lookup").is_some_and(|e| e["hit"] == true),
+    })
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+struct Row {
+    scenario: &'static str,
+    imgbuild: Duration,
+    cargo: Option<Duration>,
+    target: String,
+    met: bool,
+    note: String,
+}
+
+fn edit(file: &Path, from: &str, to: &str) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    if !text.contains(from) {
+        return Err(format!("{} does not contain {from:?}", file.display()));
+    }
+    std::fs::write(file, text.replacen(from, to, 1)).map_err(|e| e.to_string())
+}
+
+pub(crate) fn bench(root: &Path) -> Result<(), String> {
+    let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let project = Project {
+        dir: root.join("examples/axum-service"),
+        bump: ("ryu", "1.0.23"),
+    };
+    eprintln!("==> building imgbuild (release)");
+    timed(
+        root,
+        &cargo,
+        &["build", "--release", "--locked", "-p", "imgbuild"],
+        &[],
+    )?;
+    let img = root.join("target/release/imgbuild");
+    eprintln!("==> fetching {} (not timed)", project.dir.display());
+    timed(&project.dir, &cargo, &["fetch", "--locked"], &[])?;
+
+    let work = std::env::temp_dir().join(format!("imgbuild-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let copy = |name: &str| -> Result<PathBuf, String> {
+        let dir = work.join(name);
+        copy_tree(&project.dir, &dir)?;
+        Ok(dir)
+    };
+    let cache = work.join("cache");
+    let cargo_build = |dir: &Path| -> Result<Duration, String> {
+        Ok(timed(dir, &cargo, &["build", "--release", "--locked"], &[])?.0)
+    };
+    let mut rows = Vec::new();
+
+    eprintln!("==> cold builds");
+    let bare = copy("cargo")?;
+    let cargo_cold = cargo_build(&bare)?;
+    let first = copy("first")?;
+    let cold = imgbuild(&img, &first, &cache)?;
+    rows.push(Row {
+        scenario: "cold build (empty cache)",
+        imgbuild: cold.time,
+        cargo: Some(cargo_cold),
+        target: "-".into(),
+        met: true,
+        note: format!("{} dependency units compiled", cold.compiled),
+    });
+
+    eprintln!("==> fresh checkout, warm cache");
+    let second = copy("second")?;
+    let warm = imgbuild(&img, &second, &cache)?;
+    let ratio = warm.time.as_secs_f64() / cargo_cold.as_secs_f64();
+    rows.push(Row {
+        scenario: "fresh checkout, warm cache",
+        imgbuild: warm.time,
+        cargo: Some(cargo_cold),
+        target: "<= 0.20x cold cargo".into(),
+        met: ratio <= 0.2 && warm.compiled == 0 && warm.hit && warm.digest == cold.digest,
+        note: format!(
+            "hit={}, {} compiled, {} restored/fresh, same digest: {}",
+            warm.hit,
+            warm.compiled,
+            warm.fresh,
+            warm.digest == cold.digest
+        ),
+    });
+
+    eprintln!("==> no-op");
+    let mut noops: Vec<(Duration, bool)> = Vec::new();
+    for _ in 0..5 {
+        let r = imgbuild(&img, &second, &cache)?;
+        noops.push((r.time, r.digest == warm.digest));
+    }
+    noops.sort();
+    let (noop, same) = noops[noops.len() / 2];
+    let mut cargo_noops: Vec<Duration> = (0..5)
+        .map(|_| cargo_build(&bare))
+        .collect::<Result<_, _>>()?;
+    cargo_noops.sort();
+    rows.push(Row {
+        scenario: "no-op (median of 5)",
+        imgbuild: noop,
+        cargo: Some(cargo_noops[2]),
+        target: "< 0.30 s, same digest".into(),
+        met: noop < Duration::from_millis(300) && noops.iter().all(|(_, s)| *s),
+        note: format!("same digest: {same}"),
+    });
+
+    eprintln!("==> app-only change");
+    for dir in [&bare, &second] {
+        edit(
+            &dir.join("src/main.rs"),
+            "Hello, {name}!",
+            "Hi there, {name}!",
+        )?;
+    }
+    let cargo_app = cargo_build(&bare)?;
+    let app = imgbuild(&img, &second, &cache)?;
+    let ratio = app.time.as_secs_f64() / cargo_app.as_secs_f64();
+    rows.push(Row {
+        scenario: "app-only change",
+        imgbuild: app.time,
+        cargo: Some(cargo_app),
+        target: "<= 1.10x cargo".into(),
+        met: ratio <= 1.1 && app.compiled == 0 && app.digest != warm.digest,
+        note: format!("{} dependency units compiled", app.compiled),
+    });
+
+    let (krate, version) = project.bump;
+    eprintln!("==> lockfile bump: {krate} to {version}");
+    // The fresh-checkout case below starts from the cache as it is before the bump.
+    let cache_before_bump = work.join("cache-before-bump");
+    copy_tree(&cache, &cache_before_bump)?;
+    for dir in [&bare, &second] {
+        timed(
+            dir,
+            &cargo,
+            &["update", "-p", krate, "--precise", version],
+            &[],
+        )?;
+    }
+    let cargo_bump = cargo_build(&bare)?;
+    let bump = imgbuild(&img, &second, &cache)?;
+    let bumped = |r: &ImgRun| {
+        r.packages
+            .iter()
+            .any(|p| p.starts_with(&format!("{krate}@")))
+    };
+    rows.push(Row {
+        scenario: "leaf bump, same checkout",
+        imgbuild: bump.time,
+        cargo: Some(cargo_bump),
+        target: "recompiles the crate and its dependents".into(),
+        met: bumped(&bump) && !bump.hit,
+        note: format!("recompiled: {}", bump.packages.join(", ")),
+    });
+
+    eprintln!("==> lockfile bump on a fresh checkout (nearest entry, then a delta)");
+    let third = copy("third")?;
+    std::fs::copy(second.join("Cargo.lock"), third.join("Cargo.lock"))
+        .map_err(|e| e.to_string())?;
+    edit(
+        &third.join("src/main.rs"),
+        "Hello, {name}!",
+        "Hi there, {name}!",
+    )?;
+    let fresh_bump = imgbuild(&img, &third, &cache_before_bump)?;
+    rows.push(Row {
+        scenario: "leaf bump, fresh checkout",
+        imgbuild: fresh_bump.time,
+        cargo: Some(cargo_cold),
+        target: "recompiles the crate and its dependents".into(),
+        met: bumped(&fresh_bump) && !fresh_bump.hit && fresh_bump.digest == bump.digest,
+        note: format!(
+            "recompiled: {}; same digest as in place: {}",
+            fresh_bump.packages.join(", "),
+            fresh_bump.digest == bump.digest
+        ),
+    });
+
+    let list = timed(
+        &work,
+        &img,
+        &["cache", "ls"],
+        &[("IMGBUILD_CACHE_DIR", &cache)],
+    )?
+    .1;
+
+    println!();
+    println!(
+        "imgbuild benchmark: {} ({} dependency units)",
+        project.dir.display(),
+        cold.compiled
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>7}  {:<40} details",
+        "scenario", "imgbuild", "cargo", "ratio", "target"
+    );
+    let mut all_met = true;
+    for r in &rows {
+        let ratio = r
+            .cargo
+            .map(|c| format!("{:.2}x", r.imgbuild.as_secs_f64() / c.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        all_met &= r.met;
+        println!(
+            "{:<30} {:>10} {:>10} {:>7}  {:<40} {}{}",
+            r.scenario,
+            secs(r.imgbuild),
+            r.cargo.map(secs).unwrap_or_else(|| "-".into()),
+            ratio,
+            r.target,
+            if r.met { "" } else { "MISSED: " },
+            r.note
+        );
+    }
+    println!();
+    print!("{list}");
+    let _ = std::fs::remove_dir_all(&work);
+    if all_met {
+        Ok(())
+    } else {
+        Err("some targets were missed (see MISSED above)".into())
+    }
+}
