@@ -3,7 +3,7 @@
 //! - `ci`: what `.ci/run` runs after installing system packages: formatting, lints, docs and
 //!   every test, failing on the first problem.
 //!
-//! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`bench`]).
+//! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]).
 
 #![allow(clippy::print_stderr, clippy::print_stdout, clippy::disallowed_methods)] // a terminal tool that runs cargo
 

@@ -470,10 +470,11 @@ pub fn host_triple(rustc_vv: &str) -> Option<String> {
 }
 
 /// The package's resolved dependency tree for `target`, as `cargo tree` prints it with
-/// `--prefix none -f "{p}\t{f}"` (normal and build dependencies, features resolved by cargo).
+/// `--prefix none -f "{p}\t{f}"` (normal and build dependencies, features resolved by cargo)
+/// for the target `triple` (`None`: the host, cargo's default).
 pub fn dependency_tree(
     target: &BinaryTarget,
-    triple: &str,
+    triple: Option<&str>,
     features: Features<'_>,
     wrapper: &Wrapper,
 ) -> Result<String> {
@@ -487,11 +488,12 @@ pub fn dependency_tree(
         "none",
         "-f",
         "{p}\t{f}",
-        "--target",
-        triple,
         "--manifest-path",
     ])
     .arg(&target.package.manifest_path);
+    if let Some(triple) = triple {
+        cmd.args(["--target", triple]);
+    }
     features.apply(&mut cmd);
     wrapper.apply(&mut cmd);
     checked_stdout(&mut cmd, "resolving the dependency tree")

@@ -116,17 +116,22 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         preflight(out)?;
     }
     let extra_files = collect_extra_files(config.files.as_deref().unwrap_or_default())?;
-    let epoch = options
-        .source_date_epoch
-        .or_else(|| run::git_commit_time(&workspace.root))
-        .unwrap_or(0);
+    // The dependency tree, the compiler version and git's view are independent: ask at once.
+    let wrapper = crate::plan::wrapper(&workspace, options)?;
+    let (git_time, revision, tree, key_context) = std::thread::scope(|s| {
+        let git_time = s.spawn(|| run::git_commit_time(&workspace.root));
+        let revision = s.spawn(|| run::git_revision(&workspace.root));
+        let tree = s.spawn(|| crate::plan::tree(&target, options, &wrapper));
+        let context = crate::plan::KeyContext::gather(&workspace, options, wrapper.clone());
+        (join(git_time), join(revision), join(tree), context)
+    });
+    let key_context = key_context?;
+    let dependency_key = key_context.key_for_tree(&tree?);
+    let epoch = options.source_date_epoch.or(git_time).unwrap_or(0);
     let provenance = Provenance {
         created: time::rfc3339(epoch),
-        revision: run::git_revision(&workspace.root),
+        revision,
     };
-
-    let key_context = crate::plan::KeyContext::gather(&workspace, options)?;
-    let dependency_key = key_context.key(&target)?;
     let store = Layout::create(store_dir(&options.cache_dir))?;
     // Garbage collection waits while this build writes blobs not yet tagged.
     let _writer = store.writer_lock()?;
@@ -264,6 +269,13 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         executable,
         store: store.root().to_path_buf(),
     })
+}
+
+/// The result of a scoped thread; a panic in it continues in the caller.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The entry restored before compiling.

@@ -63,7 +63,12 @@ pub struct KeyContext<'a> {
 
 impl<'a> KeyContext<'a> {
     /// Runs `rustc -vV`, reads Cargo.lock, the root manifest's profiles and the environment.
-    pub fn gather(workspace: &Workspace, options: &'a BuildOptions) -> Result<Self> {
+    /// Cargo commands run with `wrapper`.
+    pub fn gather(
+        workspace: &Workspace,
+        options: &'a BuildOptions,
+        wrapper: run::Wrapper,
+    ) -> Result<Self> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| Error::Io {
                 action: "reading",
@@ -72,11 +77,6 @@ impl<'a> KeyContext<'a> {
             })
         };
         let rustc = run::rustc_version()?;
-        let wrapper = run::Wrapper::new(
-            wrapper_script(&options.cache_dir)?,
-            &workspace.root,
-            &workspace.build_dir,
-        );
         Ok(Self {
             wrapper,
             options,
@@ -96,14 +96,13 @@ impl<'a> KeyContext<'a> {
 
     /// `target`'s dependency key (runs `cargo tree` for its package).
     pub fn key(&self, target: &BinaryTarget) -> Result<DependencyKey> {
-        let tree = run::dependency_tree(
-            target,
-            &self.triple,
-            self.options.cargo_features(),
-            &self.wrapper,
-        )?;
-        Ok(dependency_key(&KeyInputs {
-            tree: &parse_tree(&tree),
+        Ok(self.key_for_tree(&tree(target, self.options, &self.wrapper)?))
+    }
+
+    /// The key for a package's tree as [`tree`] returned it.
+    pub fn key_for_tree(&self, tree: &str) -> DependencyKey {
+        dependency_key(&KeyInputs {
+            tree: &parse_tree(tree),
             lock: &self.lock,
             members: &self.members,
             profile: &self.options.profile,
@@ -111,8 +110,31 @@ impl<'a> KeyContext<'a> {
             target: &self.triple,
             rustc: &self.rustc,
             env: &self.env,
-        }))
+        })
     }
+}
+
+/// The wrapper cargo commands for `workspace` run with.
+pub fn wrapper(workspace: &Workspace, options: &BuildOptions) -> Result<run::Wrapper> {
+    Ok(run::Wrapper::new(
+        wrapper_script(&options.cache_dir)?,
+        &workspace.root,
+        &workspace.build_dir,
+    ))
+}
+
+/// `cargo tree` output for `target`'s package on the host, with the options' features.
+pub fn tree(
+    target: &BinaryTarget,
+    options: &BuildOptions,
+    wrapper: &run::Wrapper,
+) -> Result<String> {
+    Ok(run::dependency_tree(
+        target,
+        None,
+        options.cargo_features(),
+        wrapper,
+    )?)
 }
 
 /// Where the last built key of `target` is recorded: the directory and the file name.
@@ -151,7 +173,7 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
         &wrapper_script(&options.cache_dir)?,
     )?);
     let targets = workspace.candidates(options.package.as_deref(), options.bin.as_deref())?;
-    let context = KeyContext::gather(&workspace, options)?;
+    let context = KeyContext::gather(&workspace, options, wrapper(&workspace, options)?)?;
     // Cargo resolves dependencies per package: binaries of one package share its key.
     let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();
     targets

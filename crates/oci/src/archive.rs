@@ -102,8 +102,7 @@ fn finish(
         .map_err(io_err("finishing archive", tmp.path()))?;
     buf.flush().map_err(io_err("writing", tmp.path()))?;
     drop(buf);
-    tmp.persist(dest)
-        .map_err(|e| io_err("renaming archive into", dest)(e.error))?;
+    crate::layout::persist(tmp, dest)?;
     Ok(())
 }
 

@@ -181,8 +181,7 @@ impl Layout {
         buf.flush().map_err(io_err("writing", tmp.path()))?;
         drop(buf);
         let dest = self.blob_path(&digest);
-        tmp.persist(&dest)
-            .map_err(|e| io_err("renaming layer into", &dest)(e.error))?;
+        persist(tmp, &dest)?;
         Ok(LayerBlob {
             descriptor: Descriptor::new(MediaType::ImageLayerGzip, size, digest),
             diff_id,
@@ -295,8 +294,7 @@ impl Layout {
             out.flush().map_err(io_err("writing", &dir))?;
         }
         let dest = other.blob_path(digest);
-        tmp.persist(&dest)
-            .map_err(|e| io_err("renaming blob into", &dest)(e.error))?;
+        persist(tmp, &dest)?;
         Ok(())
     }
 
@@ -423,6 +421,18 @@ pub fn index_of(manifests: Vec<Descriptor>) -> Result<ImageIndex> {
         .build()?)
 }
 
+/// Moves a finished temporary file to `dest`, readable by everyone (`0644`, as files written
+/// without a temporary file would be under the usual umask), so a store can be shared.
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting permissions of", tmp.path()))?;
+    tmp.persist(dest)
+        .map_err(|e| io_err("renaming into", dest)(e.error))?;
+    Ok(())
+}
+
 /// Writes `bytes` to `dir/name` through a temporary file in `dir` and a rename.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
@@ -431,10 +441,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .map_err(io_err("creating temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(io_err("writing", tmp.path()))?;
-    let dest = dir.join(name);
-    tmp.persist(&dest)
-        .map_err(|e| io_err("renaming into", &dest)(e.error))?;
-    Ok(())
+    persist(tmp, &dir.join(name))
 }
 
 #[cfg(test)]
@@ -460,6 +467,16 @@ mod tests {
             .read_to_end(&mut un)
             .unwrap();
         assert_eq!(un, tar);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(layout.blob_path(one.descriptor.digest()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o644,
+            "blobs are readable by other users of the store"
+        );
         let leftovers: Vec<_> = fs::read_dir(layout.blob_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -133,8 +133,7 @@ impl Layout {
         buf.flush().map_err(io_err("writing", tmp.path()))?;
         drop(buf);
         let dest = self.blob_path(&digest);
-        tmp.persist(&dest)
-            .map_err(|e| io_err("renaming snapshot into", &dest)(e.error))?;
+        crate::layout::persist(tmp, &dest)?;
         Ok(LayerBlob {
             descriptor: Descriptor::new(MediaType::ImageLayerZstd, size, digest),
             diff_id,
