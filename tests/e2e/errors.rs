@@ -155,12 +155,8 @@ fn an_unwritable_output_path() {
     .fails_with(&["is not an OCI image layout"]);
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
     // An unknown transport is refused before anything is compiled.
-    imgbuild(
-        &dir,
-        &cache,
-        &["build", "-o", "docker://registry.example/x"],
-    )
-    .fails_with(&["not supported by this version"]);
+    imgbuild(&dir, &cache, &["build", "-o", "docker-daemon:x"])
+        .fails_with(&["not supported by this version"]);
 }
 
 #[test]

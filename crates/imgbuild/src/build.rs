@@ -47,6 +47,8 @@ pub struct BuildOptions {
     pub outputs: Vec<Output>,
     /// Restore and store compiled dependencies in the local store (default `true`).
     pub dependency_cache: bool,
+    /// Registry connection settings (for `docker://` outputs).
+    pub registry: crate::publish::RegistryOptions,
 }
 
 impl BuildOptions {
@@ -74,6 +76,7 @@ impl BuildOptions {
             cache_dir,
             outputs: Vec::new(),
             dependency_cache: true,
+            registry: crate::publish::RegistryOptions::default(),
         }
     }
 }
@@ -249,7 +252,20 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         store.set_tag(&reference, &manifest_desc)?;
     }
     for out in &options.outputs {
-        output::write(&store, &manifest_desc, &spec.name, &spec.tag, out, epoch)?;
+        match out {
+            Output::Registry { reference } => {
+                crate::publish::push(
+                    &store,
+                    &manifest_desc,
+                    reference,
+                    &spec.tag,
+                    &options.registry,
+                    &options.cache_dir,
+                    reporter,
+                )?;
+            }
+            _ => output::write(&store, &manifest_desc, &spec.name, &spec.tag, out, epoch)?,
+        }
         reporter.report(&Event::Output {
             destination: out.to_string(),
         });
@@ -352,6 +368,7 @@ fn preflight(out: &Output) -> Result<()> {
     let (path, is_dir_output) = match out {
         Output::Oci { dir, .. } => (dir, true),
         Output::OciArchive { file, .. } | Output::DockerArchive { file, .. } => (file, false),
+        Output::Registry { .. } => return Ok(()),
     };
     let bad = |reason: String| Error::InvalidOutput {
         output: out.to_string(),

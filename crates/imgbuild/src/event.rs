@@ -89,6 +89,35 @@ pub enum Event {
         /// The output, as given (e.g. `oci:out:latest`).
         destination: String,
     },
+    /// A blob was handled during a push.
+    BlobPushed {
+        /// The destination (`registry/repository:tag`).
+        reference: String,
+        /// The blob's digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+        /// `present` (the registry had it), `mounted` (from another repository) or `uploaded`.
+        outcome: String,
+        /// For `mounted`: the repository it was mounted from.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+    /// The manifest was pushed and tagged.
+    Pushed {
+        /// The destination.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// Blobs uploaded.
+        uploaded: usize,
+        /// Bytes uploaded.
+        uploaded_bytes: u64,
+        /// Blobs mounted from another repository.
+        mounted: usize,
+        /// Blobs the registry already had.
+        present: usize,
+    },
     /// The image is complete.
     ImageBuilt {
         /// Manifest digest.

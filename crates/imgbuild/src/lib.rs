@@ -27,6 +27,7 @@ pub mod event;
 pub mod image;
 pub mod output;
 pub mod plan;
+pub mod publish;
 pub mod rootfs;
 pub mod store;
 pub mod time;
@@ -45,6 +46,9 @@ pub enum Error {
     /// Writing or reading image data failed.
     #[error(transparent)]
     Oci(#[from] imgbuild_oci::Error),
+    /// Talking to a registry failed.
+    #[error(transparent)]
+    Registry(#[from] imgbuild_registry::Error),
     /// The binary could not be analysed.
     #[error("could not read the shared libraries {} needs: {message}", binary.display())]
     Closure {

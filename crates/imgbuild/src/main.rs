@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Compile a binary and build its image (into the local store and any --output).
     Build(Box<BuildArgs>),
+    /// Build, then push the image to a registry: `imgbuild push REGISTRY/REPOSITORY[:TAG]`.
+    Push(Box<PushArgs>),
     /// Print each binary's dependency-tree cache key and the inputs it hashes.
     Plan(PlanArgs),
     /// Inspect and prune the dependency cache in the local store.
@@ -167,6 +169,15 @@ fn run_cache(command: CacheCommand) -> Result<()> {
 }
 
 #[derive(Args)]
+struct PushArgs {
+    /// Where to push, e.g. localhost:5000/team/app:1.0 (the tag defaults to the image's).
+    #[arg(value_name = "REF")]
+    reference: String,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+#[derive(Args)]
 struct PlanArgs {
     #[command(flatten)]
     selection: Selection,
@@ -280,6 +291,9 @@ struct BuildArgs {
     /// Neither restore compiled dependencies from the cache nor store them.
     #[arg(long)]
     no_dependency_cache: bool,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
     /// Image name (default: the binary's name).
     #[arg(long)]
     name: Option<String>,
@@ -495,6 +509,37 @@ impl Reporter for Human {
                 "Image",
                 &format!("{reference} {digest} ({} compressed)", human_size(*size)),
             ),
+            Event::BlobPushed {
+                digest,
+                size,
+                outcome,
+                from,
+                ..
+            } => {
+                let how = match (outcome.as_str(), from) {
+                    ("mounted", Some(from)) => format!("mounted from {from}"),
+                    ("present", _) => "already there".to_string(),
+                    (other, _) => other.to_string(),
+                };
+                self.status(
+                    "Blob",
+                    &format!("{} {:>10} {how}", short(digest), human_size(*size)),
+                )
+            }
+            Event::Pushed {
+                reference,
+                uploaded,
+                uploaded_bytes,
+                mounted,
+                present,
+                ..
+            } => self.status(
+                "Pushed",
+                &format!(
+                    "{reference} ({uploaded} uploaded, {}; {mounted} mounted; {present} already there)",
+                    human_size(*uploaded_bytes)
+                ),
+            ),
             Event::Warning { message } => self.status("Warning", message),
         }
     }
@@ -529,6 +574,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
     options.dependency_cache = !args.no_dependency_cache;
+    options.registry.insecure = args.insecure_registry.clone();
     match format {
         MessageFormat::Json => {
             imgbuild::build(&options, &Json)?;
@@ -551,6 +597,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => run_build(*args),
+        Command::Push(args) => {
+            let PushArgs {
+                reference,
+                mut build,
+            } = *args;
+            build.outputs.push(format!("docker://{reference}"));
+            run_build(build)
+        }
         Command::Plan(args) => run_plan(args),
         Command::Cache(command) => run_cache(command),
     };

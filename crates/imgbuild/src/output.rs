@@ -1,5 +1,6 @@
 //! Where images go, named like skopeo's transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-//! `docker-archive:FILE[:NAME:TAG]`. Parsing is pure; [`write()`] touches the filesystem.
+//! `docker-archive:FILE[:NAME:TAG]`, `docker://REF`. Parsing is pure; [`write()`] touches the
+//! filesystem (registries are written by [`crate::publish`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,11 @@ pub enum Output {
         /// `name:tag` it loads as (default: the image's name and tag).
         reference: Option<String>,
     },
+    /// A registry (`docker://REF`); without a tag or digest the image's tag is used.
+    Registry {
+        /// The reference.
+        reference: imgbuild_registry::Reference,
+    },
 }
 
 impl FromStr for Output {
@@ -44,6 +50,11 @@ impl FromStr for Output {
             output: s.to_string(),
             reason: why.to_string(),
         };
+        if let Some(reference) = s.strip_prefix("docker://") {
+            let reference =
+                imgbuild_registry::Reference::parse(reference).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Output::Registry { reference });
+        }
         let (transport, rest) = s.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:out/hello, oci-archive:hello.tar or docker-archive:hello.tar")
         })?;
@@ -83,11 +94,14 @@ impl FromStr for Output {
                 file: path,
                 reference,
             }),
-            "docker" | "docker-daemon" | "containers-storage" | "dir" => Err(bad(&format!(
-                "the {transport}: transport is not supported by this version; write oci:, oci-archive: or docker-archive: (then `docker load -i FILE` or `skopeo copy`)"
+            "docker" => Err(bad(
+                "a registry output is docker://REGISTRY/REPOSITORY[:TAG]",
+            )),
+            "docker-daemon" | "containers-storage" | "dir" => Err(bad(&format!(
+                "the {transport}: transport is not supported by this version; write oci:, oci-archive:, docker-archive: (then `docker load -i FILE`) or docker://REF"
             ))),
             other => Err(bad(&format!(
-                "unknown transport {other:?}; use oci:, oci-archive: or docker-archive:"
+                "unknown transport {other:?}; use oci:, oci-archive:, docker-archive: or docker://"
             ))),
         }
     }
@@ -99,6 +113,7 @@ impl fmt::Display for Output {
             Output::Oci { dir, tag } => ("oci", dir, tag),
             Output::OciArchive { file, tag } => ("oci-archive", file, tag),
             Output::DockerArchive { file, reference } => ("docker-archive", file, reference),
+            Output::Registry { reference } => return write!(f, "docker://{reference}"),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(r) = reference {
@@ -143,6 +158,10 @@ pub fn write(
                 mtime,
             )?)
         }
+        Output::Registry { .. } => Err(Error::InvalidOutput {
+            output: output.to_string(),
+            reason: "registry outputs are written by imgbuild::publish".into(),
+        }),
     }
 }
 
@@ -251,12 +270,25 @@ mod tests {
     }
 
     #[test]
+    fn registry_outputs_parse_as_references() {
+        let out: Output = "docker://localhost:5000/team/app:v1".parse().unwrap();
+        let Output::Registry { reference } = &out else {
+            panic!("{out:?}");
+        };
+        assert_eq!(reference.registry, "localhost:5000");
+        assert_eq!(reference.repository, "team/app");
+        assert_eq!(out.to_string(), "docker://localhost:5000/team/app:v1");
+    }
+
+    #[test]
     fn bad_outputs_say_what_to_write_instead() {
         for (text, expected) in [
             ("out", "expected TRANSPORT:PATH"),
             ("oci:", "path is empty"),
             ("tarball:x", "unknown transport"),
-            ("docker://reg/x", "not supported by this version"),
+            ("docker-daemon:x", "not supported by this version"),
+            ("docker://Reg/UPPER", "lowercase"),
+            ("docker:reg/x", "docker://REGISTRY"),
             ("oci:x:Bad Tag", "reference"),
             ("docker-archive:x.tar:notag", "NAME:TAG"),
         ] {

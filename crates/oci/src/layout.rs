@@ -226,6 +226,12 @@ impl Layout {
         Ok(blob)
     }
 
+    /// Moves a finished temporary file created in this layout's blob directory into place as
+    /// the blob `digest`. The caller has verified the bytes against the digest.
+    pub fn adopt_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        persist(tmp, &self.blob_path(digest))
+    }
+
     /// Opens a blob for streaming. The caller verifies (see [`Layout::read_blob`] for the
     /// checked whole-blob read).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {

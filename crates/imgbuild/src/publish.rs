@@ -1,0 +1,144 @@
+//! Pushing images from the local store to registries.
+//!
+//! Talks to the network (through `imgbuild_registry`) and reads/writes a small record of which
+//! repository of each registry holds which blob (`<cache>/registries/<host>.json`), so that a
+//! push to a new repository mounts blobs the registry already has instead of uploading them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::Descriptor;
+use imgbuild_registry::push::{BlobOutcome, Progress};
+use imgbuild_registry::{Client, ClientOptions, Reference};
+
+use crate::Result;
+use crate::event::{Event, Reporter};
+
+/// Where blobs were pushed, per registry: digest → repositories.
+type BlobHomes = BTreeMap<String, BTreeSet<String>>;
+
+fn record_path(cache_dir: &Path, registry: &str) -> PathBuf {
+    let name: String = registry
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache_dir.join("registries").join(format!("{name}.json"))
+}
+
+fn read_homes(cache_dir: &Path, registry: &str) -> BlobHomes {
+    std::fs::read(record_path(cache_dir, registry))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_homes(cache_dir: &Path, registry: &str, homes: &BlobHomes) {
+    let path = record_path(cache_dir, registry);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    if std::fs::create_dir_all(dir).is_ok()
+        && let Ok(bytes) = serde_json::to_vec(homes)
+    {
+        // A hint only: losing it costs an upload, never correctness.
+        let _ = imgbuild_oci::layout::write_atomic(dir, &name.to_string_lossy(), &bytes);
+    }
+}
+
+struct Reporting<'a> {
+    reporter: &'a dyn Reporter,
+    reference: String,
+}
+
+impl Progress for Reporting<'_> {
+    fn blob(&self, digest: &str, size: u64, outcome: &BlobOutcome) {
+        let (outcome, from) = match outcome {
+            BlobOutcome::Present => ("present", None),
+            BlobOutcome::Mounted { from } => ("mounted", Some(from.clone())),
+            BlobOutcome::Uploaded => ("uploaded", None),
+        };
+        self.reporter.report(&Event::BlobPushed {
+            reference: self.reference.clone(),
+            digest: digest.to_string(),
+            size,
+            outcome: outcome.to_string(),
+            from,
+        });
+    }
+}
+
+/// Connection settings for registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`) where plain HTTP is allowed besides localhost.
+    pub insecure: Vec<String>,
+}
+
+impl RegistryOptions {
+    /// Client options for `reference`'s registry.
+    pub fn client_options(&self, reference: &Reference) -> ClientOptions {
+        ClientOptions {
+            insecure: self.insecure.contains(&reference.registry),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// Pushes `manifest` (in `store`) to `reference`, tagged `default_tag` when the reference
+/// names no tag or digest.
+pub fn push(
+    store: &Layout,
+    manifest: &Descriptor,
+    reference: &Reference,
+    default_tag: &str,
+    options: &RegistryOptions,
+    cache_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<imgbuild_registry::push::PushReport> {
+    let target = if reference.tag.is_none() && reference.digest.is_none() {
+        reference.with_tag(default_tag)
+    } else {
+        reference.clone()
+    };
+    let client = Client::connect(&target, options.client_options(&target))?;
+    let mut homes = read_homes(cache_dir, &target.registry);
+    let blobs = store.image_blobs(manifest)?;
+    let mut candidates: Vec<String> = blobs
+        .iter()
+        .filter_map(|b| homes.get(&b.digest().to_string()))
+        .flatten()
+        .filter(|r| **r != target.repository)
+        .cloned()
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    let progress = Reporting {
+        reporter,
+        reference: target.to_string(),
+    };
+    let report =
+        imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?;
+    for blob in &blobs {
+        homes
+            .entry(blob.digest().to_string())
+            .or_default()
+            .insert(target.repository.clone());
+    }
+    write_homes(cache_dir, &target.registry, &homes);
+    reporter.report(&Event::Pushed {
+        reference: target.to_string(),
+        digest: report.digest.clone(),
+        uploaded: report.uploaded,
+        uploaded_bytes: report.uploaded_bytes,
+        mounted: report.mounted,
+        present: report.present,
+    });
+    Ok(report)
+}

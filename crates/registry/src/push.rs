@@ -1,0 +1,359 @@
+//! Pushing an image (or a cache artifact) from a local OCI layout, and pulling one into it.
+//!
+//! Talks to the network and reads/writes the layout. A push sends only what the registry lacks:
+//! `HEAD` skips blobs it has, a cross-repository mount reuses a blob it has under another
+//! repository, and the rest is streamed from disk. The manifest goes up by digest, then the
+//! tag points at it. A pull verifies every byte against its digest before the blob becomes
+//! visible in the layout.
+
+use std::io::{BufWriter, Read, Write};
+
+use imgbuild_oci::digest::HashingWriter;
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
+
+use crate::client::{Body, Client, encode};
+use crate::reference::Reference;
+use crate::{Error, Result};
+
+/// What happened to one blob of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// The repository already had it.
+    Present,
+    /// Mounted from another repository of the same registry.
+    Mounted {
+        /// The repository it came from.
+        from: String,
+    },
+    /// Uploaded.
+    Uploaded,
+}
+
+/// Receives progress during a push or pull.
+pub trait Progress {
+    /// A blob was handled.
+    fn blob(&self, digest: &str, size: u64, outcome: &BlobOutcome);
+}
+
+/// Ignores progress.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn blob(&self, _: &str, _: u64, _: &BlobOutcome) {}
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Blobs the registry had.
+    pub present: usize,
+    /// Blobs mounted from another repository.
+    pub mounted: usize,
+    /// Blobs uploaded, and their bytes.
+    pub uploaded: usize,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// The manifest digest pushed.
+    pub digest: String,
+}
+
+fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
+}
+
+fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+/// Whether the repository has the blob.
+pub fn has_blob(client: &Client, repository: &str, digest: &str) -> Result<bool> {
+    let reply = client.request(
+        "HEAD",
+        &format!("/v2/{repository}/blobs/{digest}"),
+        &[push_scope(repository)],
+        &[],
+        Body::None,
+    )?;
+    match reply.status {
+        200 => Ok(true),
+        404 => Ok(false),
+        _ => Err(client.status_error("HEAD blob", repository, &reply)),
+    }
+}
+
+/// Tries a cross-repository mount; `true` when the registry mounted the blob.
+fn mount(client: &Client, repository: &str, digest: &str, from: &str) -> Result<bool> {
+    let reply = client.request(
+        "POST",
+        &format!(
+            "/v2/{repository}/blobs/uploads/?mount={}&from={}",
+            encode(digest),
+            encode(from)
+        ),
+        &[push_scope(repository), pull_scope(from)],
+        &[],
+        Body::None,
+    )?;
+    Ok(reply.status == 201)
+}
+
+/// Pushes the manifest `manifest` (an image or an artifact) and its blobs from `layout` to
+/// `target`; `mount_from` lists repositories of the same registry that may hold some blobs
+/// already. Tags `target`'s tag, if it has one.
+pub fn push(
+    client: &Client,
+    layout: &Layout,
+    manifest: &Descriptor,
+    target: &Reference,
+    mount_from: &[String],
+    progress: &dyn Progress,
+) -> Result<PushReport> {
+    let repository = &target.repository;
+    let parsed = layout.read_manifest(manifest.digest())?;
+    let mut blobs = vec![parsed.config().clone()];
+    blobs.extend(parsed.layers().iter().cloned());
+    let mut report = PushReport {
+        digest: manifest.digest().to_string(),
+        ..PushReport::default()
+    };
+    let scopes = [push_scope(repository)];
+    for blob in &blobs {
+        let digest = blob.digest().to_string();
+        if has_blob(client, repository, &digest)? {
+            report.present += 1;
+            progress.blob(&digest, blob.size(), &BlobOutcome::Present);
+            continue;
+        }
+        let mut mounted = None;
+        for from in mount_from.iter().filter(|f| *f != repository) {
+            if mount(client, repository, &digest, from)? {
+                mounted = Some(from.clone());
+                break;
+            }
+        }
+        if let Some(from) = mounted {
+            report.mounted += 1;
+            progress.blob(&digest, blob.size(), &BlobOutcome::Mounted { from });
+            continue;
+        }
+        let open = || -> Result<Box<dyn Read>> {
+            Ok(Box::new(std::io::BufReader::new(
+                layout.open_blob(blob.digest())?,
+            )))
+        };
+        client.upload(repository, &digest, blob.size(), &scopes, &open)?;
+        report.uploaded += 1;
+        report.uploaded_bytes += blob.size();
+        progress.blob(&digest, blob.size(), &BlobOutcome::Uploaded);
+    }
+    let bytes = layout.read_blob(manifest.digest())?;
+    let media_type = manifest.media_type().to_string();
+    let mut targets = vec![manifest.digest().to_string()];
+    if let Some(tag) = &target.tag {
+        targets.push(tag.clone());
+    }
+    for reference in targets {
+        let reply = client.request(
+            "PUT",
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &scopes,
+            &[],
+            Body::Bytes(&bytes, &media_type),
+        )?;
+        if reply.status != 201 {
+            return Err(client.status_error(
+                &format!("PUT manifest {reference}"),
+                repository,
+                &reply,
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// Media types a pull accepts for a manifest.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Fetches the manifest `reference` names (a tag or digest) and verifies it when a digest is
+/// known. Returns its media type, bytes and digest; `None` when the registry does not have it.
+pub fn fetch_manifest(
+    client: &Client,
+    repository: &str,
+    reference: &str,
+) -> Result<Option<(String, Vec<u8>, Digest)>> {
+    let reply = client.request(
+        "GET",
+        &format!("/v2/{repository}/manifests/{reference}"),
+        &[pull_scope(repository)],
+        &[("Accept", ACCEPT.to_string())],
+        Body::None,
+    )?;
+    if reply.status == 404 {
+        return Ok(None);
+    }
+    if reply.status != 200 {
+        return Err(client.status_error("GET manifest", repository, &reply));
+    }
+    let actual = imgbuild_oci::digest::sha256(&reply.body);
+    let expected = if reference.starts_with("sha256:") {
+        Some(reference.to_string())
+    } else {
+        reply.headers.get("docker-content-digest").cloned()
+    };
+    if let Some(expected) = expected
+        && expected != actual.to_string()
+    {
+        return Err(Error::RemoteDigestMismatch {
+            registry: client.registry().to_string(),
+            what: format!("manifest {repository}:{reference}"),
+            expected,
+            actual: actual.to_string(),
+        });
+    }
+    let media_type = reply
+        .headers
+        .get("content-type")
+        .cloned()
+        .unwrap_or_else(|| MediaType::ImageManifest.to_string());
+    Ok(Some((media_type, reply.body, actual)))
+}
+
+/// Downloads the blob `desc` from `repository` into `layout` (unless it is there), verifying
+/// its digest and size before it becomes visible.
+pub fn pull_blob(
+    client: &Client,
+    layout: &Layout,
+    repository: &str,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    if layout.has_blob(desc.digest()) {
+        progress.blob(desc.digest().as_ref(), desc.size(), &BlobOutcome::Present);
+        return Ok(false);
+    }
+    let digest = desc.digest().to_string();
+    let mut body = client.get_stream(
+        &format!("/v2/{repository}/blobs/{digest}"),
+        &[pull_scope(repository)],
+    )?;
+    let dir = layout.root().join("blobs").join("sha256");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-pull-")
+        .tempfile_in(&dir)
+        .map_err(|source| Error::Io {
+            action: "creating a temporary file in",
+            path: dir.clone(),
+            source,
+        })?;
+    let (actual, size) = {
+        let mut out = HashingWriter::new(BufWriter::new(tmp.as_file_mut()));
+        std::io::copy(&mut body, &mut out).map_err(|e| Error::Unreachable {
+            registry: client.registry().to_string(),
+            attempts: 1,
+            reason: format!("reading blob {digest}: {e}"),
+        })?;
+        let (mut w, actual, size) = out.finish();
+        w.flush().map_err(|source| Error::Io {
+            action: "writing",
+            path: dir.clone(),
+            source,
+        })?;
+        (actual, size)
+    };
+    if actual != *desc.digest() || size != desc.size() {
+        return Err(Error::RemoteDigestMismatch {
+            registry: client.registry().to_string(),
+            what: format!(
+                "blob {digest} of {repository} ({size} bytes, expected {})",
+                desc.size()
+            ),
+            expected: digest,
+            actual: actual.to_string(),
+        });
+    }
+    layout.adopt_blob(tmp, desc.digest())?;
+    progress.blob(desc.digest().as_ref(), desc.size(), &BlobOutcome::Uploaded);
+    Ok(true)
+}
+
+/// An image pulled into a layout.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The manifest's descriptor in the layout.
+    pub manifest: Descriptor,
+    /// The parsed manifest.
+    pub parsed: ImageManifest,
+}
+
+/// Pulls `reference` (a manifest, or an index from which the entry for `os`/`arch` is
+/// chosen) and its blobs into `layout`. `None` when the registry does not have it.
+pub fn pull(
+    client: &Client,
+    layout: &Layout,
+    reference: &Reference,
+    os: &str,
+    arch: &str,
+    progress: &dyn Progress,
+) -> Result<Option<Pulled>> {
+    let repository = &reference.repository;
+    let Some((media_type, bytes, digest)) = fetch_manifest(client, repository, reference.target())?
+    else {
+        return Ok(None);
+    };
+    let (media_type, bytes, digest) = if media_type.contains("index") || media_type.contains("list")
+    {
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| Error::Status {
+            registry: client.registry().to_string(),
+            request: format!("GET manifest {reference}"),
+            status: 200,
+            message: format!("not an image index: {e}"),
+        })?;
+        let chosen = index
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == os && p.architecture().to_string() == arch
+                })
+            })
+            .ok_or_else(|| Error::NoPlatform {
+                reference: reference.to_string(),
+                platform: format!("{os}/{arch}"),
+                available: index
+                    .manifests()
+                    .iter()
+                    .filter_map(|d| d.platform().as_ref())
+                    .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let chosen_digest = chosen.digest().to_string();
+        fetch_manifest(client, repository, &chosen_digest)?.ok_or_else(|| Error::NotFound {
+            registry: client.registry().to_string(),
+            repository: repository.clone(),
+            what: format!("manifest {chosen_digest} listed by the index"),
+            message: String::new(),
+        })?
+    } else {
+        (media_type, bytes, digest)
+    };
+    let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| Error::Status {
+        registry: client.registry().to_string(),
+        request: format!("GET manifest {reference}"),
+        status: 200,
+        message: format!("not an image manifest: {e}"),
+    })?;
+    pull_blob(client, layout, repository, parsed.config(), progress)?;
+    for layer in parsed.layers() {
+        pull_blob(client, layout, repository, layer, progress)?;
+    }
+    let media = MediaType::from(media_type.as_str());
+    let desc = layout.put_bytes(media, &bytes)?;
+    debug_assert_eq!(desc.digest(), &digest);
+    Ok(Some(Pulled {
+        manifest: desc,
+        parsed,
+    }))
+}
