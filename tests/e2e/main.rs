@@ -12,4 +12,6 @@ mod build_outputs;
 mod cache;
 mod errors;
 mod plan;
+mod registry;
+mod registry_support;
 mod reproducible;

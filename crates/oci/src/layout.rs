@@ -136,6 +136,11 @@ impl Layout {
         self.root.join("blobs").join("sha256")
     }
 
+    /// Whether the blob is present and its bytes match its digest (reads it whole).
+    pub fn blob_is_intact(&self, digest: &Digest) -> bool {
+        self.copy_blob_to_writer(digest, io::sink()).is_ok()
+    }
+
     /// Stores `bytes` as a blob and returns its descriptor.
     pub fn put_bytes(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor> {
         let digest = crate::digest::sha256(bytes);
@@ -191,7 +196,7 @@ impl Layout {
 
     /// Like [`Layout::write_layer`], but remembers each layer under its
     /// [`LayerBuilder::fingerprint`] in `memo_dir`: when the same entries from the same host
-    /// files were written before and the blob is still in the layout, nothing is compressed
+    /// files were written before and the blob is still in the layout, intact, nothing is compressed
     /// again.
     pub fn write_layer_memoized(
         &self,
@@ -205,7 +210,7 @@ impl Layout {
             .ok()
             .and_then(|b| serde_json::from_slice::<MemoRecord>(&b).ok())
             .and_then(|r| r.into_blob())
-            .filter(|b| self.has_blob(b.descriptor.digest()))
+            .filter(|b| self.blob_is_intact(b.descriptor.digest()))
         {
             return Ok(blob);
         }

@@ -143,6 +143,15 @@ fn transient(e: &ureq::Error) -> bool {
     )
 }
 
+/// Whether the error is about TLS (certificates, handshake): not worth retrying.
+fn is_tls(e: &ureq::Error) -> bool {
+    if matches!(e, ureq::Error::Tls(_)) {
+        return true;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("certificate") || text.contains("handshake") || text.contains("tls")
+}
+
 /// PEM files with CA certificates this machine trusts, plus those named for `registry`.
 fn trust_files(registry: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = [
@@ -234,14 +243,19 @@ impl Client {
         };
         let plain_allowed = reference.is_local() || client.options.insecure;
         // Where plain HTTP is allowed, one HTTPS attempt decides: no retries for the probe.
-        let ping = match client.ping(if plain_allowed {
+        let first = client.ping(if plain_allowed {
             1
         } else {
             client.options.attempts
-        }) {
-            Err(Error::Unreachable { .. } | Error::Tls { .. }) if plain_allowed => {
+        });
+        let ping = match first {
+            Err(https @ (Error::Unreachable { .. } | Error::Tls { .. })) if plain_allowed => {
                 client.base = format!("http://{host}");
-                client.ping(client.options.attempts)
+                match client.ping(client.options.attempts) {
+                    // A TLS registry whose CA is unknown: say so, not what plain HTTP got.
+                    Err(_) if matches!(https, Error::Tls { .. }) => Err(https),
+                    other => other,
+                }
             }
             other => other,
         };
@@ -324,6 +338,12 @@ impl Client {
                     std::thread::sleep(wait);
                 }
                 Ok(reply) => return Ok(reply),
+                Err(e) if is_tls(&e) => {
+                    return Err(Error::Tls {
+                        registry: self.registry.clone(),
+                        reason: e.to_string(),
+                    });
+                }
                 Err(e) if transient(&e) => {
                     last_error = e.to_string();
                     if attempt < attempts {

@@ -1,0 +1,391 @@
+//! Issue #4: pushing to a real `docker-registry` on 127.0.0.1 — plain HTTP, TLS with a private
+//! CA and basic auth, bearer tokens from a token service — and the failures users meet.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::registry_support::*;
+use crate::support::*;
+
+fn events(run: &Run) -> Vec<Value> {
+    assert!(run.status.success(), "imgbuild failed:\n{}", run.stderr);
+    run.stdout.lines().map(json).collect()
+}
+
+fn pushed(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["reason"] == "pushed")
+        .unwrap_or_else(|| panic!("no pushed event: {events:#?}"))
+}
+
+fn image_digest(events: &[Value]) -> String {
+    events
+        .iter()
+        .find(|e| e["reason"] == "image-built")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A docker config dir whose config.json holds `user:password` for `registry`.
+fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+fn skopeo_digest(args: &[&str]) -> String {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    json(&tool("skopeo", &all))["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_plain_http_push_is_pulled_by_skopeo_and_runs_under_runc_and_docker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let reference = format!("{}/e2e/hello:v1", registry.host());
+    let run = imgbuild(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+    );
+    let events = events(&run);
+    let digest = image_digest(&events);
+    let p = pushed(&events);
+    assert_eq!(p["uploaded"], 4, "config and three layers: {p}");
+    assert_eq!(p["digest"], digest.as_str());
+    assert_eq!(
+        registry.requests("PUT", "/v2/e2e/hello/manifests/"),
+        2,
+        "the manifest by digest, then the tag"
+    );
+
+    let remote = format!("docker://{reference}");
+    assert_eq!(skopeo_digest(&["--tls-verify=false", &remote]), digest);
+    let layout = tmp.path().join("pulled");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &remote,
+            &format!("oci:{}:v1", layout.display()),
+        ],
+    );
+    let out = run_with_runc(&layout, "v1", tmp.path());
+    assert!(out.contains(", world!"), "{out}");
+
+    require("docker");
+    let docker = Command::new("docker")
+        .args(["run", "--rm", &reference])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", &reference]).output();
+    assert!(
+        docker.status.success(),
+        "docker run failed:\n{}",
+        String::from_utf8_lossy(&docker.stderr)
+    );
+    assert!(String::from_utf8_lossy(&docker.stdout).contains(", world!"));
+}
+
+#[test]
+fn a_second_push_uploads_only_what_changed_and_other_repositories_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let reference = format!("{}/e2e/app", registry.host());
+    events(&imgbuild(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+    ));
+    let uploads = registry.requests("PUT", "/v2/e2e/app/blobs/uploads/");
+    assert_eq!(uploads, 4, "first push: every blob");
+
+    // Only the app changes.
+    let main = project.join("src/main.rs");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, source.replace("world!", "there!")).unwrap();
+    let second = events(&imgbuild(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+    ));
+    let p = pushed(&second);
+    assert_eq!(
+        (p["uploaded"].as_u64(), p["present"].as_u64()),
+        (Some(2), Some(2)),
+        "{p}"
+    );
+    assert_eq!(
+        registry.requests("PUT", "/v2/e2e/app/blobs/uploads/") - uploads,
+        2,
+        "the registry received the app layer and the config only"
+    );
+    let uploaded: Vec<&str> = second
+        .iter()
+        .filter(|e| e["reason"] == "blob-pushed" && e["outcome"] == "uploaded")
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    let app_layer = second
+        .iter()
+        .find(|e| e["reason"] == "layer" && e["role"] == "app")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap();
+    assert!(uploaded.contains(&app_layer), "{uploaded:?}");
+
+    // Another repository on the same registry: every blob is mounted, none uploaded.
+    let other = format!("{}/elsewhere/app:v2", registry.host());
+    let third = events(&imgbuild(
+        &project,
+        &cache,
+        &["push", &other, "--message-format", "json"],
+    ));
+    let p = pushed(&third);
+    assert_eq!(
+        (p["mounted"].as_u64(), p["uploaded"].as_u64()),
+        (Some(4), Some(0)),
+        "{p}"
+    );
+    assert_eq!(
+        registry.requests("PUT", "/v2/elsewhere/app/blobs/uploads/"),
+        0
+    );
+    assert_eq!(
+        skopeo_digest(&["--tls-verify=false", &format!("docker://{other}")]),
+        image_digest(&third)
+    );
+}
+
+/// The environment a build needs when HOME is replaced: the real cargo and rustup homes.
+fn toolchain_env() -> Vec<(String, String)> {
+    let home = std::env::var("HOME").unwrap();
+    let var = |k: &str, default: String| (k.to_string(), std::env::var(k).unwrap_or(default));
+    vec![
+        var("CARGO_HOME", format!("{home}/.cargo")),
+        var("RUSTUP_HOME", format!("{home}/.rustup")),
+    ]
+}
+
+#[test]
+fn tls_with_a_private_ca_and_basic_auth_from_a_docker_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let (user, password) = ("builder", "correct-horse-battery");
+    let registry = Registry::start(
+        &tmp.path().join("registry"),
+        Some(&certs),
+        Auth::Basic {
+            user: user.into(),
+            password: password.into(),
+        },
+    );
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let reference = format!("{}/secure/hello:v1", registry.host());
+    let config = docker_config(&tmp.path().join("docker"), &registry.host(), user, password);
+    let ca = certs.ca();
+    let ca = ca.to_str().unwrap();
+
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+        &[("DOCKER_CONFIG", &config), ("SSL_CERT_FILE", ca)],
+    );
+    let digest = image_digest(&events(&run));
+    assert!(!run.stderr.contains(password) && !run.stdout.contains(password));
+    let cert_dir = tmp.path().join("skopeo-certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(certs.ca(), cert_dir.join("ca.crt")).unwrap();
+    assert_eq!(
+        skopeo_digest(&[
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            "--creds",
+            &format!("{user}:{password}"),
+            &format!("docker://{reference}"),
+        ]),
+        digest
+    );
+
+    // The CA from a certs.d directory under HOME, as podman reads it.
+    let home = tmp.path().join("home");
+    let certs_d = home
+        .join(".config/containers/certs.d")
+        .join(registry.host());
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(certs.ca(), certs_d.join("ca.crt")).unwrap();
+    let mut env: Vec<(String, String)> = toolchain_env();
+    env.push(("HOME".into(), home.to_str().unwrap().into()));
+    env.push(("DOCKER_CONFIG".into(), config.clone()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = imgbuild_env(&project, &cache, &["push", &reference], &env_refs);
+    assert_eq!(run.digest(), digest);
+
+    // An unknown CA is a TLS error that says how to trust it.
+    imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference],
+        &[("DOCKER_CONFIG", &config)],
+    )
+    .fails_with(&["TLS", "SSL_CERT_FILE", &registry.host()]);
+
+    // A wrong password: refused, the registry and the config file named, no password shown.
+    let wrong = docker_config(
+        &tmp.path().join("wrong"),
+        &registry.host(),
+        user,
+        "not-the-password",
+    );
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference],
+        &[("DOCKER_CONFIG", &wrong), ("SSL_CERT_FILE", ca)],
+    );
+    run.fails_with(&["refused", &registry.host(), "config.json"]);
+    assert!(!run.stderr.contains("not-the-password") && !run.stderr.contains(password));
+
+    // No credentials at all: the fix is named.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference],
+        &[
+            ("DOCKER_CONFIG", empty.to_str().unwrap()),
+            ("SSL_CERT_FILE", ca),
+        ],
+    )
+    .fails_with(&["docker login"]);
+}
+
+#[test]
+fn bearer_tokens_per_scope_from_a_token_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (user, password) = ("ci", "token-secret-123");
+    let registry = Registry::start(
+        &tmp.path().join("registry"),
+        None,
+        Auth::Token {
+            user: user.into(),
+            password: password.into(),
+        },
+    );
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let config = docker_config(&tmp.path().join("docker"), &registry.host(), user, password);
+    let reference = format!("{}/tokens/hello:v1", registry.host());
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+        &[("DOCKER_CONFIG", &config)],
+    );
+    let first = events(&run);
+    assert_eq!(pushed(&first)["uploaded"], 4);
+    let issued = registry
+        .issuer
+        .as_ref()
+        .unwrap()
+        .issued
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued >= 1, "the token service issued the push's tokens");
+    assert_eq!(
+        skopeo_digest(&[
+            "--tls-verify=false",
+            "--creds",
+            &format!("{user}:{password}"),
+            &format!("docker://{reference}"),
+        ]),
+        image_digest(&first)
+    );
+    // A mount needs a token with pull access to the source repository as well.
+    let other = format!("{}/tokens-elsewhere/hello:v1", registry.host());
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &other, "--message-format", "json"],
+        &[("DOCKER_CONFIG", &config)],
+    );
+    let p = pushed(&events(&run)).clone();
+    assert_eq!(
+        (p["mounted"].as_u64(), p["uploaded"].as_u64()),
+        (Some(4), Some(0)),
+        "{p}"
+    );
+
+    let wrong = docker_config(
+        &tmp.path().join("wrong"),
+        &registry.host(),
+        user,
+        "nope-nope",
+    );
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference],
+        &[("DOCKER_CONFIG", &wrong)],
+    );
+    run.fails_with(&["refused", "token service", &registry.host()]);
+    assert!(!run.stderr.contains("nope-nope"));
+}
+
+#[test]
+fn a_registry_that_is_down_or_drops_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+
+    // Nothing listens: bounded retries, then a clear error.
+    let down = format!("127.0.0.1:{}/x/hello", free_port());
+    let start = std::time::Instant::now();
+    imgbuild(&project, &cache, &["push", &down])
+        .fails_with(&["could not be reached after 4 attempt"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+
+    // A proxy that cuts the first blob upload midway: the push still completes.
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let proxy = FlakyProxy::start(registry.port, 200 * 1024);
+    let through_proxy = format!("127.0.0.1:{}/flaky/hello:v1", proxy.port);
+    let run = imgbuild(
+        &project,
+        &cache,
+        &["push", &through_proxy, "--message-format", "json"],
+    );
+    let events = events(&run);
+    assert_eq!(
+        proxy.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upload was cut"
+    );
+    assert_eq!(
+        skopeo_digest(&[
+            "--tls-verify=false",
+            &format!("docker://{}/flaky/hello:v1", registry.host())
+        ]),
+        image_digest(&events)
+    );
+}

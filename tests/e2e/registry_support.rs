@@ -1,0 +1,479 @@
+//! A real `docker-registry` (the reference distribution server) on 127.0.0.1 for the registry
+//! tests, with optional TLS, htpasswd basic auth, or token auth backed by a small issuer the
+//! harness runs; and a TCP proxy that drops the first blob upload midway.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use crate::support::{require, tool};
+
+/// A free TCP port on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "docker-registry did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+pub(crate) struct Certs {
+    pub(crate) dir: PathBuf,
+}
+
+impl Certs {
+    pub(crate) fn new(dir: &Path) -> Self {
+        require("openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
+        args.extend([
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_crt,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=imgbuild test CA",
+        ]);
+        tool("openssl", &args);
+        let (key, csr) = (p("server.key"), p("server.csr"));
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        tool("openssl", &args);
+        let ext = p("ext.cnf");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let crt = p("server.crt");
+        tool(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+}
+
+/// How the registry authenticates.
+pub(crate) enum Auth {
+    None,
+    /// htpasswd (bcrypt) with one user.
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// Token auth: the issuer at `realm` signs tokens for `user`/`password`.
+    Token {
+        user: String,
+        password: String,
+    },
+}
+
+pub(crate) struct Registry {
+    child: Child,
+    pub(crate) port: u16,
+    log: PathBuf,
+    pub(crate) issuer: Option<TokenIssuer>,
+}
+
+impl Registry {
+    pub(crate) fn start(dir: &Path, certs: Option<&Certs>, auth: Auth) -> Self {
+        require("docker-registry");
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: imgbuild-test\n",
+            dir.join("data").display()
+        );
+        if let Some(c) = certs {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.dir.join("server.crt").display(),
+                c.dir.join("server.key").display()
+            ));
+        }
+        let mut issuer = None;
+        match &auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => {
+                require("htpasswd");
+                let line = tool("htpasswd", &["-Bbn", user, password]);
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, line.trim()).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: imgbuild-test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Auth::Token { user, password } => {
+                let i = TokenIssuer::start(&dir.join("issuer"), user, password);
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: imgbuild-test-registry\n    issuer: imgbuild-test-issuer\n    rootcertbundle: {}\n",
+                    i.port,
+                    i.cert.display()
+                ));
+                issuer = Some(i);
+            }
+        }
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join("registry.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &log);
+        Self {
+            child,
+            port,
+            log,
+            issuer,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub(crate) fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Access-log lines whose request line starts with `method` and contains `path_part`.
+    pub(crate) fn requests(&self, method: &str, path_part: &str) -> usize {
+        let needle = format!("\"{method} ");
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.find(&needle).is_some_and(|i| {
+                    l[i..]
+                        .split('"')
+                        .nth(1)
+                        .is_some_and(|r| r.contains(path_part))
+                })
+            })
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token service for the registry's `token` auth: checks basic credentials and returns an
+/// RS256 JWT (signed with `openssl dgst`) granting what was asked.
+pub(crate) struct TokenIssuer {
+    pub(crate) port: u16,
+    cert: PathBuf,
+    stop: Arc<AtomicBool>,
+    pub(crate) issued: Arc<AtomicUsize>,
+}
+
+impl TokenIssuer {
+    fn start(dir: &Path, user: &str, password: &str) -> Self {
+        require("openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        tool(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=imgbuild-test-issuer",
+            ],
+        );
+        let der = {
+            let out = Command::new("openssl")
+                .args(["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            STANDARD.encode(out.stdout)
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let (stop2, issued2, key2) = (stop.clone(), issued.clone(), key.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        serve_token(stream, &expected, &key2, &der, &issued2);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            port,
+            cert,
+            stop,
+            issued,
+        }
+    }
+}
+
+impl Drop for TokenIssuer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve_token(mut stream: TcpStream, expected: &str, key: &Path, x5c: &str, issued: &AtomicUsize) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&buf).into_owned();
+    let target = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let authorized = request.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected
+    });
+    let respond = |stream: &mut TcpStream, status: &str, body: &str| {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    };
+    if !authorized {
+        respond(
+            &mut stream,
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#,
+        );
+        return;
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut access = Vec::new();
+    for pair in query.split('&') {
+        if let Some(scope) = pair.strip_prefix("scope=") {
+            let scope = percent_decode(scope);
+            let parts: Vec<&str> = scope.split(':').collect();
+            if parts.len() == 3 {
+                let actions: Vec<String> =
+                    parts[2].split(',').map(|a| format!("\"{a}\"")).collect();
+                access.push(format!(
+                    r#"{{"type":"{}","name":"{}","actions":[{}]}}"#,
+                    parts[0],
+                    parts[1],
+                    actions.join(",")
+                ));
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let n = issued.fetch_add(1, Ordering::SeqCst);
+    let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{x5c}"]}}"#);
+    let claims = format!(
+        r#"{{"iss":"imgbuild-test-issuer","sub":"tester","aud":"imgbuild-test-registry","exp":{},"nbf":{},"iat":{},"jti":"t{n}","access":[{}]}}"#,
+        now + 600,
+        now - 10,
+        now - 10,
+        access.join(",")
+    );
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())
+        .unwrap();
+    let signature = child.wait_with_output().unwrap().stdout;
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    respond(&mut stream, "200 OK", &format!(r#"{{"token":"{token}"}}"#));
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TCP proxy to `upstream` that cuts the first connection carrying a blob upload (`PUT`)
+/// after forwarding `cut_after` bytes of it.
+pub(crate) struct FlakyProxy {
+    pub(crate) port: u16,
+    pub(crate) cuts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FlakyProxy {
+    pub(crate) fn start(upstream: u16, cut_after: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let armed = Arc::new(AtomicBool::new(true));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (stop2, cuts2) = (stop.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                // server → client: plain copy.
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (s2, c2);
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+                let (armed, cuts) = (armed.clone(), cuts2.clone());
+                // client → server: cut the first blob upload midway.
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (client, server);
+                    let mut chunk = [0u8; 16 * 1024];
+                    let mut counting: Option<usize> = None;
+                    loop {
+                        let n = match from.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let data = &chunk[..n];
+                        if counting.is_none()
+                            && armed.load(Ordering::SeqCst)
+                            && data.windows(4).any(|w| w == b"PUT ")
+                            && data.windows(15).any(|w| w == b"/blobs/uploads/")
+                        {
+                            counting = Some(0);
+                        }
+                        if let Some(sent) = counting.as_mut() {
+                            *sent += n;
+                            if *sent > cut_after && armed.swap(false, Ordering::SeqCst) {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                let _ = to.shutdown(Shutdown::Both);
+                                let _ = from.shutdown(Shutdown::Both);
+                                return;
+                            }
+                        }
+                        if to.write_all(data).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Self { port, cuts, stop }
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
