@@ -142,7 +142,7 @@ fn a_second_push_uploads_only_what_changed_and_other_repositories_mount() {
     );
     let uploaded: Vec<&str> = second
         .iter()
-        .filter(|e| e["reason"] == "blob-pushed" && e["outcome"] == "uploaded")
+        .filter(|e| e["reason"] == "blob" && e["outcome"] == "uploaded")
         .map(|e| e["digest"].as_str().unwrap())
         .collect();
     let app_layer = second
@@ -388,4 +388,87 @@ fn a_registry_that_is_down_or_drops_connections() {
         ]),
         image_digest(&events)
     );
+}
+
+fn fixture(parent: &Path, name: &str) -> std::path::PathBuf {
+    let dst = parent.join(name);
+    copy_tree(&repo_root().join("tests/fixtures/cached"), &dst);
+    dst
+}
+
+fn event<'a>(events: &'a [Value], reason: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {reason} event in {events:#?}"))
+}
+
+#[test]
+fn the_dependency_cache_is_shared_through_a_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/deps", registry.host());
+    let build = |dir: &Path, cache: &str| {
+        events(&imgbuild(
+            dir,
+            &tmp.path().join(cache),
+            &["build", "--cache-repo", &repo, "--message-format", "json"],
+        ))
+    };
+
+    // The first runner compiles everything and pushes the entry: its config and one layer.
+    let first = build(&fixture(tmp.path(), "one"), "cache-a");
+    let key = event(&first, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = pushed(&first);
+    assert!(
+        p["reference"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("cache/deps:deps-{key}")),
+        "{p}"
+    );
+    assert_eq!(p["uploaded"], 2, "{p}");
+
+    // A fresh runner: new checkout, empty cache directory. The entry comes from the registry.
+    let two = fixture(tmp.path(), "two");
+    let second = build(&two, "cache-b");
+    let lookup = event(&second, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["from_registry"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        event(&second, "compiled")["dependencies_compiled"],
+        0,
+        "no dependency compiled"
+    );
+    assert_eq!(image_digest(&second), image_digest(&first));
+
+    // A lockfile bump: the nearest entry plus a delta; only the new layer and config go up.
+    let before = registry.requests("PUT", "/v2/cache/deps/blobs/uploads/");
+    cargo(&two, &["update", "-p", "itoa", "--precise", "1.0.11"]);
+    let third = build(&two, "cache-b");
+    assert_eq!(event(&third, "cache-lookup")["nearest"], key.as_str());
+    assert_eq!(event(&third, "cache-stored")["layers"], 2);
+    let p = pushed(&third);
+    assert_eq!(
+        (p["uploaded"].as_u64(), p["present"].as_u64()),
+        (Some(2), Some(1)),
+        "{p}"
+    );
+    assert_eq!(
+        registry.requests("PUT", "/v2/cache/deps/blobs/uploads/") - before,
+        2
+    );
+
+    // Another fresh runner on the bumped lockfile: a hit from the registry again.
+    let three = fixture(tmp.path(), "three");
+    std::fs::copy(two.join("Cargo.lock"), three.join("Cargo.lock")).unwrap();
+    let fourth = build(&three, "cache-c");
+    assert_eq!(event(&fourth, "cache-lookup")["from_registry"], true);
+    assert_eq!(event(&fourth, "compiled")["dependencies_compiled"], 0);
+    assert_eq!(image_digest(&fourth), image_digest(&third));
 }

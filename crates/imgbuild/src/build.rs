@@ -47,8 +47,10 @@ pub struct BuildOptions {
     pub outputs: Vec<Output>,
     /// Restore and store compiled dependencies in the local store (default `true`).
     pub dependency_cache: bool,
-    /// Registry connection settings (for `docker://` outputs).
+    /// Registry connection settings (for `docker://` outputs and the cache repository).
     pub registry: crate::publish::RegistryOptions,
+    /// A registry repository that shares dependency-cache entries between machines.
+    pub cache_repo: Option<imgbuild_registry::Reference>,
 }
 
 impl BuildOptions {
@@ -77,6 +79,7 @@ impl BuildOptions {
             outputs: Vec::new(),
             dependency_cache: true,
             registry: crate::publish::RegistryOptions::default(),
+            cache_repo: None,
         }
     }
 }
@@ -147,8 +150,29 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         .build_dir
         .join(units::profile_dir_name(&options.profile));
     let build_dir_lock = depcache::lock_build_dir(&workspace.build_dir)?;
+    let remote = match (&options.cache_repo, options.dependency_cache) {
+        (Some(repo), true) => match crate::publish::RemoteCache::connect(repo, &options.registry) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                reporter.report(&Event::Warning {
+                    message: format!(
+                        "the cache repository {repo} is not usable, building without it: {e}"
+                    ),
+                });
+                None
+            }
+        },
+        _ => None,
+    };
     let restored = if options.dependency_cache {
-        restore_dependencies(&store, &dependency_key, &target, &profile_dir, reporter)?
+        restore_dependencies(
+            &store,
+            &dependency_key,
+            &target,
+            &profile_dir,
+            remote.as_ref(),
+            reporter,
+        )?
     } else {
         None
     };
@@ -199,6 +223,39 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
                 new_layer_size: saved.new_layer_size,
                 squashed: saved.squashed,
             });
+            if let Some(remote) = &remote {
+                share(
+                    remote,
+                    &store,
+                    &dependency_key.key,
+                    &saved.manifest,
+                    reporter,
+                );
+            }
+        }
+        if let (Some(remote), Some(r)) = (&remote, &restored)
+            && r.exact
+            && !r.pulled
+            && deps.compiled == 0
+        {
+            // A local hit the registry may not have yet (the entry was built before the cache
+            // repository was configured, or its push failed).
+            match remote.has_entry(&dependency_key.key) {
+                Ok(true) => {}
+                Ok(false) => share(
+                    remote,
+                    &store,
+                    &dependency_key.key,
+                    &r.entry.manifest,
+                    reporter,
+                ),
+                Err(e) => reporter.report(&Event::Warning {
+                    message: format!(
+                        "could not check the cache repository {}: {e}",
+                        remote.repository()
+                    ),
+                }),
+            }
         }
         depcache::touch(&options.cache_dir, &dependency_key.key);
     }
@@ -299,6 +356,26 @@ struct Restored {
     entry: depcache::Entry,
     /// Whether it is the entry for exactly this key (a hit), not the nearest earlier one.
     exact: bool,
+    /// Whether it came from the cache repository in this build.
+    pulled: bool,
+}
+
+/// Pushes a cache entry to the cache repository; a failure is a warning, never a failed build.
+fn share(
+    remote: &crate::publish::RemoteCache,
+    store: &Layout,
+    key: &str,
+    manifest: &imgbuild_oci::spec::Descriptor,
+    reporter: &dyn Reporter,
+) {
+    if let Err(e) = remote.push_entry(store, key, manifest, reporter) {
+        reporter.report(&Event::Warning {
+            message: format!(
+                "could not push the dependency cache entry to {}: {e}",
+                remote.repository()
+            ),
+        });
+    }
 }
 
 /// Looks up the dependency cache and restores the entry for `key`, or on a miss the nearest
@@ -308,6 +385,7 @@ fn restore_dependencies(
     key: &imgbuild_cargo::plan::DependencyKey,
     target: &BinaryTarget,
     profile_dir: &Path,
+    remote: Option<&crate::publish::RemoteCache>,
     reporter: &dyn Reporter,
 ) -> Result<Option<Restored>> {
     let unusable = |key: &str, e: Error| {
@@ -316,20 +394,44 @@ fn restore_dependencies(
             message: e.to_string(),
         });
     };
-    let (entry, exact) = match depcache::find(store, &key.key) {
-        Ok(Some(entry)) => (Some(entry), true),
-        Ok(None) => (
+    let local = match depcache::find(store, &key.key) {
+        Ok(found) => found,
+        Err(e) => {
+            unusable(&key.key, e);
+            None
+        }
+    };
+    let mut pulled = false;
+    let remote_entry = match (&local, remote) {
+        (None, Some(remote)) => match remote.pull_entry(store, &key.key, reporter) {
+            Ok(Some(entry)) => {
+                pulled = true;
+                Some(entry)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                reporter.report(&Event::Warning {
+                    message: format!(
+                        "could not pull the dependency cache entry from {}: {e}",
+                        remote.repository()
+                    ),
+                });
+                None
+            }
+        },
+        _ => None,
+    };
+    let (entry, exact) = match local.or(remote_entry) {
+        Some(entry) => (Some(entry), true),
+        None => (
             depcache::nearest(store, &target.package.name, &target.bin, &key.inputs),
             false,
         ),
-        Err(e) => {
-            unusable(&key.key, e);
-            (None, false)
-        }
     };
     reporter.report(&Event::CacheLookup {
         key: key.key.clone(),
         hit: exact,
+        from_registry: pulled,
         nearest: entry
             .as_ref()
             .filter(|_| !exact)
@@ -346,7 +448,11 @@ fn restore_dependencies(
                 restored: stats.restored,
                 bytes: stats.bytes,
             });
-            Ok(Some(Restored { entry, exact }))
+            Ok(Some(Restored {
+                entry,
+                exact,
+                pulled,
+            }))
         }
         Err(
             e @ (Error::CacheEntry { .. }

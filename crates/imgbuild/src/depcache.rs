@@ -364,9 +364,43 @@ pub fn plan_entry(files: &FileMap, parent: Option<&EntryConfig>) -> EntryPlan {
     }
 }
 
+/// Tags an entry's manifest (already in the store) as the entry for `key`, with the
+/// annotations `nearest` and `cache ls` read. Returns the index descriptor.
+pub fn tag_entry(
+    store: &Layout,
+    key: &str,
+    manifest: &Descriptor,
+    binary: &str,
+) -> Result<Descriptor> {
+    let mut desc = manifest.clone();
+    desc.set_artifact_type(Some(MediaType::Other(ARTIFACT_TYPE.into())));
+    desc.set_annotations(Some(
+        [(BINARY_ANNOTATION.to_string(), binary.to_string())].into(),
+    ));
+    let _lock = store.lock()?;
+    store.set_tag(&ref_for(key), &desc)?;
+    Ok(desc)
+}
+
+/// Tags an entry pulled from a registry (its blobs already in the store) as the entry for
+/// `key`, after checking that its config is a dependency-cache config for that key.
+pub fn adopt(store: &Layout, key: &str, manifest: &Descriptor) -> Result<Entry> {
+    let entry = read_entry(store, manifest)?;
+    if entry.config.key != key {
+        return Err(Error::CacheEntry {
+            reference: ref_for(key),
+            reason: format!("the pulled entry says it is for key {}", entry.config.key),
+        });
+    }
+    tag_entry(store, key, manifest, &entry.config.binary)?;
+    Ok(entry)
+}
+
 /// What storing an entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaveStats {
+    /// The entry's manifest.
+    pub manifest: Descriptor,
     /// Layers of the new entry.
     pub layers: usize,
     /// Files in the new entry.
@@ -436,16 +470,10 @@ pub fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
         .config(config_desc)
         .layers(layers.clone())
         .build()?;
-    let mut manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
-    manifest_desc.set_artifact_type(Some(MediaType::Other(ARTIFACT_TYPE.into())));
-    manifest_desc.set_annotations(Some(
-        [(BINARY_ANNOTATION.to_string(), config.binary.clone())].into(),
-    ));
-    {
-        let _lock = store.lock()?;
-        store.set_tag(&ref_for(req.key), &manifest_desc)?;
-    }
+    let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
+    let manifest_desc = tag_entry(store, req.key, &manifest_desc, &config.binary)?;
     Ok(SaveStats {
+        manifest: manifest_desc,
         layers: layers.len(),
         files: config.files.len(),
         new_files: plan.delta.len(),

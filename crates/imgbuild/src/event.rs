@@ -22,6 +22,9 @@ pub enum Event {
         key: String,
         /// Whether the store has an entry for exactly this key.
         hit: bool,
+        /// Whether that entry was just pulled from the cache repository.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        from_registry: bool,
         /// On a miss, the key of the nearest earlier entry for the same binary, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         nearest: Option<String>,
@@ -89,15 +92,16 @@ pub enum Event {
         /// The output, as given (e.g. `oci:out:latest`).
         destination: String,
     },
-    /// A blob was handled during a push.
-    BlobPushed {
-        /// The destination (`registry/repository:tag`).
+    /// A blob was handled during a push or a pull.
+    Blob {
+        /// The registry reference pushed to or pulled from.
         reference: String,
         /// The blob's digest.
         digest: String,
         /// Its size.
         size: u64,
-        /// `present` (the registry had it), `mounted` (from another repository) or `uploaded`.
+        /// Pushes: `present` (the registry had it), `mounted` (from another repository) or
+        /// `uploaded`. Pulls: `present` (already in the store) or `downloaded`.
         outcome: String,
         /// For `mounted`: the repository it was mounted from.
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -291,6 +291,10 @@ struct BuildArgs {
     /// Neither restore compiled dependencies from the cache nor store them.
     #[arg(long)]
     no_dependency_cache: bool,
+    /// Share the dependency cache through this registry repository (pull missing entries,
+    /// push new ones), e.g. ghcr.io/org/app-cache.
+    #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
+    cache_repo: Option<String>,
     /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
     #[arg(long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
@@ -434,8 +438,14 @@ impl Reporter for Human {
                 "Building",
                 &format!("image for {package}/{bin} ({profile} profile)"),
             ),
-            Event::CacheLookup { key, hit, nearest } => {
+            Event::CacheLookup {
+                key,
+                hit,
+                nearest,
+                from_registry,
+            } => {
                 let what = match (hit, nearest) {
+                    (true, _) if *from_registry => "hit (pulled from the cache repository)".to_string(),
                     (true, _) => "hit".to_string(),
                     (false, Some(n)) => format!("miss; restoring the nearest entry {}", &n[..12]),
                     (false, None) => "miss; no earlier entry for this binary".to_string(),
@@ -509,7 +519,7 @@ impl Reporter for Human {
                 "Image",
                 &format!("{reference} {digest} ({} compressed)", human_size(*size)),
             ),
-            Event::BlobPushed {
+            Event::Blob {
                 digest,
                 size,
                 outcome,
@@ -575,6 +585,12 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.outputs = outputs;
     options.dependency_cache = !args.no_dependency_cache;
     options.registry.insecure = args.insecure_registry.clone();
+    options.cache_repo = args
+        .cache_repo
+        .as_deref()
+        .map(imgbuild_registry::Reference::parse)
+        .transpose()
+        .context("--cache-repo")?;
     match format {
         MessageFormat::Json => {
             imgbuild::build(&options, &Json)?;

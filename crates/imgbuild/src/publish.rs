@@ -63,8 +63,9 @@ impl Progress for Reporting<'_> {
             BlobOutcome::Present => ("present", None),
             BlobOutcome::Mounted { from } => ("mounted", Some(from.clone())),
             BlobOutcome::Uploaded => ("uploaded", None),
+            BlobOutcome::Downloaded => ("downloaded", None),
         };
-        self.reporter.report(&Event::BlobPushed {
+        self.reporter.report(&Event::Blob {
             reference: self.reference.clone(),
             digest: digest.to_string(),
             size,
@@ -141,4 +142,106 @@ pub fn push(
         present: report.present,
     });
     Ok(report)
+}
+
+/// The dependency cache shared through a registry repository (`--cache-repo`): entries are
+/// the same artifacts as in the local store, tagged `deps-<key>`.
+pub struct RemoteCache {
+    client: Client,
+    repository: Reference,
+}
+
+impl std::fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteCache({})", self.repository)
+    }
+}
+
+/// The registry tag of `key`'s entry.
+pub fn cache_tag(key: &str) -> String {
+    format!("deps-{key}")
+}
+
+impl RemoteCache {
+    /// Connects to the cache repository.
+    pub fn connect(repository: &Reference, options: &RegistryOptions) -> Result<Self> {
+        let repository = Reference {
+            tag: None,
+            digest: None,
+            ..repository.clone()
+        };
+        Ok(Self {
+            client: Client::connect(&repository, options.client_options(&repository))?,
+            repository,
+        })
+    }
+
+    /// The repository, as given.
+    pub fn repository(&self) -> &Reference {
+        &self.repository
+    }
+
+    /// Pulls `key`'s entry into `store` (blobs verified) and tags it there; `None` when the
+    /// registry does not have it.
+    pub fn pull_entry(
+        &self,
+        store: &Layout,
+        key: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Option<crate::depcache::Entry>> {
+        let reference = self.repository.with_tag(&cache_tag(key));
+        let progress = Reporting {
+            reporter,
+            reference: reference.to_string(),
+        };
+        let Some(pulled) = imgbuild_registry::push::pull(
+            &self.client,
+            store,
+            &reference,
+            "linux",
+            &crate::image::host_arch().to_string(),
+            &progress,
+        )?
+        else {
+            return Ok(None);
+        };
+        crate::depcache::adopt(store, key, &pulled.manifest).map(Some)
+    }
+
+    /// Whether the registry has `key`'s entry.
+    pub fn has_entry(&self, key: &str) -> Result<bool> {
+        Ok(imgbuild_registry::push::fetch_manifest(
+            &self.client,
+            &self.repository.repository,
+            &cache_tag(key),
+        )?
+        .is_some())
+    }
+
+    /// Pushes `key`'s entry (manifest `manifest` in `store`); only blobs the registry lacks
+    /// are uploaded, so a delta entry sends its new layer.
+    pub fn push_entry(
+        &self,
+        store: &Layout,
+        key: &str,
+        manifest: &Descriptor,
+        reporter: &dyn Reporter,
+    ) -> Result<imgbuild_registry::push::PushReport> {
+        let target = self.repository.with_tag(&cache_tag(key));
+        let progress = Reporting {
+            reporter,
+            reference: target.to_string(),
+        };
+        let report =
+            imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
+        reporter.report(&Event::Pushed {
+            reference: target.to_string(),
+            digest: report.digest.clone(),
+            uploaded: report.uploaded,
+            uploaded_bytes: report.uploaded_bytes,
+            mounted: report.mounted,
+            present: report.present,
+        });
+        Ok(report)
+    }
 }

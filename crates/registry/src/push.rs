@@ -28,6 +28,8 @@ pub enum BlobOutcome {
     },
     /// Uploaded.
     Uploaded,
+    /// Downloaded (pulls).
+    Downloaded,
 }
 
 /// Receives progress during a push or pull.
@@ -274,7 +276,11 @@ pub fn pull_blob(
         });
     }
     layout.adopt_blob(tmp, desc.digest())?;
-    progress.blob(desc.digest().as_ref(), desc.size(), &BlobOutcome::Uploaded);
+    progress.blob(
+        desc.digest().as_ref(),
+        desc.size(),
+        &BlobOutcome::Downloaded,
+    );
     Ok(true)
 }
 
