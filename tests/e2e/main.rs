@@ -8,6 +8,7 @@
 
 mod support;
 
+mod base;
 mod build_outputs;
 mod cache;
 mod errors;

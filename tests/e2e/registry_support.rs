@@ -128,6 +128,7 @@ pub(crate) struct Registry {
     child: Child,
     pub(crate) port: u16,
     log: PathBuf,
+    data: PathBuf,
     pub(crate) issuer: Option<TokenIssuer>,
 }
 
@@ -187,6 +188,7 @@ impl Registry {
             child,
             port,
             log,
+            data: dir.join("data"),
             issuer,
         }
     }
@@ -194,6 +196,16 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the registry stores the blob `digest` (`sha256:…`) on disk.
+    pub(crate) fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.data
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     pub(crate) fn log(&self) -> String {

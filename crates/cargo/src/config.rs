@@ -4,6 +4,7 @@
 //! [package.metadata.imgbuild]        # or [workspace.metadata.imgbuild] for defaults
 //! name = "hello"                     # image name (default: the binary's name)
 //! tag = "latest"
+//! base = "gcr.io/distroless/cc-debian12@sha256:…"   # default: "scratch" (no base)
 //! entrypoint = ["/app/hello"]        # default: ["/app/<binary>"]
 //! cmd = ["--port", "8080"]
 //! env = { RUST_LOG = "info" }
@@ -36,6 +37,8 @@ pub struct ImageConfig {
     pub name: Option<String>,
     /// Image tag.
     pub tag: Option<String>,
+    /// Base image reference; `"scratch"` (or none) for no base.
+    pub base: Option<String>,
     /// Entrypoint (argv).
     pub entrypoint: Option<Vec<String>>,
     /// Default arguments.
@@ -163,10 +166,10 @@ pub fn parse_table(value: &Value, origin: &Origin<'_>, bin: Option<&str>) -> Res
 
 fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
     if let Some(base) = &table.base
-        && base != "scratch"
+        && (base.trim().is_empty() || base.contains(char::is_whitespace))
     {
         return Err(origin.err(format!(
-            "base = {base:?}: only \"scratch\" is supported in this version (the image carries the binary's own shared libraries, so most programs need no base); remove the key"
+            "base = {base:?}: give an image reference such as \"debian:12-slim\" or \"scratch\""
         )));
     }
     if let Some(name) = &table.name {
@@ -225,6 +228,7 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
     Ok(ImageConfig {
         name: table.name,
         tag: table.tag,
+        base: table.base,
         entrypoint: table.entrypoint,
         cmd: table.cmd,
         env,
@@ -323,6 +327,11 @@ pub fn validate_tag(tag: &str) -> std::result::Result<(), String> {
 }
 
 impl ImageConfig {
+    /// The base image reference, unless it is `scratch` or unset.
+    pub fn base_image(&self) -> Option<&str> {
+        self.base.as_deref().filter(|b| *b != "scratch")
+    }
+
     /// `self` overridden by `over`: scalars and lists replace, `env` and `labels` merge by key.
     pub fn merge(mut self, over: ImageConfig) -> ImageConfig {
         fn pick<T>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -330,6 +339,7 @@ impl ImageConfig {
         }
         self.name = pick(self.name, over.name);
         self.tag = pick(self.tag, over.tag);
+        self.base = pick(self.base, over.base);
         self.entrypoint = pick(self.entrypoint, over.entrypoint);
         self.cmd = pick(self.cmd, over.cmd);
         self.env.extend(over.env);
@@ -416,7 +426,7 @@ mod tests {
                 json!({"files": [{"src": "a", "dst": "/a", "mode": 644}]}),
                 "octal string",
             ),
-            (json!({"base": "debian:12"}), "only \"scratch\""),
+            (json!({"base": "debian 12"}), "image reference"),
             (json!({"name": "Bad Name"}), "lowercase"),
             (
                 json!({"bin": {"x": {"cmd": 3}}}),

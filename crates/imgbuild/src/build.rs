@@ -141,6 +141,25 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let store = Layout::create(store_dir(&options.cache_dir))?;
     // Garbage collection waits while this build writes blobs not yet tagged.
     let _writer = store.writer_lock()?;
+    // The base image is resolved before compiling: a wrong reference fails fast.
+    let base = match config.base_image() {
+        Some(text) => {
+            let b = crate::base::resolve(
+                &store,
+                text,
+                &options.registry,
+                &options.cache_dir,
+                reporter,
+            )?;
+            reporter.report(&Event::BaseResolved {
+                reference: b.reference.clone(),
+                digest: b.digest.clone(),
+                layers: b.manifest.layers().len(),
+            });
+            Some(b)
+        }
+        None => None,
+    };
     reporter.report(&Event::BuildStarted {
         package: target.package.name.clone(),
         bin: target.bin.clone(),
@@ -263,10 +282,30 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let executable = outcome.executable;
 
     let closure = closure::resolve(&executable)?;
-    let ca_bundle = rootfs::host_ca_bundle();
-    let spec = image::runtime_spec(&config, &target, ca_bundle.is_some(), &closure.extra_dirs);
+    let closure = match &base {
+        Some(b) => {
+            let on_base = closure.on_base(&b.fs);
+            check_glibc(&store, b, &executable, &on_base)?;
+            on_base
+        }
+        None => closure,
+    };
+    // A base image brings its own users, /tmp and CA certificates.
+    let ca_bundle = if base.is_none() {
+        rootfs::host_ca_bundle()
+    } else {
+        None
+    };
+    let spec = image::runtime_spec(
+        &config,
+        &target,
+        ca_bundle.is_some(),
+        &closure.extra_dirs,
+        base.as_ref().and_then(|b| b.config.config().as_ref()),
+    );
 
     let mut layers = Vec::new();
+    let mut base_layers = Vec::new();
     let memo_dir = options.cache_dir.join("layer-memo");
     let mut add_layer = |role: &str, created_by: String, builder: &LayerBuilder| -> Result<()> {
         let blob = store.write_layer_memoized(builder, epoch, &memo_dir)?;
@@ -277,14 +316,36 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
             size: blob.descriptor.size(),
             entries: builder.paths().count(),
         });
-        layers.push(Layer { blob, created_by });
+        layers.push(Layer {
+            blob,
+            created_by: Some(created_by),
+        });
         Ok(())
     };
-    add_layer(
-        "rootfs",
-        "imgbuild: minimal rootfs (users, /tmp, CA certificates)".into(),
-        &rootfs::layer(ca_bundle.as_deref())?,
-    )?;
+    match &base {
+        Some(b) => {
+            for (descriptor, diff_id) in
+                b.manifest.layers().iter().zip(b.config.rootfs().diff_ids())
+            {
+                base_layers.push(Layer {
+                    blob: imgbuild_oci::layout::LayerBlob {
+                        descriptor: oci_layer_descriptor(descriptor),
+                        diff_id: diff_id.parse().map_err(|_| Error::Base {
+                            reference: b.reference.clone(),
+                            reason: format!("its config lists an invalid diff_id {diff_id:?}"),
+                        })?,
+                        uncompressed_size: 0,
+                    },
+                    created_by: None,
+                });
+            }
+        }
+        None => add_layer(
+            "rootfs",
+            "imgbuild: minimal rootfs (users, /tmp, CA certificates)".into(),
+            &rootfs::layer(ca_bundle.as_deref())?,
+        )?,
+    }
     if !closure.is_empty() {
         add_layer(
             "libraries",
@@ -298,7 +359,13 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         &app_layer(&target, &executable, &extra_files)?,
     )?;
 
-    let config_json = image::config(&spec, &layers, &provenance.created)?;
+    base_layers.append(&mut layers);
+    let layers = base_layers;
+    let base_history = base
+        .as_ref()
+        .and_then(|b| b.config.history().clone())
+        .unwrap_or_default();
+    let config_json = image::config(&spec, &layers, &provenance.created, &base_history)?;
     let config_desc = store.put_json(MediaType::ImageConfig, &config_json)?;
     let annotations = image::annotations(&target, &provenance);
     let manifest = image::manifest(config_desc.clone(), &layers, &annotations)?;
@@ -341,6 +408,71 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         layers,
         executable,
         store: store.root().to_path_buf(),
+    })
+}
+
+/// A base layer's descriptor as an OCI manifest lists it (Docker's gzip media type becomes
+/// the OCI one: same bytes).
+fn oci_layer_descriptor(d: &imgbuild_oci::spec::Descriptor) -> imgbuild_oci::spec::Descriptor {
+    let media = match d.media_type().to_string().as_str() {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
+        _ => d.media_type().clone(),
+    };
+    imgbuild_oci::spec::Descriptor::new(media, d.size(), d.digest().clone())
+}
+
+/// Fails when the base's libc lacks a `GLIBC_x.y` version the binary or the libraries it
+/// brings need. Nothing to check when the base has no libc (the image ships the host's).
+fn check_glibc(
+    store: &Layout,
+    base: &crate::base::BaseImage,
+    executable: &Path,
+    closure: &closure::Closure,
+) -> Result<()> {
+    let Some(libc_path) = base.fs.find_library("libc.so.6") else {
+        return Ok(());
+    };
+    let Some(libc) = crate::base::read_file(store, base, &libc_path)? else {
+        return Ok(());
+    };
+    let Some(provided) = crate::base::glibc_versions(&libc) else {
+        return Ok(());
+    };
+    let mut needed = BTreeMap::new();
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| Error::Io {
+            action: "reading",
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut objects = vec![executable.to_path_buf()];
+    objects.extend(closure.files.values().cloned());
+    for object in &objects {
+        if let Some(v) = crate::base::glibc_versions(&read(object)?) {
+            for (version, file) in v.needed {
+                needed.entry(version).or_insert(file);
+            }
+        }
+    }
+    let missing = crate::base::missing_versions(&needed, &provided.defined);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let newest = provided
+        .defined
+        .iter()
+        .max_by_key(|v| crate::base::version_key(v))
+        .cloned()
+        .unwrap_or_else(|| "(none)".into());
+    Err(Error::GlibcTooOld {
+        reference: base.reference.clone(),
+        newest,
+        binary: executable.display().to_string(),
+        missing: missing
+            .into_iter()
+            .map(|(v, f)| format!("{v} ({f})"))
+            .collect(),
     })
 }
 

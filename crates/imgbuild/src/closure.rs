@@ -44,6 +44,33 @@ impl Closure {
     }
 }
 
+impl Closure {
+    /// The part of the closure a base image does not already provide, placed where the base's
+    /// directories really are (a merged-usr `/lib` symlink stays a symlink).
+    pub fn on_base(&self, base: &crate::base::BaseFs) -> Closure {
+        let provided = |path: &str| {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            base.has_file(path) || base.find_library(name).is_some()
+        };
+        let mut out = Closure {
+            extra_dirs: self.extra_dirs.clone(),
+            interpreter: self.interpreter.clone(),
+            ..Closure::default()
+        };
+        for (path, host) in &self.files {
+            if !provided(path) {
+                out.files.insert(base.placement(path), host.clone());
+            }
+        }
+        for (path, target) in &self.symlinks {
+            if !base.has_file(path) {
+                out.symlinks.insert(base.placement(path), target.clone());
+            }
+        }
+        out
+    }
+}
+
 /// Whether the loader finds libraries in `dir` without help.
 fn is_default_dir(dir: &str) -> bool {
     matches!(dir, "/lib" | "/lib64" | "/usr/lib" | "/usr/lib64")

@@ -16,6 +16,15 @@ pub enum Event {
         /// Cargo profile.
         profile: String,
     },
+    /// The base image is in the local store.
+    BaseResolved {
+        /// The reference as configured.
+        reference: String,
+        /// Its manifest digest.
+        digest: String,
+        /// Its number of layers.
+        layers: usize,
+    },
     /// The dependency cache was looked up for the binary's dependency key.
     CacheLookup {
         /// The dependency key.

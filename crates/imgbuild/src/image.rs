@@ -49,15 +49,25 @@ impl RuntimeSpec {
     }
 }
 
-/// Applies imgbuild's defaults to a merged configuration for `target`.
+/// Applies imgbuild's defaults to a merged configuration for `target`, on top of a base
+/// image's runtime settings if there is one: the base's environment, working directory,
+/// labels and ports carry over; its entrypoint and command do not (the binary is the
+/// entrypoint); its user only when it is not root (imgbuild's default is uid 65532).
 pub fn runtime_spec(
     config: &ImageConfig,
     target: &BinaryTarget,
     has_ca_bundle: bool,
     extra_lib_dirs: &[String],
+    base: Option<&imgbuild_oci::spec::Config>,
 ) -> RuntimeSpec {
     let mut env = BTreeMap::new();
-    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    for pair in base.and_then(|b| b.env().clone()).unwrap_or_default() {
+        if let Some((k, v)) = pair.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    env.entry("PATH".to_string())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
     if has_ca_bundle {
         env.insert("SSL_CERT_FILE".to_string(), CA_BUNDLE_IN_IMAGE.to_string());
     }
@@ -78,13 +88,38 @@ pub fn runtime_spec(
             .unwrap_or_else(|| vec![format!("{APP_DIR}/{}", target.bin)]),
         cmd: config.cmd.clone(),
         env,
-        workdir: config.workdir.clone(),
+        workdir: config.workdir.clone().or_else(|| {
+            base.and_then(|b| b.working_dir().clone())
+                .filter(|w| !w.is_empty())
+        }),
         user: config
             .user
             .clone()
+            .or_else(|| {
+                base.and_then(|b| b.user().clone())
+                    .filter(|u| !u.is_empty() && u != "root" && u != "0" && !u.starts_with("0:"))
+            })
             .unwrap_or_else(|| NONROOT_UID.to_string()),
-        expose: config.expose.clone().unwrap_or_default(),
-        labels: config.labels.clone(),
+        expose: {
+            let mut ports: Vec<String> = base
+                .and_then(|b| b.exposed_ports().clone())
+                .unwrap_or_default();
+            for p in config.expose.clone().unwrap_or_default() {
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+            ports
+        },
+        labels: {
+            let mut labels: BTreeMap<String, String> = base
+                .and_then(|b| b.labels().clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            labels.extend(config.labels.clone());
+            labels
+        },
     }
 }
 
@@ -107,12 +142,17 @@ pub fn host_arch() -> Arch {
 pub struct Layer {
     /// The written blob.
     pub blob: LayerBlob,
-    /// `history[].created_by`.
-    pub created_by: String,
+    /// `history[].created_by`; `None` for a base image's layer (the base's history is kept).
+    pub created_by: Option<String>,
 }
 
-/// Builds the image config.
-pub fn config(spec: &RuntimeSpec, layers: &[Layer], created: &str) -> Result<ImageConfiguration> {
+/// Builds the image config; `base_history` (a base image's own history) comes first.
+pub fn config(
+    spec: &RuntimeSpec,
+    layers: &[Layer],
+    created: &str,
+    base_history: &[imgbuild_oci::spec::History],
+) -> Result<ImageConfiguration> {
     let mut runtime = ConfigBuilder::default()
         .user(spec.user.clone())
         .env(
@@ -134,15 +174,17 @@ pub fn config(spec: &RuntimeSpec, layers: &[Layer], created: &str) -> Result<Ima
     if !spec.labels.is_empty() {
         runtime = runtime.labels(spec.labels.clone().into_iter().collect::<HashMap<_, _>>());
     }
-    let history = layers
-        .iter()
-        .map(|l| {
-            HistoryBuilder::default()
-                .created(created.to_string())
-                .created_by(l.created_by.clone())
-                .build()
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut history = base_history.to_vec();
+    for layer in layers {
+        if let Some(by) = &layer.created_by {
+            history.push(
+                HistoryBuilder::default()
+                    .created(created.to_string())
+                    .created_by(by.clone())
+                    .build()?,
+            );
+        }
+    }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(

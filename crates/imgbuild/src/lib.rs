@@ -20,6 +20,7 @@
 //! # Ok::<(), imgbuild::Error>(())
 //! ```
 
+pub mod base;
 pub mod build;
 pub mod closure;
 pub mod depcache;
@@ -91,6 +92,26 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A base image cannot be used.
+    #[error("base image {reference}: {reason}")]
+    Base {
+        /// The base reference.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// The base image's glibc is older than the binary needs.
+    #[error("base image {reference} has glibc up to {newest}, but {binary} needs {}; use a newer base image, build on a system with an older glibc, or link statically (--target x86_64-unknown-linux-musl)", missing.join(", "))]
+    GlibcTooOld {
+        /// The base reference.
+        reference: String,
+        /// The newest `GLIBC_x.y` the base's libc defines.
+        newest: String,
+        /// The executable.
+        binary: String,
+        /// The versions it needs that the base lacks (`GLIBC_2.34 (libc.so.6)`).
+        missing: Vec<String>,
     },
     /// A dependency-cache entry cannot be used.
     #[error("dependency-cache entry {reference}: {reason}")]

@@ -325,6 +325,9 @@ struct BuildArgs {
     /// Working directory inside the image.
     #[arg(long, value_name = "DIR")]
     workdir: Option<String>,
+    /// Base image (e.g. debian:12-slim, or scratch for none; default: scratch).
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -368,6 +371,9 @@ fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
     }
     if let Some(v) = &args.workdir {
         put("workdir", v.clone().into());
+    }
+    if let Some(v) = &args.base {
+        put("base", v.clone().into());
     }
     if !args.env.is_empty() {
         let map: serde_json::Map<_, _> = args
@@ -437,6 +443,14 @@ impl Reporter for Human {
             } => self.status(
                 "Building",
                 &format!("image for {package}/{bin} ({profile} profile)"),
+            ),
+            Event::BaseResolved {
+                reference,
+                digest,
+                layers,
+            } => self.status(
+                "Base",
+                &format!("{reference} {} ({layers} layers)", short(digest)),
             ),
             Event::CacheLookup {
                 key,

@@ -52,9 +52,18 @@ fn write_homes(cache_dir: &Path, registry: &str, homes: &BlobHomes) {
     }
 }
 
-struct Reporting<'a> {
+/// Turns registry progress into [`Event::Blob`] events.
+pub(crate) struct Reporting<'a> {
     reporter: &'a dyn Reporter,
     reference: String,
+}
+
+/// Progress for transfers of `reference`, reported as events.
+pub(crate) fn progress<'a>(reporter: &'a dyn Reporter, reference: &Reference) -> Reporting<'a> {
+    Reporting {
+        reporter,
+        reference: reference.to_string(),
+    }
 }
 
 impl Progress for Reporting<'_> {
