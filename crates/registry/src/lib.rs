@@ -1,6 +1,6 @@
 //! The registry side of imgbuild: the OCI distribution API, blocking and streaming.
 //!
-//! - [`reference`]: image references (pure);
+//! - [`mod@reference`]: image references (pure);
 //! - [`auth`]: authentication challenges (pure) and credentials from docker's and podman's
 //!   auth files and credential helpers (reads files, runs helpers);
 //! - [`client`]: one registry connection: TLS trust, HTTPS or local plain HTTP, anonymous /
