@@ -388,6 +388,22 @@ fn a_registry_that_is_down_or_drops_connections() {
         ]),
         image_digest(&events)
     );
+
+    // 503 and 429 answers are retried with backoff.
+    for status in ["503 Service Unavailable", "429 Too Many Requests"] {
+        let proxy = RefusingProxy::start(registry.port, 2, status);
+        let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port);
+        imgbuild(&project, &cache, &["push", &reference]).digest();
+        assert_eq!(
+            proxy.refused.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "{status}"
+        );
+    }
+    // A registry that keeps answering 503 is an error after the retries.
+    let proxy = RefusingProxy::start(registry.port, 1000, "503 Service Unavailable");
+    let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port);
+    imgbuild(&project, &cache, &["push", &reference]).fails_with(&["503"]);
 }
 
 fn fixture(parent: &Path, name: &str) -> std::path::PathBuf {

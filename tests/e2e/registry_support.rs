@@ -490,3 +490,70 @@ impl Drop for FlakyProxy {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// A proxy to `upstream` that answers the first `n` requests itself with `status` (e.g.
+/// `503 Service Unavailable` or `429 Too Many Requests`), then forwards everything.
+pub(crate) struct RefusingProxy {
+    pub(crate) port: u16,
+    pub(crate) refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RefusingProxy {
+    pub(crate) fn start(upstream: u16, n: usize, status: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (stop2, refused2) = (stop.clone(), refused.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                if refused2.load(Ordering::SeqCst) < n {
+                    refused2.fetch_add(1, Ordering::SeqCst);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (s2, c2);
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (client, server);
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Self {
+            port,
+            refused,
+            stop,
+        }
+    }
+}
+
+impl Drop for RefusingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

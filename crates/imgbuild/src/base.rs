@@ -109,7 +109,12 @@ impl BaseFs {
                 continue;
             }
             let candidate = normalize(&format!("{current}/{part}"));
-            let (node, layer) = self.nodes.get(&candidate)?.clone();
+            let (node, layer) = match self.nodes.get(&candidate) {
+                Some(found) => found.clone(),
+                // Layers may omit parent directories: a path with entries below it is one.
+                None if self.has_children(&candidate) => (Node::Dir, 0),
+                None => return None,
+            };
             match &node {
                 Node::Symlink(target) => {
                     hops += 1;
@@ -134,6 +139,14 @@ impl BaseFs {
             }
         }
         Some((current, last.0, last.1))
+    }
+
+    fn has_children(&self, dir: &str) -> bool {
+        let prefix = format!("{dir}/");
+        self.nodes
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&prefix))
     }
 
     /// Where the base has library `soname` in the loader's default directories, if it does.
