@@ -400,6 +400,20 @@ fn a_registry_that_is_down_or_drops_connections() {
             "{status}"
         );
     }
+    // Plain HTTP to a registry that is not local needs --insecure-registry (127.0.0.2 is
+    // loopback, but not one of the names imgbuild treats as local).
+    let remote_like = RefusingProxy::start_on("127.0.0.2", registry.port, 0, "-");
+    let host = format!("127.0.0.2:{}", remote_like.port);
+    let reference = format!("{host}/insecure/hello:v1");
+    imgbuild(&project, &cache, &["push", &reference])
+        .fails_with(&["only plain HTTP", &format!("--insecure-registry {host}")]);
+    imgbuild(
+        &project,
+        &cache,
+        &["push", &reference, "--insecure-registry", &host],
+    )
+    .digest();
+
     // A registry that keeps answering 503 is an error after the retries.
     let proxy = RefusingProxy::start(registry.port, 1000, "503 Service Unavailable");
     let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port);

@@ -501,7 +501,12 @@ pub(crate) struct RefusingProxy {
 
 impl RefusingProxy {
     pub(crate) fn start(upstream: u16, n: usize, status: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1", upstream, n, status)
+    }
+
+    /// The same, listening on `address` (another loopback address stands for a remote host).
+    pub(crate) fn start_on(address: &str, upstream: u16, n: usize, status: &'static str) -> Self {
+        let listener = TcpListener::bind((address, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -514,6 +519,16 @@ impl RefusingProxy {
                     continue;
                 };
                 client.set_nonblocking(false).unwrap();
+                // A TLS handshake (first byte 0x16) is not HTTP: close it, as a plain server would.
+                let mut first = [0u8; 1];
+                if client
+                    .peek(&mut first)
+                    .map(|n| n == 1 && first[0] == 0x16)
+                    .unwrap_or(true)
+                {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 if refused2.load(Ordering::SeqCst) < n {
                     refused2.fetch_add(1, Ordering::SeqCst);
                     let mut head = Vec::new();

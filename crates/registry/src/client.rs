@@ -257,6 +257,19 @@ impl Client {
                     other => other,
                 }
             }
+            Err(https @ Error::Unreachable { .. }) => {
+                // Say so when the registry only speaks plain HTTP, which needs consent here.
+                let secure = client.base.clone();
+                client.base = format!("http://{host}");
+                let plain = client.ping(1);
+                client.base = secure;
+                match plain {
+                    Ok(()) => Err(Error::PlainHttpRefused {
+                        registry: client.registry.clone(),
+                    }),
+                    Err(_) => Err(https),
+                }
+            }
             other => other,
         };
         ping?;

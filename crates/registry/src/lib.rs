@@ -41,6 +41,14 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
+    /// The registry answers only plain HTTP, and it is neither local nor marked insecure.
+    #[error(
+        "registry {registry} answers only plain HTTP; imgbuild uses plain HTTP only for localhost or a registry marked insecure: pass --insecure-registry {registry} if that is intended"
+    )]
+    PlainHttpRefused {
+        /// The registry.
+        registry: String,
+    },
     /// TLS failed (an unknown CA, a wrong name).
     #[error(
         "TLS with registry {registry} failed: {reason}; if it uses a private CA, point SSL_CERT_FILE at its certificate or put it in /etc/docker/certs.d/{registry}/ca.crt"
