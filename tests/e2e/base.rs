@@ -68,6 +68,19 @@ fn a_base_image_is_pulled_once_and_its_layers_come_first() {
         &base_layers[..],
         "base layers first"
     );
+    let raw = json(&tool(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:v0.2.0", out.display())],
+    ));
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.base.name"],
+        base_ref.as_str()
+    );
+    let base_digest = by_reason(&first, "base-resolved")[0]["digest"].clone();
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.base.digest"],
+        base_digest
+    );
     let report = json(&run_with_runc(&out, "v0.2.0", tmp.path()));
     assert_eq!(report["title"], "built by imgbuild");
 

@@ -367,7 +367,17 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         .unwrap_or_default();
     let config_json = image::config(&spec, &layers, &provenance.created, &base_history)?;
     let config_desc = store.put_json(MediaType::ImageConfig, &config_json)?;
-    let annotations = image::annotations(&target, &provenance);
+    let mut annotations = image::annotations(&target, &provenance);
+    if let Some(b) = &base {
+        annotations.insert(
+            "org.opencontainers.image.base.name".into(),
+            b.reference.clone(),
+        );
+        annotations.insert(
+            "org.opencontainers.image.base.digest".into(),
+            b.digest.clone(),
+        );
+    }
     let manifest = image::manifest(config_desc.clone(), &layers, &annotations)?;
     let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
     let reference = spec.reference();
