@@ -260,6 +260,7 @@ fn json_message_format_prints_events_ending_with_the_image() {
         [
             "build-started",
             "cache-lookup",
+            "isolation",
             "compiled",
             "layer",
             "layer",

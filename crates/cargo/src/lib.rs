@@ -4,12 +4,14 @@
 //!   which binary to package (pure: takes values, runs nothing);
 //! - [`config`]: the image configuration read from `[package.metadata.imgbuild]` and
 //!   `[workspace.metadata.imgbuild]` (pure);
+//! - [`hermetic`]: the allowlisted environment of the compile step (pure);
 //! - [`lockfile`]: Cargo.lock's package entries (pure);
 //! - [`plan`]: dependency-tree cache keys and their explanation (pure);
 //! - [`units`]: which files in the build directory belong to which compiled dependency (pure);
 //! - [`run`]: the only module here that starts processes (`cargo`, `rustc`, `git`).
 
 pub mod config;
+pub mod hermetic;
 pub mod lockfile;
 pub mod plan;
 pub mod run;
@@ -105,6 +107,14 @@ pub enum Error {
     /// cargo build failed (its diagnostics were shown as cargo printed them).
     #[error("`cargo build` failed ({status}); cargo's messages above say why")]
     BuildFailed {
+        /// The exit status.
+        status: String,
+    },
+    /// cargo fetch failed.
+    #[error(
+        "`cargo fetch` failed ({status}) while downloading dependencies before the offline build; cargo's messages above say why (proxies: HTTPS_PROXY, NO_PROXY; custom CAs: CARGO_HTTP_CAINFO or SSL_CERT_FILE)"
+    )]
+    FetchFailed {
         /// The exit status.
         status: String,
     },

@@ -101,8 +101,12 @@ pub struct KeyInputs<'a> {
     pub target: &'a str,
     /// `rustc -vV` output.
     pub rustc: &'a str,
-    /// `(name, value)` of the set [`KEY_ENV_VARS`] and `CARGO_PROFILE_*` variables.
+    /// `(name, value)` of the set [`KEY_ENV_VARS`] and `CARGO_PROFILE_*` variables (and those
+    /// passed with `--pass-env`).
     pub env: &'a [(String, String)],
+    /// Whether build scripts may use the network (`--allow-network`): such builds never share
+    /// compiled dependencies with hermetic ones.
+    pub network_allowed: bool,
 }
 
 /// A dependency key and the text it hashes.
@@ -132,6 +136,9 @@ pub fn dependency_key(i: &KeyInputs<'_>) -> DependencyKey {
     }
     for (k, v) in i.env {
         lines.push(format!("env {k}={v}"));
+    }
+    if i.network_allowed {
+        lines.push("network allowed".to_string());
     }
     for entry in i.tree {
         let features = entry.features.join(",");
@@ -243,6 +250,7 @@ mod tests {
             target: "x86_64-unknown-linux-gnu",
             rustc: "rustc 1.95.0\nhost: x86_64-unknown-linux-gnu\n",
             env,
+            network_allowed: false,
         })
     }
 

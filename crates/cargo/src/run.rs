@@ -271,6 +271,158 @@ impl Wrapper {
     }
 }
 
+/// How the compile step is kept from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    /// `bwrap --unshare-net`: a new, empty network namespace.
+    Bubblewrap(PathBuf),
+    /// `unshare --net` (with `--map-root-user` when not root).
+    Unshare(PathBuf),
+    /// No way to isolate here; the reason, for the user.
+    Unavailable(String),
+}
+
+impl Sandbox {
+    /// A short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sandbox::Bubblewrap(_) => "bubblewrap",
+            Sandbox::Unshare(_) => "unshare",
+            Sandbox::Unavailable(_) => "none",
+        }
+    }
+
+    /// The command prefix that runs a program without network.
+    fn prefix(&self) -> Option<(PathBuf, Vec<&'static str>)> {
+        match self {
+            Sandbox::Bubblewrap(p) => Some((
+                p.clone(),
+                vec![
+                    "--unshare-net",
+                    "--dev-bind",
+                    "/",
+                    "/",
+                    "--die-with-parent",
+                    "--",
+                ],
+            )),
+            Sandbox::Unshare(p) => {
+                let root = is_root();
+                let mut args = vec!["--net"];
+                if !root {
+                    args.push("--map-root-user");
+                }
+                args.push("--");
+                Some((p.clone(), args))
+            }
+            Sandbox::Unavailable(_) => None,
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Finds a way to run the compile step without network: bubblewrap, else unshare. Each is
+/// tried once (`true` in a new network namespace); user namespaces are often disabled in CI
+/// containers and on recent Ubuntu, so failure is an answer, not an error.
+pub fn probe_sandbox() -> Sandbox {
+    let mut reasons = Vec::new();
+    for (name, make) in [
+        ("bwrap", Sandbox::Bubblewrap as fn(PathBuf) -> Sandbox),
+        ("unshare", Sandbox::Unshare as fn(PathBuf) -> Sandbox),
+    ] {
+        let Some(program) = find_program(name) else {
+            reasons.push(format!("{name} is not installed"));
+            continue;
+        };
+        let candidate = make(program);
+        let Some((prefix, args)) = candidate.prefix() else {
+            continue;
+        };
+        let out = Command::new(&prefix)
+            .args(&args)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return candidate,
+            Ok(o) => reasons.push(format!(
+                "{name} cannot create a network namespace ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => reasons.push(format!("{name} could not start ({e})")),
+        }
+    }
+    Sandbox::Unavailable(reasons.join("; "))
+}
+
+/// How the compile step runs.
+#[derive(Debug, Clone)]
+pub struct Isolation<'a> {
+    /// Its whole environment (see [`crate::hermetic::compile_env`]).
+    pub env: &'a [(String, String)],
+    /// The network sandbox to run it in; `None`: network allowed.
+    pub sandbox: Option<&'a Sandbox>,
+}
+
+/// Whether `cargo fetch` must run before an offline build: a git dependency, or a registry
+/// package whose `.crate` is not in cargo's download cache.
+pub fn missing_downloads(
+    lock: &std::collections::BTreeMap<(String, String), crate::lockfile::LockedPackage>,
+) -> bool {
+    let cache = cargo_home().join("registry").join("cache");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    lock.values().any(|p| match p.source.as_deref() {
+        Some(s) if s.starts_with("git+") => true,
+        Some(_) => {
+            let file = format!("{}-{}.crate", p.name, p.version);
+            !dirs.iter().any(|d| d.join(&file).is_file())
+        }
+        None => false,
+    })
+}
+
+/// `cargo fetch --locked` for the host target, with the caller's environment (proxies, CAs and
+/// registry settings are what it needs). Cargo's progress goes to stderr.
+pub fn fetch(manifest: &Path, triple: &str) -> Result<()> {
+    let program = cargo_program();
+    let status = Command::new(&program)
+        .args(["fetch", "--locked", "--target", triple, "--manifest-path"])
+        .arg(manifest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(spawn_err(
+            &program.to_string_lossy(),
+            "downloading dependencies",
+        ))?;
+    if !status.success() {
+        return Err(Error::FetchFailed {
+            status: status.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// What to compile.
 #[derive(Debug, Clone)]
 pub struct BuildRequest<'a> {
@@ -282,6 +434,9 @@ pub struct BuildRequest<'a> {
     pub features: Features<'a>,
     /// The rustc wrapper (remaps the workspace, cargo home and build dir).
     pub wrapper: &'a Wrapper,
+    /// Hermetic settings: `--offline`, the allowlisted environment, the sandbox. `None`: the
+    /// caller's environment, network allowed.
+    pub isolation: Option<Isolation<'a>>,
 }
 
 /// Writes the rustc wrapper into `dir` (atomically, once) and returns its path.
@@ -350,7 +505,19 @@ pub struct BuildOutcome {
 /// cargo reported. Cargo's diagnostics reach the user's stderr as cargo renders them.
 pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
     let program = cargo_program();
-    let mut cmd = Command::new(&program);
+    let prefix = req
+        .isolation
+        .as_ref()
+        .and_then(|i| i.sandbox)
+        .and_then(Sandbox::prefix);
+    let mut cmd = match &prefix {
+        Some((sandbox, args)) => {
+            let mut c = Command::new(sandbox);
+            c.args(args).arg(&program);
+            c
+        }
+        None => Command::new(&program),
+    };
     cmd.args([
         "build",
         "--locked",
@@ -360,6 +527,11 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
     .arg(&req.target.package.manifest_path)
     .args(["--bin", &req.target.bin, "--profile", req.profile]);
     req.features.apply(&mut cmd);
+    if let Some(isolation) = &req.isolation {
+        cmd.arg("--offline");
+        cmd.env_clear();
+        cmd.envs(isolation.env.iter().map(|(k, v)| (k, v)));
+    }
     req.wrapper.apply(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

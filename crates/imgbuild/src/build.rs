@@ -51,6 +51,15 @@ pub struct BuildOptions {
     pub registry: crate::publish::RegistryOptions,
     /// A registry repository that shares dependency-cache entries between machines.
     pub cache_repo: Option<imgbuild_registry::Reference>,
+    /// Use this target directory instead of cargo's (`imgbuild verify` gives each of its two
+    /// builds its own).
+    pub target_dir: Option<PathBuf>,
+    /// Let build scripts and proc macros use the network (`--allow-network`): no sandbox, a
+    /// separate target directory and dependency key, and an annotation saying so.
+    pub allow_network: bool,
+    /// Caller variables passed to the compile step besides the built-in allowlist (they are
+    /// dependency-key inputs too).
+    pub pass_env: Vec<String>,
 }
 
 impl BuildOptions {
@@ -80,6 +89,9 @@ impl BuildOptions {
             dependency_cache: true,
             registry: crate::publish::RegistryOptions::default(),
             cache_repo: None,
+            allow_network: false,
+            pass_env: Vec::new(),
+            target_dir: None,
         }
     }
 }
@@ -113,7 +125,18 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         &manifest_path,
         &crate::plan::wrapper_script(&options.cache_dir)?,
     )?;
-    let workspace = Workspace::new(&metadata);
+    let mut workspace = Workspace::new(&metadata);
+    if let Some(dir) = &options.target_dir {
+        workspace.target_dir = dir.clone();
+        workspace.build_dir = dir.clone();
+    }
+    if options.allow_network {
+        // Artifacts built with network access never mix with hermetic ones.
+        workspace.target_dir = workspace.target_dir.join("allow-network");
+        workspace.build_dir = workspace.target_dir.clone();
+    }
+    let forced_target_dir = (options.allow_network || options.target_dir.is_some())
+        .then(|| workspace.target_dir.clone());
     let target = workspace.select(options.package.as_deref(), options.bin.as_deref())?;
     let config = workspace
         .image_config(&target)?
@@ -195,12 +218,46 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     } else {
         None
     };
+    // Downloads happen here, with the caller's network settings; the compile is offline.
+    if run::missing_downloads(key_context.lock()) {
+        run::fetch(&target.package.manifest_path, key_context.triple())?;
+    }
+    let sandbox = isolation(options, reporter);
+    let private = crate::hermetic::PrivateDirs::create(&options.cache_dir)?;
+    let mut caller: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(dir) = &forced_target_dir {
+        caller.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "CARGO_TARGET_DIR" | "CARGO_BUILD_TARGET_DIR" | "CARGO_BUILD_BUILD_DIR"
+            )
+        });
+        caller.push((
+            "CARGO_TARGET_DIR".into(),
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
+    let compile_env =
+        imgbuild_cargo::hermetic::compile_env(&imgbuild_cargo::hermetic::CompileEnv {
+            caller: &caller,
+            pass: &options.pass_env,
+            home: &private.home(),
+            tmp: &private.tmp(),
+            cargo_home: &run::cargo_home(),
+            rustup_home: crate::hermetic::rustup_home().as_deref(),
+            source_date_epoch: epoch,
+        });
     let outcome = run::build(&run::BuildRequest {
         target: &target,
         profile: &options.profile,
         features: options.cargo_features(),
         wrapper: key_context.wrapper(),
+        isolation: Some(run::Isolation {
+            env: &compile_env,
+            sandbox: sandbox.as_ref(),
+        }),
     })?;
+    drop(private);
     let deps = units::dependency_units(&outcome, &profile_dir);
     reporter.report(&Event::Compiled {
         executable: outcome.executable.display().to_string(),
@@ -319,6 +376,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         layers.push(Layer {
             blob,
             created_by: Some(created_by),
+            role: role.to_string(),
         });
         Ok(())
     };
@@ -337,6 +395,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
                         uncompressed_size: 0,
                     },
                     created_by: None,
+                    role: "base".into(),
                 });
             }
         }
@@ -368,6 +427,12 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let config_json = image::config(&spec, &layers, &provenance.created, &base_history)?;
     let config_desc = store.put_json(MediaType::ImageConfig, &config_json)?;
     let mut annotations = image::annotations(&target, &provenance);
+    if options.allow_network {
+        annotations.insert(
+            "dev.imgbuild.hermetic".into(),
+            "false: built with --allow-network".into(),
+        );
+    }
     if let Some(b) = &base {
         annotations.insert(
             "org.opencontainers.image.base.name".into(),
@@ -484,6 +549,39 @@ fn check_glibc(
             .map(|(v, f)| format!("{v} ({f})"))
             .collect(),
     })
+}
+
+/// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
+fn isolation(options: &BuildOptions, reporter: &dyn Reporter) -> Option<run::Sandbox> {
+    if options.allow_network {
+        reporter.report(&Event::Isolation {
+            network: "allowed".into(),
+            method: "none".into(),
+            why: Some("--allow-network".into()),
+        });
+        return None;
+    }
+    let sandbox = run::probe_sandbox();
+    match &sandbox {
+        run::Sandbox::Unavailable(reason) => {
+            reporter.report(&Event::Isolation {
+                network: "not-isolated".into(),
+                method: "none".into(),
+                why: Some(reason.clone()),
+            });
+            reporter.report(&Event::Warning {
+                message: format!(
+                    "network isolation is off for this build: {reason}. Build scripts could reach the network; the environment is still scrubbed and the build offline. Install bubblewrap, or allow unprivileged user namespaces, to isolate it."
+                ),
+            });
+        }
+        s => reporter.report(&Event::Isolation {
+            network: "isolated".into(),
+            method: s.name().into(),
+            why: None,
+        }),
+    }
+    Some(sandbox)
 }
 
 /// The result of a scoped thread; a panic in it continues in the caller.

@@ -16,6 +16,17 @@ pub enum Event {
         /// Cargo profile.
         profile: String,
     },
+    /// How the compile step is isolated from the network.
+    Isolation {
+        /// `isolated`, `not-isolated` (no sandbox available here) or `allowed`
+        /// (`--allow-network`).
+        network: String,
+        /// `bubblewrap`, `unshare` or `none`.
+        method: String,
+        /// Why it is not isolated, when it is not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     /// The base image is in the local store.
     BaseResolved {
         /// The reference as configured.

@@ -144,6 +144,8 @@ pub struct Layer {
     pub blob: LayerBlob,
     /// `history[].created_by`; `None` for a base image's layer (the base's history is kept).
     pub created_by: Option<String>,
+    /// `base`, `rootfs`, `libraries` or `app`.
+    pub role: String,
 }
 
 /// Builds the image config; `base_history` (a base image's own history) comes first.

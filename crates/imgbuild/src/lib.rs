@@ -25,6 +25,7 @@ pub mod build;
 pub mod closure;
 pub mod depcache;
 pub mod event;
+pub mod hermetic;
 pub mod image;
 pub mod output;
 pub mod plan;
@@ -32,6 +33,7 @@ pub mod publish;
 pub mod rootfs;
 pub mod store;
 pub mod time;
+pub mod verify;
 
 use std::path::PathBuf;
 

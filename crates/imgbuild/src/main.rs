@@ -32,6 +32,8 @@ enum Command {
     Push(Box<PushArgs>),
     /// Print each binary's dependency-tree cache key and the inputs it hashes.
     Plan(PlanArgs),
+    /// Build twice in two temporary folders and check that both images are identical.
+    Verify(VerifyArgs),
     /// Inspect and prune the dependency cache in the local store.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -178,6 +180,53 @@ struct PushArgs {
 }
 
 #[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Pass this environment variable to the compile step (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pass_env: Vec<String>,
+}
+
+fn run_verify(args: VerifyArgs) -> Result<()> {
+    let format = args.selection.message_format;
+    let mut options = args.selection.options();
+    options.pass_env = args.pass_env;
+    options.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
+        _ => None,
+    };
+    let human = Human {
+        color: std::io::stderr().is_terminal(),
+    };
+    let verdict = match format {
+        MessageFormat::Json => imgbuild::verify::verify(&options, &imgbuild::event::Silent)?,
+        MessageFormat::Human => imgbuild::verify::verify(&options, &human)?,
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&verdict)?)?,
+        MessageFormat::Human if verdict.reproducible => {
+            human.status(
+                "Verified",
+                "reproducible: two builds in different folders gave the same image",
+            );
+            writeln!(out, "reproducible {}", verdict.first)?;
+        }
+        MessageFormat::Human => {}
+    }
+    if !verdict.reproducible {
+        bail!(
+            "not reproducible: the two builds gave {} and {}:\n  {}",
+            verdict.first,
+            verdict.second,
+            verdict.differences.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 struct PlanArgs {
     #[command(flatten)]
     selection: Selection,
@@ -295,6 +344,14 @@ struct BuildArgs {
     /// push new ones), e.g. ghcr.io/org/app-cache.
     #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
     cache_repo: Option<String>,
+    /// Let build scripts and proc macros reach the network (no sandbox; the image is
+    /// annotated as not hermetic and shares no compiled dependencies with hermetic builds).
+    #[arg(long)]
+    allow_network: bool,
+    /// Pass this environment variable to the compile step (repeatable); it becomes a
+    /// dependency-key input. Otherwise only a fixed allowlist passes.
+    #[arg(long, value_name = "NAME")]
+    pass_env: Vec<String>,
     /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
     #[arg(long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
@@ -444,6 +501,13 @@ impl Reporter for Human {
                 "Building",
                 &format!("image for {package}/{bin} ({profile} profile)"),
             ),
+            Event::Isolation {
+                network, method, ..
+            } => match network.as_str() {
+                "isolated" => self.status("Sandbox", &format!("no network for the build ({method})")),
+                "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+                _ => {} // the warning that follows says it
+            },
             Event::BaseResolved {
                 reference,
                 digest,
@@ -599,6 +663,8 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.outputs = outputs;
     options.dependency_cache = !args.no_dependency_cache;
     options.registry.insecure = args.insecure_registry.clone();
+    options.allow_network = args.allow_network;
+    options.pass_env = args.pass_env.clone();
     options.cache_repo = args
         .cache_repo
         .as_deref()
@@ -637,6 +703,7 @@ fn main() -> ExitCode {
         }
         Command::Plan(args) => run_plan(args),
         Command::Cache(command) => run_cache(command),
+        Command::Verify(args) => run_verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,10 +38,15 @@ pub fn wrapper_script(cache_dir: &Path) -> Result<run::WrapperScript> {
     Ok(run::WrapperScript::install(&cache_dir.join("tools"))?)
 }
 
-/// The variables from the environment that enter the key, sorted.
-pub fn key_environment() -> Vec<(String, String)> {
+/// The variables from the environment that enter the key, sorted: those known to change
+/// dependency builds and those passed to the compile step with `--pass-env`.
+pub fn key_environment(pass: &[String]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| KEY_ENV_VARS.contains(&k.as_str()) || k.starts_with("CARGO_PROFILE_"))
+        .filter(|(k, _)| {
+            KEY_ENV_VARS.contains(&k.as_str())
+                || k.starts_with("CARGO_PROFILE_")
+                || pass.iter().any(|p| p == k)
+        })
         .collect();
     env.sort();
     env
@@ -85,8 +90,18 @@ impl<'a> KeyContext<'a> {
             lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
             profile_settings: profile_sections(&read(&workspace.root_manifest)?),
             members: workspace.member_declarations(),
-            env: key_environment(),
+            env: key_environment(&options.pass_env),
         })
+    }
+
+    /// Cargo.lock's packages.
+    pub fn lock(&self) -> &BTreeMap<(String, String), LockedPackage> {
+        &self.lock
+    }
+
+    /// The host triple (`rustc -vV`'s `host:`).
+    pub fn triple(&self) -> &str {
+        &self.triple
     }
 
     /// The rustc wrapper cargo commands of this workspace run with.
@@ -110,6 +125,7 @@ impl<'a> KeyContext<'a> {
             target: &self.triple,
             rustc: &self.rustc,
             env: &self.env,
+            network_allowed: self.options.allow_network,
         })
     }
 }

@@ -1,0 +1,317 @@
+//! `imgbuild verify`: build the project twice, in two different temporary folders with their
+//! own target and cache directories, and compare the images; name the layers and files that
+//! differ.
+//!
+//! Copies the workspace (without its target directory and `.git`), runs two builds, and reads
+//! both stores. The comparison of two layer listings is pure ([`compare_entries`]).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use imgbuild_cargo::run;
+use imgbuild_cargo::workspace::Workspace;
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::Descriptor;
+use serde::Serialize;
+
+use crate::build::{BuildOptions, BuiltImage, build};
+use crate::event::Reporter;
+use crate::{Error, Result};
+
+/// The outcome of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Whether both builds gave the same image.
+    pub reproducible: bool,
+    /// The first build's manifest digest.
+    pub first: String,
+    /// The second build's manifest digest.
+    pub second: String,
+    /// What differs, one finding per line (empty when reproducible).
+    pub differences: Vec<String>,
+}
+
+/// One entry of a layer, as compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFacts {
+    /// `file`, `dir`, `symlink -> target`, …
+    pub kind: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// sha256 of the content (files).
+    pub digest: Option<String>,
+}
+
+/// Differences between two listings of the same layer (pure).
+pub fn compare_entries(
+    a: &BTreeMap<String, EntryFacts>,
+    b: &BTreeMap<String, EntryFacts>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, fa) in a {
+        match b.get(path) {
+            None => out.push((path.clone(), "only in the first build".to_string())),
+            Some(fb) if fa.kind != fb.kind => {
+                out.push((path.clone(), format!("{} vs {}", fa.kind, fb.kind)))
+            }
+            Some(fb) if fa.digest != fb.digest => {
+                out.push((path.clone(), "content differs".into()))
+            }
+            Some(fb) if fa.mode != fb.mode => {
+                out.push((path.clone(), format!("mode {:o} vs {:o}", fa.mode, fb.mode)))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in b.keys().filter(|p| !a.contains_key(*p)) {
+        out.push((path.clone(), "only in the second build".to_string()));
+    }
+    out
+}
+
+fn copy_tree(src: &Path, dst: &Path, skip: &[PathBuf]) -> Result<()> {
+    let io = |action: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dst).map_err(io("creating directory", dst))?;
+    for entry in std::fs::read_dir(src).map_err(io("reading directory", src))? {
+        let entry = entry.map_err(io("reading directory", src))?;
+        let from = entry.path();
+        if entry.file_name() == ".git" || skip.contains(&from) {
+            continue;
+        }
+        let to = dst.join(entry.file_name());
+        let kind = entry.file_type().map_err(io("reading", &from))?;
+        if kind.is_dir() {
+            copy_tree(&from, &to, skip)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(io("reading link", &from))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(io("creating link", &to))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(io("copying", &from))?;
+        }
+    }
+    Ok(())
+}
+
+fn listing(store: &Layout, layer: &Descriptor) -> Result<BTreeMap<String, EntryFacts>> {
+    let path = store.blob_path(layer.digest());
+    let io = |source| Error::Io {
+        action: "reading layer",
+        path: path.clone(),
+        source,
+    };
+    let file = std::io::BufReader::new(store.open_blob(layer.digest())?);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let name = format!(
+            "/{}",
+            entry
+                .path()
+                .map_err(io)?
+                .to_string_lossy()
+                .trim_end_matches('/')
+        );
+        let header = entry.header();
+        let mode = header.mode().map_err(io)?;
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => "dir".to_string(),
+            tar::EntryType::Symlink => format!(
+                "symlink -> {}",
+                entry
+                    .link_name()
+                    .map_err(io)?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            _ => "file".to_string(),
+        };
+        let digest = if kind == "file" {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(io)?;
+            Some(imgbuild_oci::digest::sha256(&bytes).to_string())
+        } else {
+            None
+        };
+        out.insert(name, EntryFacts { kind, mode, digest });
+    }
+    Ok(out)
+}
+
+fn read_config(store: &Layout, image: &BuiltImage) -> Result<serde_json::Value> {
+    let bytes = store.read_blob(image.config.digest())?;
+    serde_json::from_slice(&bytes).map_err(|source| {
+        Error::Oci(imgbuild_oci::Error::InvalidJson {
+            what: "image config",
+            path: store.blob_path(image.config.digest()),
+            source,
+        })
+    })
+}
+
+/// Builds twice and compares. `options` selects the project and binary; its outputs, cache
+/// directory and dependency cache are not used (each build starts from nothing).
+pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict> {
+    let manifest = run::manifest_path(options.manifest_path.as_deref())?;
+    let script = crate::plan::wrapper_script(&options.cache_dir)?;
+    let workspace = Workspace::new(&run::metadata(&manifest, &script)?);
+    let relative = manifest
+        .strip_prefix(&workspace.root)
+        .unwrap_or(Path::new("Cargo.toml"))
+        .to_path_buf();
+    let epoch = options
+        .source_date_epoch
+        .or_else(|| run::git_commit_time(&workspace.root))
+        .unwrap_or(0);
+    let tmp = tempfile::Builder::new()
+        .prefix("imgbuild-verify-")
+        .tempdir()
+        .map_err(|source| Error::Io {
+            action: "creating a temporary directory",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let skip = vec![workspace.target_dir.clone(), workspace.build_dir.clone()];
+    // Two folders of different depth and name, so that paths leaking into the output show.
+    let roots = [
+        tmp.path().join("a").join("src"),
+        tmp.path()
+            .join("second-build")
+            .join("checkout")
+            .join("workspace"),
+    ];
+    let mut images = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        copy_tree(&workspace.root, root, &skip)?;
+        let mut o = options.clone();
+        o.manifest_path = Some(root.join(&relative));
+        o.cache_dir = tmp.path().join(format!("cache-{i}"));
+        o.target_dir = Some(tmp.path().join(format!("target-{i}")));
+        o.source_date_epoch = Some(epoch);
+        o.outputs.clear();
+        o.dependency_cache = false;
+        o.cache_repo = None;
+        images.push(build(&o, reporter)?);
+    }
+    let (first, second) = (&images[0], &images[1]);
+    let mut verdict = Verdict {
+        reproducible: first.manifest.digest() == second.manifest.digest(),
+        first: first.manifest.digest().to_string(),
+        second: second.manifest.digest().to_string(),
+        differences: Vec::new(),
+    };
+    if verdict.reproducible {
+        return Ok(verdict);
+    }
+    let (store_a, store_b) = (Layout::open(&first.store)?, Layout::open(&second.store)?);
+    let (config_a, config_b) = (
+        read_config(&store_a, first)?,
+        read_config(&store_b, second)?,
+    );
+    for key in ["created", "architecture", "os"] {
+        if config_a[key] != config_b[key] {
+            verdict.differences.push(format!(
+                "image config: `{key}` is {} vs {}",
+                config_a[key], config_b[key]
+            ));
+        }
+    }
+    if config_a["config"] != config_b["config"] {
+        verdict.differences.push(format!(
+            "image config: runtime settings differ: {} vs {}",
+            config_a["config"], config_b["config"]
+        ));
+    }
+    let binary = format!("{}/", crate::image::APP_DIR);
+    for (i, (la, lb)) in first.layers.iter().zip(&second.layers).enumerate() {
+        if la.blob.diff_id == lb.blob.diff_id {
+            continue;
+        }
+        let n = i + 1;
+        let files = compare_entries(
+            &listing(&store_a, &la.blob.descriptor)?,
+            &listing(&store_b, &lb.blob.descriptor)?,
+        );
+        if files.is_empty() {
+            verdict.differences.push(format!(
+                "layer {n} ({}): same files, different tar bytes",
+                la.role
+            ));
+        }
+        for (path, what) in files {
+            let note = if la.role == "app"
+                && path.starts_with(&binary)
+                && first
+                    .executable
+                    .file_name()
+                    .is_some_and(|f| path.ends_with(&*f.to_string_lossy()))
+            {
+                " — the compiled binary differs: rustc produced different bytes from the same source (a build script or macro embeds the time, randomness or a path)"
+            } else {
+                ""
+            };
+            verdict
+                .differences
+                .push(format!("layer {n} ({}): {path}: {what}{note}", la.role));
+        }
+    }
+    if first.layers.len() != second.layers.len() {
+        verdict.differences.push(format!(
+            "the images have {} and {} layers",
+            first.layers.len(),
+            second.layers.len()
+        ));
+    }
+    Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(d: &str) -> EntryFacts {
+        EntryFacts {
+            kind: "file".into(),
+            mode: 0o755,
+            digest: Some(d.into()),
+        }
+    }
+
+    #[test]
+    fn differences_name_each_path() {
+        let a: BTreeMap<String, EntryFacts> = [
+            ("/app/x".to_string(), file("1")),
+            ("/app/same".to_string(), file("s")),
+            ("/app/gone".to_string(), file("g")),
+        ]
+        .into();
+        let b: BTreeMap<String, EntryFacts> = [
+            ("/app/x".to_string(), file("2")),
+            ("/app/same".to_string(), file("s")),
+            ("/app/new".to_string(), file("n")),
+        ]
+        .into();
+        assert_eq!(
+            compare_entries(&a, &b),
+            vec![
+                (
+                    "/app/gone".to_string(),
+                    "only in the first build".to_string()
+                ),
+                ("/app/x".to_string(), "content differs".to_string()),
+                (
+                    "/app/new".to_string(),
+                    "only in the second build".to_string()
+                ),
+            ]
+        );
+    }
+}
