@@ -257,3 +257,66 @@ fn verify_passes_on_a_reproducible_project_and_names_what_differs_otherwise() {
     assert_eq!(verdict["reproducible"], false);
     assert_ne!(verdict["first"], verdict["second"]);
 }
+
+#[test]
+fn without_a_sandbox_the_build_says_so_once_and_still_scrubs_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = listener();
+    let dir = probe(&tmp.path().join("probe"), port);
+    // A PATH with every program of /usr/bin except bwrap and unshare.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir("/usr/bin").unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "bwrap" || name == "unshare" {
+            continue;
+        }
+        let _ = std::os::unix::fs::symlink(entry.path(), bin.join(&name));
+    }
+    let cargo_bin = Path::new(env!("CARGO")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", cargo_bin.display(), bin.display());
+    let out = tmp.path().join("out");
+    let run = imgbuild_env(
+        &dir,
+        &tmp.path().join("cache"),
+        &[
+            "build",
+            "-o",
+            &format!("oci:{}", out.display()),
+            "--message-format",
+            "json",
+        ],
+        &[("PATH", &path), ("PROBE_SECRET", "leaked")],
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run.stdout.lines().map(json).collect();
+    let isolation: Vec<_> = events
+        .iter()
+        .filter(|e| e["reason"] == "isolation")
+        .collect();
+    assert_eq!(isolation.len(), 1);
+    assert_eq!(isolation[0]["network"], "not-isolated");
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["reason"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("network isolation is off")
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "said once: {events:#?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bwrap is not installed")
+    );
+    assert_eq!(
+        run_with_runc(&out, "latest", tmp.path()).trim(),
+        "network=reached secret=absent",
+        "not isolated, but the environment is still scrubbed"
+    );
+}
