@@ -12,6 +12,7 @@ mod base;
 mod build_outputs;
 mod cache;
 mod errors;
+mod examples;
 mod hermetic;
 mod plan;
 mod registry;

@@ -3,7 +3,9 @@
 //! - `ci`: what `.ci/run` runs after installing system packages: formatting, lints, docs and
 //!   every test, failing on the first problem.
 //!
-//! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]).
+//! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]);
+//! - `image [--output DEST]…`: imgbuild's own container image, built with imgbuild's library
+//!   (dogfooding): `/app/imgbuild` in an image from scratch.
 
 #![allow(clippy::print_stderr, clippy::print_stdout, clippy::disallowed_methods)] // a terminal tool that runs cargo
 
@@ -63,6 +65,48 @@ fn ci() -> Result<(), String> {
     )
 }
 
+/// Prints the library's warnings and result on stderr.
+struct Log;
+
+impl imgbuild::event::Reporter for Log {
+    fn report(&self, event: &imgbuild::event::Event) {
+        use imgbuild::event::Event;
+        match event {
+            Event::Warning { message } => eprintln!("warning: {message}"),
+            Event::Output { destination } => eprintln!("wrote {destination}"),
+            Event::ImageBuilt {
+                reference, digest, ..
+            } => eprintln!("built {reference} {digest}"),
+            _ => {}
+        }
+    }
+}
+
+/// `cargo xtask image [--output DEST]...`: imgbuild's own image, through the library.
+fn image(root: &std::path::Path, args: Vec<String>) -> Result<(), String> {
+    let mut options = imgbuild::BuildOptions::new(imgbuild::default_cache_dir());
+    options.manifest_path = Some(root.join("Cargo.toml"));
+    options.package = Some("imgbuild".into());
+    options.bin = Some("imgbuild".into());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--output" | "-o", Some(dest)) => options
+                .outputs
+                .push(dest.parse().map_err(|e| format!("--output {dest}: {e}"))?),
+            _ => {
+                return Err(format!(
+                    "unexpected argument {arg:?}; usage: cargo xtask image [--output DEST]..."
+                ));
+            }
+        }
+    }
+    let built =
+        imgbuild::build(&options, &Log).map_err(|e| format!("building imgbuild's image: {e}"))?;
+    println!("{}", built.manifest.digest());
+    Ok(())
+}
+
 /// The repository root (the xtask crate's parent).
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,7 +120,11 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&root()),
-        _ => Err("usage: cargo xtask ci | cargo xtask bench".to_string()),
+        Some("image") => image(&root(), std::env::args().skip(2).collect()),
+        _ => Err(
+            "usage: cargo xtask ci | cargo xtask bench | cargo xtask image [--output DEST]..."
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,8 +6,14 @@
 //! ```text
 //! Cargo project ─metadata→ Workspace ─select→ BinaryTarget ─cargo build→ executable
 //!   ─closure→ shared libraries ─layers→ rootfs | libraries | app ─assemble→ config + manifest
-//!   ─store→ local OCI layout ─outputs→ oci: | oci-archive: | docker-archive:
+//!   ─store→ local OCI layout ─outputs→ oci: | oci-archive: | docker-archive: | docker://
 //! ```
+//!
+//! The compiled dependencies are cached per binary ([`depcache`], shared through a registry
+//! with [`publish::RemoteCache`]); the compile step is hermetic ([`hermetic`]); base images
+//! come from registries ([`base`]).
+//!
+//! Build an image into an OCI layout from a workspace's `xtask`:
 //!
 //! ```no_run
 //! use imgbuild::{BuildOptions, event::Silent, output::Output};
@@ -17,6 +23,34 @@
 //! options.outputs.push("oci:target/images/hello".parse::<Output>()?);
 //! let image = imgbuild::build(&options, &Silent)?;
 //! println!("{}", image.manifest.digest());
+//! # Ok::<(), imgbuild::Error>(())
+//! ```
+//!
+//! Push it to a registry (credentials from the docker config or a credential helper), sharing
+//! compiled dependencies through the same registry:
+//!
+//! ```no_run
+//! use imgbuild::{BuildOptions, event::Silent};
+//!
+//! let mut options = BuildOptions::new(imgbuild::default_cache_dir());
+//! options.package = Some("api".into());
+//! options.outputs.push("docker://ghcr.io/example/api:1.0".parse()?);
+//! options.cache_repo = Some(imgbuild::Reference::parse("ghcr.io/example/cache")?);
+//! imgbuild::build(&options, &Silent)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Print each binary's dependency key, or check that a build is reproducible:
+//!
+//! ```no_run
+//! use imgbuild::{BuildOptions, event::Silent};
+//!
+//! let options = BuildOptions::new(imgbuild::default_cache_dir());
+//! for plan in imgbuild::plan::plan(&options, false)? {
+//!     println!("{}/{} {}", plan.package, plan.bin, plan.dependency_key);
+//! }
+//! let verdict = imgbuild::verify::verify(&options, &Silent)?;
+//! assert!(verdict.reproducible, "{:?}", verdict.differences);
 //! # Ok::<(), imgbuild::Error>(())
 //! ```
 
@@ -39,6 +73,7 @@ use std::path::PathBuf;
 
 pub use build::{BuildOptions, BuiltImage, build};
 pub use imgbuild_cargo::config::ImageConfig;
+pub use imgbuild_registry::Reference;
 
 /// Everything that can go wrong while building an image.
 #[derive(Debug, thiserror::Error)]
