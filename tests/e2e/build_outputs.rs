@@ -259,12 +259,14 @@ fn json_message_format_prints_events_ending_with_the_image() {
         reasons,
         [
             "build-started",
+            "app-cache",
             "cache-lookup",
             "isolation",
             "compiled",
             "layer",
             "layer",
             "layer",
+            "app-cache",
             "image-built"
         ]
     );

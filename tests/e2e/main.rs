@@ -8,6 +8,7 @@
 
 mod support;
 
+mod appcache;
 mod base;
 mod build_outputs;
 mod cache;

@@ -207,3 +207,152 @@ mod tests {
         assert_eq!(profile_dir_name("dist"), "dist");
     }
 }
+
+/// The prerequisites of the first rule of a Makefile-style dep-info file (what rustc read to
+/// compile a unit), unescaped, in order. Relative paths are relative to the directory rustc ran
+/// in (the workspace root).
+pub fn parse_dep_info(text: &str) -> Vec<String> {
+    let Some(first) = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    else {
+        return Vec::new();
+    };
+    // The target ends at the first unescaped ": ".
+    let mut chars = first.chars().peekable();
+    let mut in_target = true;
+    let mut current = String::new();
+    let mut out = Vec::new();
+    while let Some(c) = chars.next() {
+        if in_target {
+            if c == '\\' {
+                chars.next();
+            } else if c == ':' && chars.peek().is_none_or(|n| *n == ' ') {
+                in_target = false;
+            }
+            continue;
+        }
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            ' ' => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Where cargo keeps the dep-info of the unit that produced `artifact`: beside a final
+/// artifact (`target/release/app.d`), or in `deps/` (`libfoo-<h>.rlib` → `foo-<h>.d`), or a
+/// build script's (`build/foo-<h>/build_script_build-<h>.d`). Candidates, most likely first.
+pub fn dep_info_candidates(artifact: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Some(dir) = artifact.parent() else {
+        return out;
+    };
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.push(dir.join(format!("{name}.d")));
+    let stem = name.split('.').next().unwrap_or(&name);
+    out.push(dir.join(format!("{}.d", stem.strip_prefix("lib").unwrap_or(stem))));
+    if let Some(hash) = dir
+        .file_name()
+        .and_then(|d| unit_hash(&d.to_string_lossy()).map(String::from))
+    {
+        out.push(dir.join(format!("build_script_build-{hash}.d")));
+    }
+    out
+}
+
+/// What a build script declared about its inputs in its `output` file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptInputs {
+    /// `rerun-if-changed` paths (relative to the package's directory).
+    pub files: Vec<String>,
+    /// `rerun-if-env-changed` variables.
+    pub env: Vec<String>,
+}
+
+impl ScriptInputs {
+    /// Whether the script declared any file input; without one, cargo reruns it when any file
+    /// of its package changes.
+    pub fn declares_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+}
+
+/// Parses a build script's `output` (`cargo:` and `cargo::` directives).
+pub fn parse_build_output(text: &str) -> ScriptInputs {
+    let mut out = ScriptInputs::default();
+    for line in text.lines() {
+        let Some(rest) = line
+            .strip_prefix("cargo::")
+            .or_else(|| line.strip_prefix("cargo:"))
+        else {
+            continue;
+        };
+        if let Some(path) = rest.strip_prefix("rerun-if-changed=") {
+            out.files.push(path.to_string());
+        } else if let Some(var) = rest.strip_prefix("rerun-if-env-changed=") {
+            out.env.push(var.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod dep_info_tests {
+    use super::*;
+
+    #[test]
+    fn dep_info_prerequisites_with_escapes() {
+        let text = "/t/release/deps/app-0123456789abcdef: src/main.rs src/my\\ mod.rs data/x.txt\n\n/t/release/deps/app-0123456789abcdef.d: src/main.rs\n\nsrc/main.rs:\n\n# env-dep:CARGO_PKG_NAME=app\n";
+        assert_eq!(
+            parse_dep_info(text),
+            vec!["src/main.rs", "src/my mod.rs", "data/x.txt"]
+        );
+        assert_eq!(
+            parse_dep_info("/abs/app: /abs/src/main.rs\n"),
+            vec!["/abs/src/main.rs"]
+        );
+    }
+
+    #[test]
+    fn build_script_directives() {
+        let out = parse_build_output(
+            "cargo:rerun-if-changed=build.rs\ncargo::rerun-if-changed=proto/a.proto\ncargo:rerun-if-env-changed=PROTOC\ncargo:rustc-cfg=x\n",
+        );
+        assert_eq!(out.files, vec!["build.rs", "proto/a.proto"]);
+        assert_eq!(out.env, vec!["PROTOC"]);
+        assert!(out.declares_files());
+        assert!(!parse_build_output("cargo:rustc-cfg=x\n").declares_files());
+    }
+
+    #[test]
+    fn dep_info_locations() {
+        let c = dep_info_candidates(Path::new("/t/release/deps/libfoo-0123456789abcdef.rlib"));
+        assert!(c.contains(&std::path::PathBuf::from(
+            "/t/release/deps/foo-0123456789abcdef.d"
+        )));
+        let c = dep_info_candidates(Path::new("/t/release/app"));
+        assert_eq!(c[0], std::path::PathBuf::from("/t/release/app.d"));
+        let c = dep_info_candidates(Path::new(
+            "/t/release/build/foo-0123456789abcdef/build-script-build",
+        ));
+        assert!(c.contains(&std::path::PathBuf::from(
+            "/t/release/build/foo-0123456789abcdef/build_script_build-0123456789abcdef.d"
+        )));
+    }
+}

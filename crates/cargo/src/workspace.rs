@@ -169,6 +169,14 @@ impl Workspace {
         }
     }
 
+    /// The members' Cargo.toml files.
+    pub fn member_manifests(&self) -> Vec<PathBuf> {
+        self.members
+            .iter()
+            .map(|m| m.info.manifest_path.clone())
+            .collect()
+    }
+
     /// Names of the workspace members.
     pub fn member_names(&self) -> Vec<String> {
         self.members.iter().map(|m| m.info.name.clone()).collect()

@@ -213,6 +213,11 @@ fn read_record(cache_dir: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The digest `reference` resolved to at the last build, if any (no network).
+pub fn recorded_digest(cache_dir: &Path, reference: &str) -> Option<String> {
+    read_record(cache_dir).get(reference).cloned()
+}
+
 fn write_record(cache_dir: &Path, reference: &str, digest: &str) {
     let mut record = read_record(cache_dir);
     record.insert(reference.to_string(), digest.to_string());

@@ -17,7 +17,7 @@ use imgbuild_oci::spec::{Descriptor, MediaType};
 use crate::event::{Event, Reporter};
 use crate::image::{self, APP_DIR, Layer, Provenance};
 use crate::output::{self, Output};
-use crate::{Error, Result, closure, depcache, rootfs, time};
+use crate::{Error, Result, appcache, closure, depcache, rootfs, time};
 
 /// What to build and where to put it.
 #[derive(Debug, Clone)]
@@ -126,6 +126,16 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         &crate::plan::wrapper_script(&options.cache_dir)?,
     )?;
     let mut workspace = Workspace::new(&metadata);
+    // The path packages (the workspace's own code): their sources are app-key inputs.
+    let package_dirs: BTreeMap<String, PathBuf> = metadata
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .filter_map(|p| {
+            let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
+            Some((p.id.repr.clone(), dir))
+        })
+        .collect();
     if let Some(dir) = &options.target_dir {
         workspace.target_dir = dir.clone();
         workspace.build_dir = dir.clone();
@@ -188,6 +198,95 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         bin: target.bin.clone(),
         profile: options.profile.clone(),
     });
+    let static_inputs = app_static_inputs(&AppStatic {
+        workspace: &workspace,
+        target: &target,
+        config: &config,
+        options,
+        dependency_key: &dependency_key.key,
+        epoch,
+        revision: provenance.revision.as_deref(),
+        base: base.as_ref().map(|b| b.digest.as_str()),
+    })?;
+    let static_key = appcache::static_key(&static_inputs);
+    let env_value = |name: &str| compile_env_value(name, options, epoch);
+    let remote = match (&options.cache_repo, options.dependency_cache) {
+        (Some(repo), true) => match crate::publish::RemoteCache::connect(repo, &options.registry) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                reporter.report(&Event::Warning {
+                    message: format!(
+                        "the cache repository {repo} is not usable, building without it: {e}"
+                    ),
+                });
+                None
+            }
+        },
+        _ => None,
+    };
+    if options.dependency_cache
+        && let Some(hit) = app_lookup(
+            &store,
+            &static_key,
+            &workspace.root,
+            remote.as_ref(),
+            &env_value,
+            reporter,
+        )?
+    {
+        let manifest = store.read_manifest(hit.image.digest())?;
+        let config_json: imgbuild_oci::spec::ImageConfiguration =
+            serde_json::from_slice(&store.read_blob(manifest.config().digest())?).map_err(|e| {
+                Error::CacheEntry {
+                    reference: hit.record.reference.clone(),
+                    reason: format!("its image config is unreadable: {e}"),
+                }
+            })?;
+        let layers = manifest
+            .layers()
+            .iter()
+            .zip(config_json.rootfs().diff_ids())
+            .enumerate()
+            .map(|(i, (d, diff_id))| {
+                Ok(Layer {
+                    blob: imgbuild_oci::layout::LayerBlob {
+                        descriptor: d.clone(),
+                        diff_id: diff_id.parse().map_err(|_| Error::CacheEntry {
+                            reference: hit.record.reference.clone(),
+                            reason: format!("invalid diff_id {diff_id}"),
+                        })?,
+                        uncompressed_size: 0,
+                    },
+                    created_by: None,
+                    role: hit.record.roles.get(i).cloned().unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (name, tag) = hit
+            .record
+            .reference
+            .rsplit_once(':')
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .unwrap_or_else(|| (hit.record.reference.clone(), "latest".into()));
+        let executable = workspace
+            .target_dir
+            .join(units::profile_dir_name(&options.profile))
+            .join(&target.bin);
+        return finish(&Finish {
+            store: &store,
+            manifest: hit.image.clone(),
+            config: manifest.config().clone(),
+            name,
+            tag,
+            layers,
+            executable,
+            options,
+            target: &target,
+            dependency_key: &dependency_key,
+            epoch,
+            reporter,
+        });
+    }
     let profile_dir = workspace
         .build_dir
         .join(units::profile_dir_name(&options.profile));
@@ -336,7 +435,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         depcache::touch(&options.cache_dir, &dependency_key.key);
     }
     drop(build_dir_lock);
-    let executable = outcome.executable;
+    let executable = outcome.executable.clone();
+    let outcome_units = outcome;
 
     let closure = closure::resolve(&executable)?;
     let closure = match &base {
@@ -445,45 +545,375 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     }
     let manifest = image::manifest(config_desc.clone(), &layers, &annotations)?;
     let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
-    let reference = spec.reference();
-    {
-        let _lock = store.lock()?;
-        store.set_tag(&reference, &manifest_desc)?;
+    if options.dependency_cache {
+        let mut extra: Vec<PathBuf> = closure.files.values().cloned().collect();
+        extra.extend(ca_bundle.iter().cloned());
+        extra.extend(extra_files.values().map(|(src, _)| src.clone()));
+        let mut ignore = vec![
+            run::cargo_home(),
+            workspace.target_dir.clone(),
+            workspace.build_dir.clone(),
+        ];
+        ignore.extend(crate::hermetic::rustup_home());
+        let names = appcache::collect_inputs(
+            &workspace.root,
+            &outcome_units,
+            &package_dirs,
+            &ignore,
+            &extra,
+        );
+        let inputs = appcache::hash_inputs(&workspace.root, &names, &env_value);
+        let record = appcache::AppRecord {
+            app_key: appcache::app_key(&static_key, &inputs),
+            static_key: static_key.clone(),
+            binary: format!("{}/{}", target.package.name, target.bin),
+            static_inputs: static_inputs.clone(),
+            inputs,
+            image: manifest_desc.digest().to_string(),
+            reference: spec.reference(),
+            roles: layers.iter().map(|l| l.role.clone()).collect(),
+        };
+        let record_desc = appcache::save(&store, &record, &manifest_desc)?;
+        crate::plan::record_app(&options.cache_dir, &target, &static_inputs)?;
+        reporter.report(&Event::AppCache {
+            key: record.app_key.clone(),
+            hit: false,
+            from_registry: false,
+            stored: true,
+        });
+        if let Some(remote) = &remote {
+            for (desc, tag) in [
+                (&manifest_desc, format!("app-{}", record.app_key)),
+                (&record_desc, format!("app-{}", record.static_key)),
+            ] {
+                if let Err(e) = remote.push_tag(&store, desc, &tag, reporter) {
+                    reporter.report(&Event::Warning {
+                        message: format!(
+                            "could not push the app cache entry to {}: {e}",
+                            remote.repository()
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
     }
-    for out in &options.outputs {
+    finish(&Finish {
+        store: &store,
+        manifest: manifest_desc,
+        config: config_desc,
+        name: spec.name.clone(),
+        tag: spec.tag.clone(),
+        layers,
+        executable,
+        options,
+        target: &target,
+        dependency_key: &dependency_key,
+        epoch,
+        reporter,
+    })
+}
+
+/// What `imgbuild plan` says about a binary's app key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AppStatus {
+    /// The app key, when a record names the inputs.
+    pub(crate) key: Option<String>,
+    /// Whether the store has the image for it.
+    pub(crate) hit: bool,
+    /// What changed since the stored build.
+    pub(crate) changes: Vec<String>,
+}
+
+/// The app key of `target` as a build would compute it now, without building or pulling.
+pub(crate) fn app_status(
+    options: &BuildOptions,
+    workspace: &Workspace,
+    target: &BinaryTarget,
+    dependency_key: &str,
+) -> Result<AppStatus> {
+    let config = workspace
+        .image_config(target)?
+        .merge(options.overrides.clone());
+    let epoch = options
+        .source_date_epoch
+        .or_else(|| run::git_commit_time(&workspace.root))
+        .unwrap_or(0);
+    let revision = run::git_revision(&workspace.root);
+    let base = config.base_image().map(|b| {
+        crate::base::recorded_digest(&options.cache_dir, b)
+            .unwrap_or_else(|| "(not resolved yet)".into())
+    });
+    let lines = app_static_inputs(&AppStatic {
+        workspace,
+        target,
+        config: &config,
+        options,
+        dependency_key,
+        epoch,
+        revision: revision.as_deref(),
+        base: base.as_deref(),
+    })?;
+    let static_key = appcache::static_key(&lines);
+    let store_root = store_dir(&options.cache_dir);
+    let record = Layout::open(&store_root)
+        .ok()
+        .and_then(|store| appcache::find_record(&store, &static_key).map(|r| (store, r)));
+    let Some((store, record)) = record else {
+        let changes = match crate::plan::previous_app(&options.cache_dir, target) {
+            Some(old) => imgbuild_cargo::plan::explain(&old, &lines),
+            None => vec!["no image of this binary was built with this cache yet".into()],
+        };
+        return Ok(AppStatus {
+            key: None,
+            hit: false,
+            changes,
+        });
+    };
+    let env_value = |name: &str| compile_env_value(name, options, epoch);
+    let inputs = appcache::hash_inputs(&workspace.root, record.inputs.keys(), &env_value);
+    let key = appcache::app_key(&static_key, &inputs);
+    let hit = appcache::find_image(&store, &key).ok().flatten().is_some();
+    Ok(AppStatus {
+        changes: appcache::changed_inputs(&record, &inputs),
+        key: Some(key),
+        hit,
+    })
+}
+
+/// What [`finish`] needs.
+struct Finish<'a> {
+    store: &'a Layout,
+    manifest: Descriptor,
+    config: Descriptor,
+    name: String,
+    tag: String,
+    layers: Vec<Layer>,
+    executable: PathBuf,
+    options: &'a BuildOptions,
+    target: &'a BinaryTarget,
+    dependency_key: &'a imgbuild_cargo::plan::DependencyKey,
+    epoch: u64,
+    reporter: &'a dyn Reporter,
+}
+
+/// Tags the image in the store, writes the outputs, records the dependency key, reports.
+fn finish(f: &Finish<'_>) -> Result<BuiltImage> {
+    let reference = format!("{}:{}", f.name, f.tag);
+    {
+        let _lock = f.store.lock()?;
+        f.store.set_tag(&reference, &f.manifest)?;
+    }
+    for out in &f.options.outputs {
         match out {
             Output::Registry { reference } => {
                 crate::publish::push(
-                    &store,
-                    &manifest_desc,
+                    f.store,
+                    &f.manifest,
                     reference,
-                    &spec.tag,
-                    &options.registry,
-                    &options.cache_dir,
-                    reporter,
+                    &f.tag,
+                    &f.options.registry,
+                    &f.options.cache_dir,
+                    f.reporter,
                 )?;
             }
-            _ => output::write(&store, &manifest_desc, &spec.name, &spec.tag, out, epoch)?,
+            _ => output::write(f.store, &f.manifest, &f.name, &f.tag, out, f.epoch)?,
         }
-        reporter.report(&Event::Output {
+        f.reporter.report(&Event::Output {
             destination: out.to_string(),
         });
     }
-    crate::plan::record(&options.cache_dir, &target, &dependency_key)?;
-    reporter.report(&Event::ImageBuilt {
-        digest: manifest_desc.digest().to_string(),
+    crate::plan::record(&f.options.cache_dir, f.target, f.dependency_key)?;
+    f.reporter.report(&Event::ImageBuilt {
+        digest: f.manifest.digest().to_string(),
         reference: reference.clone(),
-        config: config_desc.digest().to_string(),
-        size: layers.iter().map(|l| l.blob.descriptor.size()).sum(),
+        config: f.config.digest().to_string(),
+        size: f.layers.iter().map(|l| l.blob.descriptor.size()).sum(),
     });
     Ok(BuiltImage {
-        manifest: manifest_desc,
-        config: config_desc,
+        manifest: f.manifest.clone(),
+        config: f.config.clone(),
         reference,
-        layers,
-        executable,
-        store: store.root().to_path_buf(),
+        layers: f.layers.clone(),
+        executable: f.executable.clone(),
+        store: f.store.root().to_path_buf(),
     })
+}
+
+/// The inputs of the static key.
+struct AppStatic<'a> {
+    workspace: &'a Workspace,
+    target: &'a BinaryTarget,
+    config: &'a ImageConfig,
+    options: &'a BuildOptions,
+    dependency_key: &'a str,
+    epoch: u64,
+    revision: Option<&'a str>,
+    base: Option<&'a str>,
+}
+
+/// The static key's lines: everything known before compiling that changes the image.
+fn app_static_inputs(a: &AppStatic<'_>) -> Result<Vec<String>> {
+    let root = &a.workspace.root;
+    let mut lines = vec![
+        appcache::FORMAT.to_string(),
+        format!("imgbuild {}", env!("CARGO_PKG_VERSION")),
+        format!("binary {}/{}", a.target.package.name, a.target.bin),
+        format!("dependency-key {}", a.dependency_key),
+        format!("profile {}", a.options.profile),
+        format!(
+            "features [{}] all={} no-default={}",
+            a.options.features.join(","),
+            a.options.all_features,
+            a.options.no_default_features
+        ),
+        format!("epoch {}", a.epoch),
+        format!("revision {}", a.revision.unwrap_or("-")),
+        format!("base {}", a.base.unwrap_or("scratch")),
+        format!(
+            "network {}",
+            if a.options.allow_network {
+                "allowed"
+            } else {
+                "isolated"
+            }
+        ),
+        format!("pass-env [{}]", a.options.pass_env.join(",")),
+    ];
+    let mut manifests = a.workspace.member_manifests();
+    manifests.push(a.workspace.root_manifest.clone());
+    manifests.sort();
+    manifests.dedup();
+    for m in manifests {
+        let bytes = std::fs::read(&m).map_err(|source| Error::Io {
+            action: "reading",
+            path: m.clone(),
+            source,
+        })?;
+        lines.push(format!(
+            "manifest {} {}",
+            appcache::input_name(root, &m),
+            imgbuild_oci::digest::sha256(&bytes).digest()
+        ));
+    }
+    let c = a.config;
+    lines.push(format!(
+        "config name={:?} tag={:?} base={:?} entrypoint={:?} cmd={:?} env={:?} workdir={:?} user={:?} expose={:?} labels={:?}",
+        c.name, c.tag, c.base, c.entrypoint, c.cmd, c.env, c.workdir, c.user, c.expose, c.labels
+    ));
+    for f in c.files.iter().flatten() {
+        lines.push(format!(
+            "config-file {} <- {} mode={:?}",
+            f.dst,
+            appcache::input_name(root, &f.src),
+            f.mode
+        ));
+    }
+    Ok(lines)
+}
+
+/// The value a variable has in the compile step (see `imgbuild_cargo::hermetic`).
+fn compile_env_value(name: &str, options: &BuildOptions, epoch: u64) -> Option<String> {
+    match name {
+        "LANG" | "LC_ALL" => Some("C".into()),
+        "TZ" => Some("UTC".into()),
+        "SOURCE_DATE_EPOCH" => Some(epoch.to_string()),
+        "CARGO_NET_OFFLINE" => Some("true".into()),
+        "HOME" | "TMPDIR" => None,
+        n if imgbuild_cargo::hermetic::passes(n, &options.pass_env) => std::env::var(n).ok(),
+        _ => None,
+    }
+}
+
+/// A zero-work hit.
+struct AppHit {
+    record: appcache::AppRecord,
+    image: Descriptor,
+}
+
+/// Looks for an image built from exactly these inputs: the record for the static key (local,
+/// else from the cache repository) names the files; their hashes give the app key; the image
+/// for that key must be in the store (or pulled) with every blob intact.
+fn app_lookup(
+    store: &Layout,
+    static_key: &str,
+    root: &Path,
+    remote: Option<&crate::publish::RemoteCache>,
+    env_value: &dyn Fn(&str) -> Option<String>,
+    reporter: &dyn Reporter,
+) -> Result<Option<AppHit>> {
+    let remote_warning = |e: &dyn std::fmt::Display| {
+        reporter.report(&Event::Warning {
+            message: format!("the cache repository could not be read: {e}"),
+        });
+    };
+    let mut from_registry = false;
+    let record = match appcache::find_record(store, static_key) {
+        Some(r) => Some(r),
+        None => match remote
+            .map(|r| r.pull_tag(store, &format!("app-{static_key}"), &crate::event::Silent))
+        {
+            Some(Ok(Some(desc))) => match appcache::adopt_record(store, &desc) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    remote_warning(&e);
+                    None
+                }
+            },
+            Some(Err(e)) => {
+                remote_warning(&e);
+                None
+            }
+            _ => None,
+        },
+    };
+    let Some(record) = record else {
+        reporter.report(&Event::AppCache {
+            key: static_key.to_string(),
+            hit: false,
+            from_registry: false,
+            stored: false,
+        });
+        return Ok(None);
+    };
+    let inputs = appcache::hash_inputs(root, record.inputs.keys(), env_value);
+    let key = appcache::app_key(static_key, &inputs);
+    let mut image = match appcache::find_image(store, &key) {
+        Ok(found) => found,
+        Err(e) => {
+            reporter.report(&Event::CacheUnusable {
+                key: key.clone(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    if image.is_none()
+        && let Some(remote) = remote
+    {
+        match remote.pull_tag(store, &format!("app-{key}"), reporter) {
+            Ok(Some(desc)) => {
+                appcache::adopt_image(store, &key, &desc)?;
+                from_registry = true;
+                image = Some(desc);
+            }
+            Ok(None) => {}
+            Err(e) => remote_warning(&e),
+        }
+    }
+    reporter.report(&Event::AppCache {
+        key: key.clone(),
+        hit: image.is_some(),
+        from_registry,
+        stored: false,
+    });
+    Ok(image.map(|image| AppHit {
+        record: appcache::AppRecord {
+            app_key: key,
+            ..record
+        },
+        image,
+    }))
 }
 
 /// A base layer's descriptor as an OCI manifest lists it (Docker's gzip media type becomes

@@ -36,6 +36,19 @@ pub enum Event {
         /// Its number of layers.
         layers: usize,
     },
+    /// The app cache (zero-work rebuilds) was looked up, or a new entry stored.
+    AppCache {
+        /// The app key (or, when no record exists yet, the static key).
+        key: String,
+        /// Whether an image built from exactly these inputs was found: nothing is compiled.
+        hit: bool,
+        /// Whether it came from the cache repository.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        from_registry: bool,
+        /// Whether this event reports a new entry stored after a build.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stored: bool,
+    },
     /// The dependency cache was looked up for the binary's dependency key.
     CacheLookup {
         /// The dependency key.

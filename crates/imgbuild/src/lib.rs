@@ -54,6 +54,7 @@
 //! # Ok::<(), imgbuild::Error>(())
 //! ```
 
+pub mod appcache;
 pub mod base;
 pub mod build;
 pub mod closure;

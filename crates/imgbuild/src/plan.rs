@@ -31,6 +31,16 @@ pub struct BinaryPlan {
     /// build was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Vec<String>>,
+    /// The app key (zero-work rebuilds): the static key's inputs plus the files the last build
+    /// read; `None` before the first build of this binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_key: Option<String>,
+    /// Whether the store has an image built from exactly these inputs.
+    pub app_hit: bool,
+    /// With `--explain`: the inputs that changed since the stored build (files, or static
+    /// input lines `- old` / `+ new`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_changes: Option<Vec<String>>,
 }
 
 /// Installs (once) the rustc wrapper script under the cache directory's `tools/`.
@@ -173,6 +183,26 @@ pub fn record(cache_dir: &Path, target: &BinaryTarget, key: &DependencyKey) -> R
     Ok(())
 }
 
+/// Remembers the static inputs of the last app entry stored for `target`.
+pub fn record_app(cache_dir: &Path, target: &BinaryTarget, static_inputs: &[String]) -> Result<()> {
+    let (dir, name) = record_location(cache_dir, target);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        action: "creating directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let name = name.replace(".txt", ".app.txt");
+    imgbuild_oci::layout::write_atomic(&dir, &name, static_inputs.join("\n").as_bytes())?;
+    Ok(())
+}
+
+/// The static inputs of the last app entry stored for `target`.
+pub fn previous_app(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
+    let (dir, name) = record_location(cache_dir, target);
+    let text = std::fs::read_to_string(dir.join(name.replace(".txt", ".app.txt"))).ok()?;
+    Some(text.lines().map(String::from).collect())
+}
+
 /// The inputs of the last key built for `target`, if any.
 pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
     let (dir, name) = record_location(cache_dir, target);
@@ -208,12 +238,16 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
             } else {
                 None
             };
+            let app = crate::build::app_status(options, &workspace, t, &key.key)?;
             Ok(BinaryPlan {
                 package: t.package.name.clone(),
                 bin: t.bin.clone(),
                 dependency_key: key.key,
                 inputs: key.inputs,
                 changes,
+                app_key: app.key,
+                app_hit: app.hit,
+                app_changes: explain_changes.then_some(app.changes),
             })
         })
         .collect()

@@ -254,3 +254,39 @@ impl RemoteCache {
         Ok(report)
     }
 }
+
+impl RemoteCache {
+    /// Pulls the manifest tagged `tag` in the cache repository (and its blobs) into `store`.
+    pub fn pull_tag(
+        &self,
+        store: &Layout,
+        tag: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Option<Descriptor>> {
+        let reference = self.repository.with_tag(tag);
+        let progress = progress(reporter, &reference);
+        Ok(imgbuild_registry::push::pull(
+            &self.client,
+            store,
+            &reference,
+            "linux",
+            &crate::image::host_arch().to_string(),
+            &progress,
+        )?
+        .map(|p| p.manifest))
+    }
+
+    /// Pushes `manifest` (in `store`) to the cache repository as `tag`.
+    pub fn push_tag(
+        &self,
+        store: &Layout,
+        manifest: &Descriptor,
+        tag: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let target = self.repository.with_tag(tag);
+        let progress = progress(reporter, &target);
+        imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
+        Ok(())
+    }
+}

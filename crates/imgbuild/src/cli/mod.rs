@@ -270,6 +270,24 @@ fn run_plan(args: PlanArgs) -> Result<()> {
                         }
                     }
                 }
+                let status = if p.app_hit {
+                    "hit: a build would compile nothing"
+                } else {
+                    "miss"
+                };
+                match &p.app_key {
+                    Some(key) => writeln!(out, "{}/{} app-key {key} {status}", p.package, p.bin)?,
+                    None => writeln!(out, "{}/{} app-key (none yet) {status}", p.package, p.bin)?,
+                }
+                if let Some(changes) = &p.app_changes
+                    && !changes.is_empty()
+                    && !p.app_hit
+                {
+                    writeln!(out, "    app inputs changed since the stored build:")?;
+                    for line in changes {
+                        writeln!(out, "    {line}")?;
+                    }
+                }
             }
         }
     }
@@ -509,6 +527,20 @@ impl Reporter for Human {
                 "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
                 _ => {} // the warning that follows says it
             },
+            Event::AppCache {
+                key,
+                hit,
+                from_registry,
+                stored,
+            } => {
+                let what = match (hit, from_registry, stored) {
+                    (_, _, true) => "stored",
+                    (true, true, _) => "hit (pulled from the cache repository): nothing to compile",
+                    (true, false, _) => "hit: nothing to compile",
+                    _ => "miss",
+                };
+                self.status("App", &format!("{} {what}", &key[..12]))
+            }
             Event::BaseResolved {
                 reference,
                 digest,
