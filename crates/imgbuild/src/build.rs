@@ -272,6 +272,11 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
             .target_dir
             .join(units::profile_dir_name(&options.profile))
             .join(&target.bin);
+        if let Some(remote) = &remote
+            && !hit.from_registry
+        {
+            share_app(remote, &store, &hit.record, &hit.image, reporter);
+        }
         return finish(&Finish {
             store: &store,
             manifest: hit.image.clone(),
@@ -829,6 +834,39 @@ fn compile_env_value(name: &str, options: &BuildOptions, epoch: u64) -> Option<S
 struct AppHit {
     record: appcache::AppRecord,
     image: Descriptor,
+    from_registry: bool,
+}
+
+/// Makes sure the cache repository has a local hit's image and record (it was built before the
+/// repository was configured, or its push failed). Failures are warnings.
+fn share_app(
+    remote: &crate::publish::RemoteCache,
+    store: &Layout,
+    record: &appcache::AppRecord,
+    image: &Descriptor,
+    reporter: &dyn Reporter,
+) {
+    let result = (|| -> Result<()> {
+        if remote.has_tag(&format!("app-{}", record.app_key))? {
+            return Ok(());
+        }
+        let record_desc = appcache::save(store, record, image)?;
+        remote.push_tag(store, image, &format!("app-{}", record.app_key), reporter)?;
+        remote.push_tag(
+            store,
+            &record_desc,
+            &format!("app-{}", record.static_key),
+            reporter,
+        )
+    })();
+    if let Err(e) = result {
+        reporter.report(&Event::Warning {
+            message: format!(
+                "could not share the app cache entry with {}: {e}",
+                remote.repository()
+            ),
+        });
+    }
 }
 
 /// Looks for an image built from exactly these inputs: the record for the static key (local,
@@ -910,9 +948,11 @@ fn app_lookup(
     Ok(image.map(|image| AppHit {
         record: appcache::AppRecord {
             app_key: key,
+            inputs,
             ..record
         },
         image,
+        from_registry,
     }))
 }
 

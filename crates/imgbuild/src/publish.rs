@@ -276,6 +276,18 @@ impl RemoteCache {
         .map(|p| p.manifest))
     }
 
+    /// Whether the cache repository has `tag`.
+    pub fn has_tag(&self, tag: &str) -> Result<bool> {
+        Ok(
+            imgbuild_registry::push::fetch_manifest(
+                &self.client,
+                &self.repository.repository,
+                tag,
+            )?
+            .is_some(),
+        )
+    }
+
     /// Pushes `manifest` (in `store`) to the cache repository as `tag`.
     pub fn push_tag(
         &self,
