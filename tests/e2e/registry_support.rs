@@ -212,6 +212,27 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The digests of every blob upload the registry completed (`PUT …?digest=…`), in order.
+    pub(crate) fn uploaded_digests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"PUT ") && l.contains("/blobs/uploads/"))
+            .filter_map(|l| {
+                let i = l
+                    .find("digest=sha256%3A")
+                    .or_else(|| l.find("digest=sha256:"))?;
+                let rest = &l[i..];
+                let hex: String = rest
+                    .trim_start_matches("digest=sha256%3A")
+                    .trim_start_matches("digest=sha256:")
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect();
+                Some(format!("sha256:{hex}"))
+            })
+            .collect()
+    }
+
     /// Access-log lines whose request line starts with `method` and contains `path_part`.
     pub(crate) fn requests(&self, method: &str, path_part: &str) -> usize {
         let needle = format!("\"{method} ");

@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub registry: crate::publish::RegistryOptions,
     /// A registry repository that shares dependency-cache entries between machines.
     pub cache_repo: Option<imgbuild_registry::Reference>,
+    /// Compile even when an image built from the same inputs is cached (it is stored again).
+    pub rebuild: bool,
     /// Use this target directory instead of cargo's (`imgbuild verify` gives each of its two
     /// builds its own).
     pub target_dir: Option<PathBuf>,
@@ -92,6 +94,7 @@ impl BuildOptions {
             allow_network: false,
             pass_env: Vec::new(),
             target_dir: None,
+            rebuild: false,
         }
     }
 }
@@ -225,6 +228,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         _ => None,
     };
     if options.dependency_cache
+        && !options.rebuild
         && let Some(hit) = app_lookup(
             &store,
             &static_key,
@@ -277,6 +281,11 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         {
             share_app(remote, &store, &hit.record, &hit.image, reporter);
         }
+        depcache::touch(&options.cache_dir, &format!("app-{}", hit.record.app_key));
+        depcache::touch(
+            &options.cache_dir,
+            &format!("app-{}", hit.record.static_key),
+        );
         return finish(&Finish {
             store: &store,
             manifest: hit.image.clone(),
@@ -580,6 +589,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         };
         let record_desc = appcache::save(&store, &record, &manifest_desc)?;
         crate::plan::record_app(&options.cache_dir, &target, &static_inputs)?;
+        depcache::touch(&options.cache_dir, &format!("app-{}", record.app_key));
+        depcache::touch(&options.cache_dir, &format!("app-{}", record.static_key));
         reporter.report(&Event::AppCache {
             key: record.app_key.clone(),
             hit: false,

@@ -15,6 +15,17 @@ use imgbuild_oci::spec::{Descriptor, MediaType};
 use serde::Serialize;
 
 use crate::depcache::{self, REF_PREFIX};
+
+/// The key `cache ls` shows for a cache tag: a dependency key (hex), or `app-<key>` for the
+/// app cache's records and images. `None` for images tagged by users.
+fn entry_key(desc: &Descriptor) -> Option<String> {
+    let name = ref_name(desc)?;
+    if let Some(key) = name.strip_prefix(REF_PREFIX) {
+        return Some(key.to_string());
+    }
+    name.strip_prefix(crate::appcache::REF_PREFIX)
+        .map(|key| format!("app-{key}"))
+}
 use crate::{Error, Result};
 
 /// One dependency-cache entry, as `cache ls` shows it.
@@ -104,19 +115,29 @@ pub fn list(cache_dir: &Path) -> Result<Listing> {
     let store = Layout::open(root)?;
     let sizes = blob_sizes(&store)?;
     let mut entries = Vec::new();
-    for desc in depcache::entry_descriptors(&store)? {
-        let key = ref_name(&desc)
-            .and_then(|r| r.strip_prefix(REF_PREFIX))
-            .unwrap_or_default()
-            .to_string();
+    let index = store.read_index()?;
+    for desc in index.manifests() {
+        let Some(key) = entry_key(desc) else {
+            continue;
+        };
+        let desc = desc.clone();
         let blobs = referenced(&store, &desc);
-        let (binary, layers, files) = match depcache::find(&store, &key).ok().flatten() {
-            Some(e) => (
-                e.config.binary.clone(),
-                e.layers.len(),
-                e.config.files.len(),
-            ),
-            None => ("(unreadable)".to_string(), 0, 0),
+        let (binary, layers, files) = if key.starts_with("app-") {
+            match crate::appcache::read_record(&store, &desc) {
+                Ok(r) if desc.artifact_type().is_some() => {
+                    (format!("{} (app record)", r.binary), 0, r.inputs.len())
+                }
+                _ => ("(app image)".to_string(), blobs.len().saturating_sub(2), 0),
+            }
+        } else {
+            match depcache::find(&store, &key).ok().flatten() {
+                Some(e) => (
+                    e.config.binary.clone(),
+                    e.layers.len(),
+                    e.config.files.len(),
+                ),
+                None => ("(unreadable)".to_string(), 0, 0),
+            }
         };
         entries.push(EntrySummary {
             last_used: last_used(cache_dir, &key, &store, &desc),
@@ -216,7 +237,7 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
     let pinned: BTreeSet<String> = index
         .manifests()
         .iter()
-        .filter(|d| !ref_name(d).is_some_and(|r| r.starts_with(REF_PREFIX)))
+        .filter(|d| entry_key(d).is_none())
         .flat_map(|d| referenced(&store, d))
         .collect();
     let now = seconds(SystemTime::now());
@@ -227,11 +248,7 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
         let kept: Vec<Descriptor> = index
             .manifests()
             .iter()
-            .filter(|d| {
-                !ref_name(d)
-                    .and_then(|r| r.strip_prefix(REF_PREFIX))
-                    .is_some_and(|k| removed.contains(k))
-            })
+            .filter(|d| !entry_key(d).is_some_and(|k| removed.contains(&k)))
             .cloned()
             .collect();
         index.set_manifests(kept);

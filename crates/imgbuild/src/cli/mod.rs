@@ -356,9 +356,13 @@ struct BuildArgs {
     /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
     #[arg(short, long = "output", value_name = "DEST")]
     outputs: Vec<String>,
-    /// Neither restore compiled dependencies from the cache nor store them.
+    /// Neither restore compiled dependencies from the cache nor store them (nor reuse a
+    /// stored image).
     #[arg(long)]
     no_dependency_cache: bool,
+    /// Compile even when an image built from exactly these inputs is cached.
+    #[arg(long)]
+    rebuild: bool,
     /// Share the dependency cache through this registry repository (pull missing entries,
     /// push new ones), e.g. ghcr.io/org/app-cache.
     #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
@@ -695,6 +699,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
     options.dependency_cache = !args.no_dependency_cache;
+    options.rebuild = args.rebuild;
     options.registry.insecure = args.insecure_registry.clone();
     options.allow_network = args.allow_network;
     options.pass_env = args.pass_env.clone();
