@@ -537,4 +537,33 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     assert_eq!(event(&fourth, "cache-lookup")["from_registry"], true);
     assert_eq!(event(&fourth, "compiled")["dependencies_compiled"], 0);
     assert_eq!(image_digest(&fourth), image_digest(&third));
+
+    // A fresh runner on yet another bump: the exact entry is missing, so the newest entry of
+    // this binary comes from the registry as the starting point, and only the bump recompiles.
+    let bumped_key = event(&third, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let five = fixture(tmp.path(), "five");
+    std::fs::copy(two.join("Cargo.lock"), five.join("Cargo.lock")).unwrap();
+    cargo(&five, &["update", "-p", "itoa", "--precise", "1.0.19"]);
+    let fifth = build(&five, "cache-d");
+    let lookup = event(&fifth, "cache-lookup");
+    assert_eq!(lookup["hit"], false);
+    assert_eq!(lookup["nearest"], bumped_key.as_str(), "{lookup}");
+    assert_eq!(lookup["from_registry"], true);
+    let packages: Vec<&str> = event(&fifth, "compiled")["compiled_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(packages.contains(&"itoa@1.0.19"), "{packages:?}");
+    assert!(
+        packages
+            .iter()
+            .all(|p| p.starts_with("itoa@") || p.starts_with("serde_json@")),
+        "{packages:?}"
+    );
+    assert_eq!(event(&fifth, "cache-stored")["layers"], 3);
 }

@@ -420,6 +420,15 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
                     &saved.manifest,
                     reporter,
                 );
+                let latest = crate::publish::latest_tag(&target.package.name, &target.bin);
+                if let Err(e) = remote.push_tag(&store, &saved.manifest, &latest, reporter) {
+                    reporter.report(&Event::Warning {
+                        message: format!(
+                            "could not update {latest} in {}: {e}",
+                            remote.repository()
+                        ),
+                    });
+                }
             }
         }
         if let (Some(remote), Some(r)) = (&remote, &restored)
@@ -1144,10 +1153,29 @@ fn restore_dependencies(
     };
     let (entry, exact) = match local.or(remote_entry) {
         Some(entry) => (Some(entry), true),
-        None => (
-            depcache::nearest(store, &target.package.name, &target.bin, &key.inputs),
-            false,
-        ),
+        None => {
+            let mut nearest =
+                depcache::nearest(store, &target.package.name, &target.bin, &key.inputs);
+            // A fresh runner: the newest entry of this binary in the cache repository.
+            if nearest.is_none()
+                && let Some(remote) = remote
+            {
+                match remote.pull_latest(store, &target.package.name, &target.bin, reporter) {
+                    Ok(Some(e)) if depcache::compatible(&e.config.inputs, &key.inputs) => {
+                        pulled = true;
+                        nearest = Some(e);
+                    }
+                    Ok(_) => {}
+                    Err(e) => reporter.report(&Event::Warning {
+                        message: format!(
+                            "could not pull the newest dependency cache entry from {}: {e}",
+                            remote.repository()
+                        ),
+                    }),
+                }
+            }
+            (nearest, false)
+        }
     };
     reporter.report(&Event::CacheLookup {
         key: key.key.clone(),

@@ -164,6 +164,24 @@ fn toolchain_lines(inputs: &[String]) -> Vec<&String> {
         .collect()
 }
 
+/// Whether an entry built from `entry_inputs` can serve as the starting point for `inputs`:
+/// same toolchain, target, profile and environment (otherwise no unit would be reused).
+pub fn compatible(entry_inputs: &[String], inputs: &[String]) -> bool {
+    toolchain_lines(entry_inputs) == toolchain_lines(inputs)
+}
+
+/// Tags an entry pulled from a registry under its own key (as the nearest earlier entry).
+pub fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
+    let entry = read_entry(store, manifest)?;
+    tag_entry(
+        store,
+        &entry.config.key.clone(),
+        manifest,
+        &entry.config.binary,
+    )?;
+    Ok(entry)
+}
+
 /// The entry of the same binary whose inputs share the most lines with `inputs` (same
 /// toolchain, target, profile and environment); entries that cannot be read are skipped.
 pub fn nearest(store: &Layout, package: &str, bin: &str, inputs: &[String]) -> Option<Entry> {

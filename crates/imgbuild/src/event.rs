@@ -55,7 +55,8 @@ pub enum Event {
         key: String,
         /// Whether the store has an entry for exactly this key.
         hit: bool,
-        /// Whether that entry was just pulled from the cache repository.
+        /// Whether that entry (or, on a miss, the nearest one) was just pulled from the cache
+        /// repository.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         from_registry: bool,
         /// On a miss, the key of the nearest earlier entry for the same binary, if any.

@@ -166,6 +166,13 @@ impl std::fmt::Debug for RemoteCache {
     }
 }
 
+/// The registry tag that points at the newest dependency-cache entry of `package/bin`: where a
+/// fresh runner whose exact key is missing finds its nearest earlier entry.
+pub fn latest_tag(package: &str, bin: &str) -> String {
+    let id = imgbuild_oci::digest::sha256(format!("{package}/{bin}").as_bytes());
+    format!("deps-latest-{}", &id.digest()[..32])
+}
+
 /// The registry tag of `key`'s entry.
 pub fn cache_tag(key: &str) -> String {
     format!("deps-{key}")
@@ -215,6 +222,21 @@ impl RemoteCache {
             return Ok(None);
         };
         crate::depcache::adopt(store, key, &pulled.manifest).map(Some)
+    }
+
+    /// Pulls the newest entry of `package/bin` (see [`latest_tag`]) into `store`; `None` when
+    /// the registry has none.
+    pub fn pull_latest(
+        &self,
+        store: &Layout,
+        package: &str,
+        bin: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Option<crate::depcache::Entry>> {
+        match self.pull_tag(store, &latest_tag(package, bin), reporter)? {
+            Some(desc) => crate::depcache::adopt_as_is(store, &desc).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Whether the registry has `key`'s entry.
