@@ -305,20 +305,6 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         .build_dir
         .join(units::profile_dir_name(&options.profile));
     let build_dir_lock = depcache::lock_build_dir(&workspace.build_dir)?;
-    let remote = match (&options.cache_repo, options.dependency_cache) {
-        (Some(repo), true) => match crate::publish::RemoteCache::connect(repo, &options.registry) {
-            Ok(remote) => Some(remote),
-            Err(e) => {
-                reporter.report(&Event::Warning {
-                    message: format!(
-                        "the cache repository {repo} is not usable, building without it: {e}"
-                    ),
-                });
-                None
-            }
-        },
-        _ => None,
-    };
     let restored = if options.dependency_cache {
         restore_dependencies(
             &store,

@@ -173,27 +173,25 @@ fn record_location(cache_dir: &Path, target: &BinaryTarget) -> (PathBuf, String)
 
 /// Remembers `key` as the last one built for `target`.
 pub fn record(cache_dir: &Path, target: &BinaryTarget, key: &DependencyKey) -> Result<()> {
+    write_lines(cache_dir, target, "txt", &key.inputs)
+}
+
+/// Writes `lines` as the record with extension `ext` of `target` (atomically).
+fn write_lines(cache_dir: &Path, target: &BinaryTarget, ext: &str, lines: &[String]) -> Result<()> {
     let (dir, name) = record_location(cache_dir, target);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         action: "creating directory",
         path: dir.clone(),
         source,
     })?;
-    imgbuild_oci::layout::write_atomic(&dir, &name, key.inputs.join("\n").as_bytes())?;
+    let name = name.replace(".txt", &format!(".{ext}"));
+    imgbuild_oci::layout::write_atomic(&dir, &name, lines.join("\n").as_bytes())?;
     Ok(())
 }
 
 /// Remembers the static inputs of the last app entry stored for `target`.
 pub fn record_app(cache_dir: &Path, target: &BinaryTarget, static_inputs: &[String]) -> Result<()> {
-    let (dir, name) = record_location(cache_dir, target);
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        action: "creating directory",
-        path: dir.clone(),
-        source,
-    })?;
-    let name = name.replace(".txt", ".app.txt");
-    imgbuild_oci::layout::write_atomic(&dir, &name, static_inputs.join("\n").as_bytes())?;
-    Ok(())
+    write_lines(cache_dir, target, "app.txt", static_inputs)
 }
 
 /// The static inputs of the last app entry stored for `target`.

@@ -142,6 +142,15 @@ pub fn push(
             .insert(target.repository.clone());
     }
     write_homes(cache_dir, &target.registry, &homes);
+    report_pushed(reporter, &target, &report);
+    Ok(report)
+}
+
+fn report_pushed(
+    reporter: &dyn Reporter,
+    target: &Reference,
+    report: &imgbuild_registry::push::PushReport,
+) {
     reporter.report(&Event::Pushed {
         reference: target.to_string(),
         digest: report.digest.clone(),
@@ -150,7 +159,6 @@ pub fn push(
         mounted: report.mounted,
         present: report.present,
     });
-    Ok(report)
 }
 
 /// The dependency cache shared through a registry repository (`--cache-repo`): entries are
@@ -265,14 +273,7 @@ impl RemoteCache {
         };
         let report =
             imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
-        reporter.report(&Event::Pushed {
-            reference: target.to_string(),
-            digest: report.digest.clone(),
-            uploaded: report.uploaded,
-            uploaded_bytes: report.uploaded_bytes,
-            mounted: report.mounted,
-            present: report.present,
-        });
+        report_pushed(reporter, &target, &report);
         Ok(report)
     }
 }

@@ -164,34 +164,61 @@ impl Layout {
         self.put_bytes(media_type, &bytes)
     }
 
-    /// Writes `layer` as a gzip-compressed tar blob, every timestamp set to `mtime`.
-    pub fn write_layer(&self, layer: &LayerBuilder, mtime: u64) -> Result<LayerBlob> {
+    /// A temporary file in the blob directory, and a writer into it that hashes what it
+    /// writes: the start of every streamed blob. Finish with [`Layout::commit_blob`].
+    pub(crate) fn start_blob(
+        &self,
+        prefix: &str,
+    ) -> Result<(tempfile::NamedTempFile, HashingWriter<BufWriter<File>>)> {
         let dir = self.blob_dir();
         let tmp = tempfile::Builder::new()
-            .prefix(".tmp-layer-")
+            .prefix(prefix)
             .tempfile_in(&dir)
             .map_err(io_err("creating temporary file in", &dir))?;
         let file = tmp
             .as_file()
             .try_clone()
             .map_err(io_err("opening", tmp.path()))?;
-        let compressed = HashingWriter::new(BufWriter::new(file));
+        Ok((tmp, HashingWriter::new(BufWriter::new(file))))
+    }
+
+    /// Flushes a blob started with [`Layout::start_blob`] and renames it into place under its
+    /// digest.
+    pub(crate) fn commit_blob(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        written: HashingWriter<BufWriter<File>>,
+        media_type: MediaType,
+        diff_id: Digest,
+        uncompressed_size: u64,
+    ) -> Result<LayerBlob> {
+        let (mut buf, digest, size) = written.finish();
+        buf.flush().map_err(io_err("writing", tmp.path()))?;
+        drop(buf);
+        persist(tmp, &self.blob_path(&digest))?;
+        Ok(LayerBlob {
+            descriptor: Descriptor::new(media_type, size, digest),
+            diff_id,
+            uncompressed_size,
+        })
+    }
+
+    /// Writes `layer` as a gzip-compressed tar blob, every timestamp set to `mtime`.
+    pub fn write_layer(&self, layer: &LayerBuilder, mtime: u64) -> Result<LayerBlob> {
+        let (tmp, compressed) = self.start_blob(".tmp-layer-")?;
         let gz = GzEncoder::new(compressed, flate2::Compression::new(GZIP_LEVEL));
         let uncompressed = layer.write_tar(HashingWriter::new(gz), mtime)?;
         let (gz, diff_id, uncompressed_size) = uncompressed.finish();
         let compressed = gz
             .finish()
             .map_err(io_err("compressing layer into", tmp.path()))?;
-        let (mut buf, digest, size) = compressed.finish();
-        buf.flush().map_err(io_err("writing", tmp.path()))?;
-        drop(buf);
-        let dest = self.blob_path(&digest);
-        persist(tmp, &dest)?;
-        Ok(LayerBlob {
-            descriptor: Descriptor::new(MediaType::ImageLayerGzip, size, digest),
+        self.commit_blob(
+            tmp,
+            compressed,
+            MediaType::ImageLayerGzip,
             diff_id,
             uncompressed_size,
-        })
+        )
     }
 
     /// Like [`Layout::write_layer`], but remembers each layer under its

@@ -9,11 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::image::{Digest, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{HashingReader, HashingWriter};
@@ -85,16 +85,7 @@ impl Layout {
     /// size, mode and mtime are written; a file that changed size since it was scanned is an
     /// error rather than a silently different snapshot.
     pub fn write_snapshot(&self, root: &Path, files: &FileMap) -> Result<LayerBlob> {
-        let dir = self.blob_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-snapshot-")
-            .tempfile_in(&dir)
-            .map_err(io_err("creating temporary file in", &dir))?;
-        let file = tmp
-            .as_file()
-            .try_clone()
-            .map_err(io_err("opening", tmp.path()))?;
-        let compressed = HashingWriter::new(BufWriter::new(file));
+        let (tmp, compressed) = self.start_blob(".tmp-snapshot-")?;
         let encoder = zstd::Encoder::new(compressed, ZSTD_LEVEL)
             .map_err(io_err("starting zstd for", tmp.path()))?;
         let mut tar = tar::Builder::new(HashingWriter::new(encoder));
@@ -129,16 +120,13 @@ impl Layout {
         let compressed = encoder
             .finish()
             .map_err(io_err("compressing snapshot into", tmp.path()))?;
-        let (mut buf, digest, size) = compressed.finish();
-        buf.flush().map_err(io_err("writing", tmp.path()))?;
-        drop(buf);
-        let dest = self.blob_path(&digest);
-        crate::layout::persist(tmp, &dest)?;
-        Ok(LayerBlob {
-            descriptor: Descriptor::new(MediaType::ImageLayerZstd, size, digest),
+        self.commit_blob(
+            tmp,
+            compressed,
+            MediaType::ImageLayerZstd,
             diff_id,
             uncompressed_size,
-        })
+        )
     }
 
     /// Restores the files of snapshot `digest` for which `wanted` is true into `root`, replacing
