@@ -226,4 +226,23 @@ fn a_fresh_runner_restores_the_image_from_the_registry_and_compiles_nothing() {
         uploads,
         "nothing uploaded"
     );
+
+    // A fresh runner pushing to a repository that lacks the image: its blobs are mounted from
+    // the cache repository, not uploaded.
+    let three = tmp.path().join("third/zw");
+    project_with_inputs(&three);
+    let other = format!("{}/apps/zw-other:v1", registry.host());
+    let third = build(
+        &three,
+        &tmp.path().join("cache-3"),
+        &["--cache-repo", &repo, "-o", &format!("docker://{other}")],
+    );
+    assert!(app_hit(&third));
+    let pushed = third.iter().find(|e| e["reason"] == "pushed").unwrap();
+    assert_eq!(
+        (pushed["uploaded"].as_u64(), pushed["mounted"].as_u64()),
+        (Some(0), Some(4)),
+        "{pushed}"
+    );
+    assert_eq!(registry.requests("PUT", "/blobs/uploads/"), uploads);
 }

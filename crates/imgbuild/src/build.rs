@@ -214,17 +214,20 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let static_key = appcache::static_key(&static_inputs);
     let env_value = |name: &str| compile_env_value(name, options, epoch);
     let remote = match (&options.cache_repo, options.dependency_cache) {
-        (Some(repo), true) => match crate::publish::RemoteCache::connect(repo, &options.registry) {
-            Ok(remote) => Some(remote),
-            Err(e) => {
-                reporter.report(&Event::Warning {
-                    message: format!(
-                        "the cache repository {repo} is not usable, building without it: {e}"
-                    ),
-                });
-                None
+        (Some(repo), true) => {
+            match crate::publish::RemoteCache::connect(repo, &options.registry, &options.cache_dir)
+            {
+                Ok(remote) => Some(remote),
+                Err(e) => {
+                    reporter.report(&Event::Warning {
+                        message: format!(
+                            "the cache repository {repo} is not usable, building without it: {e}"
+                        ),
+                    });
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     if options.dependency_cache

@@ -166,6 +166,7 @@ fn report_pushed(
 pub struct RemoteCache {
     client: Client,
     repository: Reference,
+    cache_dir: PathBuf,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -187,8 +188,13 @@ pub fn cache_tag(key: &str) -> String {
 }
 
 impl RemoteCache {
-    /// Connects to the cache repository.
-    pub fn connect(repository: &Reference, options: &RegistryOptions) -> Result<Self> {
+    /// Connects to the cache repository; `cache_dir` keeps the record of which blobs it holds
+    /// (so that a push to another repository of the same registry mounts them).
+    pub fn connect(
+        repository: &Reference,
+        options: &RegistryOptions,
+        cache_dir: &Path,
+    ) -> Result<Self> {
         let repository = Reference {
             tag: None,
             digest: None,
@@ -197,6 +203,7 @@ impl RemoteCache {
         Ok(Self {
             client: Client::connect(&repository, options.client_options(&repository))?,
             repository,
+            cache_dir: cache_dir.to_path_buf(),
         })
     }
 
@@ -273,6 +280,7 @@ impl RemoteCache {
         };
         let report =
             imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
+        self.remember(store, manifest);
         report_pushed(reporter, &target, &report);
         Ok(report)
     }
@@ -288,15 +296,33 @@ impl RemoteCache {
     ) -> Result<Option<Descriptor>> {
         let reference = self.repository.with_tag(tag);
         let progress = progress(reporter, &reference);
-        Ok(imgbuild_registry::push::pull(
+        let pulled = imgbuild_registry::push::pull(
             &self.client,
             store,
             &reference,
             "linux",
             &crate::image::host_arch().to_string(),
             &progress,
-        )?
-        .map(|p| p.manifest))
+        )?;
+        if let Some(p) = &pulled {
+            self.remember(store, &p.manifest);
+        }
+        Ok(pulled.map(|p| p.manifest))
+    }
+
+    /// Records that the cache repository holds `manifest`'s blobs.
+    fn remember(&self, store: &Layout, manifest: &Descriptor) {
+        let Ok(blobs) = store.image_blobs(manifest) else {
+            return;
+        };
+        let mut homes = read_homes(&self.cache_dir, &self.repository.registry);
+        for blob in blobs {
+            homes
+                .entry(blob.digest().to_string())
+                .or_default()
+                .insert(self.repository.repository.clone());
+        }
+        write_homes(&self.cache_dir, &self.repository.registry, &homes);
     }
 
     /// Whether the cache repository has `tag`.
@@ -322,6 +348,7 @@ impl RemoteCache {
         let target = self.repository.with_tag(tag);
         let progress = progress(reporter, &target);
         imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
+        self.remember(store, manifest);
         Ok(())
     }
 }
