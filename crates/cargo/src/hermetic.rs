@@ -57,6 +57,38 @@ pub fn passes(name: &str, pass: &[String]) -> bool {
         || pass.iter().any(|p| p == name)
 }
 
+/// The variables whose value is the same in every build (given the epoch).
+fn fixed(source_date_epoch: u64) -> [(&'static str, String); 5] {
+    [
+        ("LANG", "C".to_string()),
+        ("LC_ALL", "C".to_string()),
+        ("TZ", "UTC".to_string()),
+        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
+        ("CARGO_NET_OFFLINE", "true".to_string()),
+    ]
+}
+
+/// The value `name` has in the compile step, as far as it is the same from build to build:
+/// a fixed value, or the caller's (`caller`) when it passes the allowlist. The per-build and
+/// per-machine paths (`HOME`, `TMPDIR`, `CARGO_HOME`, `RUSTUP_HOME`) give `None`.
+pub fn stable_value(
+    name: &str,
+    caller: &dyn Fn(&str) -> Option<String>,
+    pass: &[String],
+    source_date_epoch: u64,
+) -> Option<String> {
+    if let Some((_, v)) = fixed(source_date_epoch)
+        .into_iter()
+        .find(|(k, _)| *k == name)
+    {
+        return Some(v);
+    }
+    if matches!(name, "HOME" | "TMPDIR" | "CARGO_HOME" | "RUSTUP_HOME") {
+        return None;
+    }
+    passes(name, pass).then(|| caller(name)).flatten()
+}
+
 /// The compile step's whole environment, sorted by name.
 pub fn compile_env(c: &CompileEnv<'_>) -> Vec<(String, String)> {
     let mut env: std::collections::BTreeMap<String, String> = c
@@ -66,16 +98,10 @@ pub fn compile_env(c: &CompileEnv<'_>) -> Vec<(String, String)> {
         .cloned()
         .collect();
     let path = |p: &Path| p.to_string_lossy().into_owned();
-    for (k, v) in [
-        ("HOME", path(c.home)),
-        ("TMPDIR", path(c.tmp)),
-        ("CARGO_HOME", path(c.cargo_home)),
-        ("LANG", "C".to_string()),
-        ("LC_ALL", "C".to_string()),
-        ("TZ", "UTC".to_string()),
-        ("SOURCE_DATE_EPOCH", c.source_date_epoch.to_string()),
-        ("CARGO_NET_OFFLINE", "true".to_string()),
-    ] {
+    env.insert("HOME".into(), path(c.home));
+    env.insert("TMPDIR".into(), path(c.tmp));
+    env.insert("CARGO_HOME".into(), path(c.cargo_home));
+    for (k, v) in fixed(c.source_date_epoch) {
         env.insert(k.to_string(), v);
     }
     if let Some(r) = c.rustup_home {
@@ -121,5 +147,22 @@ mod tests {
         assert_eq!(get("TZ"), Some("UTC"));
         assert_eq!(get("SOURCE_DATE_EPOCH"), Some("7"));
         assert_eq!(get("CARGO_NET_OFFLINE"), Some("true"));
+
+        let lookup = |k: &str| caller.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let pass = ["DATABASE_URL".to_string()];
+        for name in [
+            "TZ",
+            "SOURCE_DATE_EPOCH",
+            "RUSTFLAGS",
+            "DATABASE_URL",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert_eq!(
+                stable_value(name, &lookup, &pass, 7).as_deref(),
+                get(name),
+                "{name}: the same value as the compile step sees"
+            );
+        }
+        assert_eq!(stable_value("HOME", &lookup, &pass, 7), None);
     }
 }

@@ -124,10 +124,8 @@ pub fn store_dir(cache_dir: &Path) -> PathBuf {
 /// Builds the image described by `options`, reporting progress to `reporter`.
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
-    let metadata = run::metadata(
-        &manifest_path,
-        &crate::plan::wrapper_script(&options.cache_dir)?,
-    )?;
+    let script = crate::plan::wrapper_script(&options.cache_dir)?;
+    let metadata = run::metadata(&manifest_path, &script)?;
     let mut workspace = Workspace::new(&metadata);
     // The path packages (the workspace's own code): their sources are app-key inputs.
     let package_dirs: BTreeMap<String, PathBuf> = metadata
@@ -159,7 +157,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     }
     let extra_files = collect_extra_files(config.files.as_deref().unwrap_or_default())?;
     // The dependency tree, the compiler version and git's view are independent: ask at once.
-    let wrapper = crate::plan::wrapper(&workspace, options)?;
+    let wrapper = crate::plan::wrapper(script, &workspace);
     let (git_time, revision, tree, key_context) = std::thread::scope(|s| {
         let git_time = s.spawn(|| run::git_commit_time(&workspace.root));
         let revision = s.spawn(|| run::git_revision(&workspace.root));
@@ -799,11 +797,7 @@ fn app_static_inputs(a: &AppStatic<'_>) -> Result<Vec<String>> {
     manifests.sort();
     manifests.dedup();
     for m in manifests {
-        let bytes = std::fs::read(&m).map_err(|source| Error::Io {
-            action: "reading",
-            path: m.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(&m).map_err(crate::io_err("reading", &m))?;
         lines.push(format!(
             "manifest {} {}",
             appcache::input_name(root, &m),
@@ -828,15 +822,12 @@ fn app_static_inputs(a: &AppStatic<'_>) -> Result<Vec<String>> {
 
 /// The value a variable has in the compile step (see `imgbuild_cargo::hermetic`).
 fn compile_env_value(name: &str, options: &BuildOptions, epoch: u64) -> Option<String> {
-    match name {
-        "LANG" | "LC_ALL" => Some("C".into()),
-        "TZ" => Some("UTC".into()),
-        "SOURCE_DATE_EPOCH" => Some(epoch.to_string()),
-        "CARGO_NET_OFFLINE" => Some("true".into()),
-        "HOME" | "TMPDIR" => None,
-        n if imgbuild_cargo::hermetic::passes(n, &options.pass_env) => std::env::var(n).ok(),
-        _ => None,
-    }
+    imgbuild_cargo::hermetic::stable_value(
+        name,
+        &|n| std::env::var(n).ok(),
+        &options.pass_env,
+        epoch,
+    )
 }
 
 /// A zero-work hit.
@@ -993,13 +984,7 @@ fn check_glibc(
         return Ok(());
     };
     let mut needed = BTreeMap::new();
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| Error::Io {
-            action: "reading",
-            path: p.to_path_buf(),
-            source,
-        })
-    };
+    let read = |p: &Path| std::fs::read(p).map_err(crate::io_err("reading", p));
     let mut objects = vec![executable.to_path_buf()];
     objects.extend(closure.files.values().cloned());
     for object in &objects {
@@ -1295,18 +1280,10 @@ fn default_mode(meta: &std::fs::Metadata) -> u32 {
 }
 
 fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<()> {
-    let io = |action: &'static str, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io("reading directory", dir))?
+        .map_err(crate::io_err("reading directory", dir))?
         .collect::<std::io::Result<Vec<_>>>()
-        .map_err(io("reading directory", dir))?;
+        .map_err(crate::io_err("reading directory", dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
@@ -1317,7 +1294,7 @@ fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<
                 src: path.clone(),
                 reason: "the file name is not UTF-8".into(),
             })?;
-        let meta = std::fs::metadata(&path).map_err(io("reading metadata of", &path))?;
+        let meta = std::fs::metadata(&path).map_err(crate::io_err("reading metadata of", &path))?;
         let target = format!("{}/{name}", dst.trim_end_matches('/'));
         if meta.is_dir() {
             walk(&path, &target, mode, out)?;

@@ -304,14 +304,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_path_buf();
-    move |source| Error::Io {
-        action,
-        path,
-        source,
-    }
-}
+use crate::io_err as io;
 
 /// How an entry is laid out on top of its parent (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// A fresh, empty `HOME` and `TMPDIR` for one build, removed when dropped.
 #[derive(Debug)]
@@ -15,22 +15,14 @@ impl PrivateDirs {
     /// Creates them under `<cache>/sandbox/`.
     pub fn create(cache_dir: &Path) -> Result<Self> {
         let parent = cache_dir.join("sandbox");
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(&parent).map_err(io("creating directory", &parent))?;
+        std::fs::create_dir_all(&parent).map_err(crate::io_err("creating directory", &parent))?;
         let dir = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&parent)
-            .map_err(io("creating a temporary directory in", &parent))?;
+            .map_err(crate::io_err("creating a temporary directory in", &parent))?;
         for sub in ["home", "tmp"] {
             let p = dir.path().join(sub);
-            std::fs::create_dir(&p).map_err(io("creating directory", &p))?;
+            std::fs::create_dir(&p).map_err(crate::io_err("creating directory", &p))?;
         }
         Ok(Self { dir })
     }

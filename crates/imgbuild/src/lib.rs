@@ -175,6 +175,19 @@ impl From<imgbuild_oci::OciSpecError> for Error {
     }
 }
 
+/// Wraps an [`std::io::Error`] with what was being done and on which path.
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

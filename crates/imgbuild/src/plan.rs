@@ -13,8 +13,8 @@ use imgbuild_cargo::plan::{
 use imgbuild_cargo::run;
 use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
 
+use crate::Result;
 use crate::build::BuildOptions;
-use crate::{Error, Result};
 
 /// One binary's plan.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,13 +84,8 @@ impl<'a> KeyContext<'a> {
         options: &'a BuildOptions,
         wrapper: run::Wrapper,
     ) -> Result<Self> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| Error::Io {
-                action: "reading",
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(crate::io_err("reading", path));
         let rustc = run::rustc_version()?;
         Ok(Self {
             wrapper,
@@ -140,13 +135,10 @@ impl<'a> KeyContext<'a> {
     }
 }
 
-/// The wrapper cargo commands for `workspace` run with.
-pub fn wrapper(workspace: &Workspace, options: &BuildOptions) -> Result<run::Wrapper> {
-    Ok(run::Wrapper::new(
-        wrapper_script(&options.cache_dir)?,
-        &workspace.root,
-        &workspace.build_dir,
-    ))
+/// The wrapper cargo commands for `workspace` run with (`script` from [`wrapper_script`],
+/// installed once per command).
+pub fn wrapper(script: run::WrapperScript, workspace: &Workspace) -> run::Wrapper {
+    run::Wrapper::new(script, &workspace.root, &workspace.build_dir)
 }
 
 /// `cargo tree` output for `target`'s package on the host, with the options' features.
@@ -179,11 +171,7 @@ pub fn record(cache_dir: &Path, target: &BinaryTarget, key: &DependencyKey) -> R
 /// Writes `lines` as the record with extension `ext` of `target` (atomically).
 fn write_lines(cache_dir: &Path, target: &BinaryTarget, ext: &str, lines: &[String]) -> Result<()> {
     let (dir, name) = record_location(cache_dir, target);
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        action: "creating directory",
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(crate::io_err("creating directory", &dir))?;
     let name = name.replace(".txt", &format!(".{ext}"));
     imgbuild_oci::layout::write_atomic(&dir, &name, lines.join("\n").as_bytes())?;
     Ok(())
@@ -212,12 +200,10 @@ pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> 
 /// build.
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
     let manifest = run::manifest_path(options.manifest_path.as_deref())?;
-    let workspace = Workspace::new(&run::metadata(
-        &manifest,
-        &wrapper_script(&options.cache_dir)?,
-    )?);
+    let script = wrapper_script(&options.cache_dir)?;
+    let workspace = Workspace::new(&run::metadata(&manifest, &script)?);
     let targets = workspace.candidates(options.package.as_deref(), options.bin.as_deref())?;
-    let context = KeyContext::gather(&workspace, options, wrapper(&workspace, options)?)?;
+    let context = KeyContext::gather(&workspace, options, wrapper(script, &workspace))?;
     // Cargo resolves dependencies per package: binaries of one package share its key.
     let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();
     targets

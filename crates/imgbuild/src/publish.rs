@@ -220,23 +220,10 @@ impl RemoteCache {
         key: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<crate::depcache::Entry>> {
-        let reference = self.repository.with_tag(&cache_tag(key));
-        let progress = Reporting {
-            reporter,
-            reference: reference.to_string(),
-        };
-        let Some(pulled) = imgbuild_registry::push::pull(
-            &self.client,
-            store,
-            &reference,
-            "linux",
-            &crate::image::host_arch().to_string(),
-            &progress,
-        )?
-        else {
-            return Ok(None);
-        };
-        crate::depcache::adopt(store, key, &pulled.manifest).map(Some)
+        match self.pull_tag(store, &cache_tag(key), reporter)? {
+            Some(manifest) => crate::depcache::adopt(store, key, &manifest).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Pulls the newest entry of `package/bin` (see [`latest_tag`]) into `store`; `None` when

@@ -26,7 +26,7 @@ fn entry_key(desc: &Descriptor) -> Option<String> {
     name.strip_prefix(crate::appcache::REF_PREFIX)
         .map(|key| format!("app-{key}"))
 }
-use crate::{Error, Result};
+use crate::Result;
 
 /// One dependency-cache entry, as `cache ls` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -86,11 +86,7 @@ fn referenced(store: &Layout, desc: &Descriptor) -> Vec<String> {
 fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
     let dir = store.root().join("blobs").join("sha256");
     let mut out = BTreeMap::new();
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
-        action: "reading directory",
-        path: dir.clone(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(&dir).map_err(crate::io_err("reading directory", &dir))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -293,14 +289,19 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
     Ok(report)
 }
 
-/// Parses a duration such as `30d`, `12h`, `90m`, `45s` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+/// Splits `30d` into 30 and `d`: the leading whole number, and what follows it.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// Parses a duration such as `30d`, `12h`, `90m`, `45s` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (n, unit) = number_and_unit(text)?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n.checked_mul(60)?,
@@ -315,12 +316,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// Parses a size such as `10G`, `500M`, `64K`, `1024` (binary units; a trailing `B` or `iB`
 /// is accepted).
 pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
+    let (n, unit) = number_and_unit(text)?;
     let unit = unit.trim().to_ascii_uppercase();
     let unit = unit.trim_end_matches("IB").trim_end_matches('B');
     let factor: u64 = match unit {

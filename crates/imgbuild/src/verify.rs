@@ -71,30 +71,23 @@ pub fn compare_entries(
 }
 
 fn copy_tree(src: &Path, dst: &Path, skip: &[PathBuf]) -> Result<()> {
-    let io = |action: &'static str, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(dst).map_err(io("creating directory", dst))?;
-    for entry in std::fs::read_dir(src).map_err(io("reading directory", src))? {
-        let entry = entry.map_err(io("reading directory", src))?;
+    std::fs::create_dir_all(dst).map_err(crate::io_err("creating directory", dst))?;
+    for entry in std::fs::read_dir(src).map_err(crate::io_err("reading directory", src))? {
+        let entry = entry.map_err(crate::io_err("reading directory", src))?;
         let from = entry.path();
         if entry.file_name() == ".git" || skip.contains(&from) {
             continue;
         }
         let to = dst.join(entry.file_name());
-        let kind = entry.file_type().map_err(io("reading", &from))?;
+        let kind = entry.file_type().map_err(crate::io_err("reading", &from))?;
         if kind.is_dir() {
             copy_tree(&from, &to, skip)?;
         } else if kind.is_symlink() {
-            let target = std::fs::read_link(&from).map_err(io("reading link", &from))?;
-            std::os::unix::fs::symlink(&target, &to).map_err(io("creating link", &to))?;
+            let target = std::fs::read_link(&from).map_err(crate::io_err("reading link", &from))?;
+            std::os::unix::fs::symlink(&target, &to)
+                .map_err(crate::io_err("creating link", &to))?;
         } else {
-            std::fs::copy(&from, &to).map_err(io("copying", &from))?;
+            std::fs::copy(&from, &to).map_err(crate::io_err("copying", &from))?;
         }
     }
     Ok(())
@@ -174,11 +167,10 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
     let tmp = tempfile::Builder::new()
         .prefix("imgbuild-verify-")
         .tempdir()
-        .map_err(|source| Error::Io {
-            action: "creating a temporary directory",
-            path: std::env::temp_dir(),
-            source,
-        })?;
+        .map_err(crate::io_err(
+            "creating a temporary directory in",
+            &std::env::temp_dir(),
+        ))?;
     let skip = vec![workspace.target_dir.clone(), workspace.build_dir.clone()];
     // Two folders of different depth and name, so that paths leaking into the output show.
     let roots = [
