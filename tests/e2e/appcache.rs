@@ -42,8 +42,7 @@ fn build(dir: &Path, cache: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["build", "--message-format", "json"];
     args.extend_from_slice(extra);
     let run = imgbuild(dir, cache, &args);
-    assert!(run.status.success(), "{}", run.stderr);
-    run.stdout.lines().map(json).collect()
+    run.events()
 }
 
 fn app_hit(events: &[Value]) -> bool {
@@ -58,16 +57,6 @@ fn app_hit(events: &[Value]) -> bool {
         "a hit runs no compiler, a miss compiles: {events:#?}"
     );
     hit
-}
-
-fn digest(events: &[Value]) -> String {
-    events
-        .iter()
-        .find(|e| e["reason"] == "image-built")
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -87,7 +76,7 @@ fn touching_is_a_hit_and_changing_any_input_is_a_miss() {
     assert!(!app_hit(&first));
     let second = build(&dir, &cache, &[]);
     assert!(app_hit(&second), "an unchanged rebuild compiles nothing");
-    assert_eq!(digest(&second), digest(&first));
+    assert_eq!(image_digest(&second), image_digest(&first));
 
     // Touching files, and changing an editor backup nobody compiles, is still a hit.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
@@ -147,7 +136,7 @@ fn touching_is_a_hit_and_changing_any_input_is_a_miss() {
     assert!(app_hit(&before));
     let relabeled = build(&dir, &cache, &["--label", "x=y"]);
     assert!(!app_hit(&relabeled));
-    assert_ne!(digest(&relabeled), digest(&before));
+    assert_ne!(image_digest(&relabeled), image_digest(&before));
 }
 
 #[test]
@@ -178,7 +167,7 @@ fn a_corrupted_app_entry_is_detected_and_rebuilt() {
         "{rebuilt:#?}"
     );
     assert!(!app_hit(&rebuilt));
-    assert_eq!(digest(&rebuilt), digest(&first));
+    assert_eq!(image_digest(&rebuilt), image_digest(&first));
     assert!(app_hit(&build(&dir, &cache, &[])));
 }
 
@@ -215,7 +204,7 @@ fn a_fresh_runner_restores_the_image_from_the_registry_and_compiles_nothing() {
             .iter()
             .any(|e| e["reason"] == "app-cache" && e["from_registry"] == true)
     );
-    assert_eq!(digest(&second), digest(&first));
+    assert_eq!(image_digest(&second), image_digest(&first));
     let pushed = second.iter().find(|e| e["reason"] == "pushed").unwrap();
     assert_eq!(
         pushed["uploaded"], 0,

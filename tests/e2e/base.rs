@@ -10,11 +10,6 @@ use serde_json::Value;
 use crate::registry_support::*;
 use crate::support::*;
 
-fn events(run: &Run) -> Vec<Value> {
-    assert!(run.status.success(), "imgbuild failed:\n{}", run.stderr);
-    run.stdout.lines().map(json).collect()
-}
-
 fn by_reason<'a>(events: &'a [Value], reason: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["reason"] == reason).collect()
 }
@@ -45,7 +40,7 @@ fn a_base_image_is_pulled_once_and_its_layers_come_first() {
         "--message-format",
         "json",
     ];
-    let first = events(&imgbuild(&project, &cache, &args));
+    let first = imgbuild(&project, &cache, &args).events();
     assert_eq!(by_reason(&first, "base-resolved").len(), 1);
     let downloads = by_reason(&first, "blob")
         .iter()
@@ -86,7 +81,7 @@ fn a_base_image_is_pulled_once_and_its_layers_come_first() {
 
     // A second build downloads nothing.
     let blob_gets = registry.requests("GET", "/v2/bases/hello/blobs/");
-    let second = events(&imgbuild(&project, &cache, &args));
+    let second = imgbuild(&project, &cache, &args).events();
     assert!(
         by_reason(&second, "blob")
             .iter()
@@ -100,7 +95,7 @@ fn a_base_image_is_pulled_once_and_its_layers_come_first() {
 
     // With the registry gone, the last resolution is used and said so.
     drop(registry);
-    let offline = events(&imgbuild(&project, &cache, &args));
+    let offline = imgbuild(&project, &cache, &args).events();
     let warning = by_reason(&offline, "warning");
     assert!(
         warning
@@ -207,7 +202,7 @@ fn an_index_resolves_to_the_host_platform() {
         &tmp.path().join("cache"),
         &["build", "--base", &multi, "--message-format", "json"],
     );
-    let events = events(&run);
+    let events = run.events();
     assert_eq!(
         by_reason(&events, "base-resolved")[0]["digest"],
         digest.as_str()

@@ -8,13 +8,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Copies the `cached` fixture (serde + serde_json from crates.io) into `parent/name`.
-fn fixture(parent: &Path, name: &str) -> PathBuf {
-    let dst = parent.join(name);
-    copy_tree(&repo_root().join("tests/fixtures/cached"), &dst);
-    dst
-}
-
 /// `imgbuild build --rebuild --message-format json`, returning the events; asserts success.
 /// `--rebuild`: these tests are about compiled dependencies, so the app is always compiled
 /// (as after a commit that changes it) instead of reused from the app cache.
@@ -24,26 +17,11 @@ fn build_json(dir: &Path, cache: &Path) -> Vec<Value> {
         cache,
         &["build", "--rebuild", "--message-format", "json"],
     );
-    assert!(run.status.success(), "imgbuild failed:\n{}", run.stderr);
-    run.stdout.lines().map(json).collect()
-}
-
-fn event<'a>(events: &'a [Value], reason: &str) -> &'a Value {
-    events
-        .iter()
-        .find(|e| e["reason"] == reason)
-        .unwrap_or_else(|| panic!("no {reason} event in {events:#?}"))
+    run.events()
 }
 
 fn has_event(events: &[Value], reason: &str) -> bool {
     events.iter().any(|e| e["reason"] == reason)
-}
-
-fn digest(events: &[Value]) -> String {
-    event(events, "image-built")["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn store(cache: &Path) -> PathBuf {
@@ -80,7 +58,7 @@ fn compiled(events: &[Value]) -> (u64, u64) {
 fn a_fresh_copy_restores_the_dependencies_and_compiles_only_the_app() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let first = fixture(tmp.path(), "first");
+    let first = cached_fixture(tmp.path(), "first");
     let cold = build_json(&first, &cache);
     let lookup = event(&cold, "cache-lookup");
     assert_eq!(lookup["hit"], false);
@@ -132,7 +110,7 @@ fn a_fresh_copy_restores_the_dependencies_and_compiles_only_the_app() {
     }
 
     // A fresh checkout elsewhere, with no target dir: cargo compiles no dependency.
-    let second = fixture(tmp.path(), "second");
+    let second = cached_fixture(tmp.path(), "second");
     let warm = build_json(&second, &cache);
     assert_eq!(event(&warm, "cache-lookup")["hit"], true);
     assert!(
@@ -146,23 +124,23 @@ fn a_fresh_copy_restores_the_dependencies_and_compiles_only_the_app() {
         !has_event(&warm, "cache-stored"),
         "a hit stores nothing new"
     );
-    assert_eq!(digest(&warm), digest(&cold), "same image");
+    assert_eq!(image_digest(&warm), image_digest(&cold), "same image");
 
     // Building again in place restores nothing: the files are already there.
     let again = build_json(&second, &cache);
     let restored = event(&again, "cache-restored");
     assert_eq!(restored["restored"], 0);
     assert_eq!(compiled(&again).0, 0);
-    assert_eq!(digest(&again), digest(&cold));
+    assert_eq!(image_digest(&again), image_digest(&cold));
 
     // --no-dependency-cache neither looks up nor stores.
     let off = imgbuild(
-        &fixture(tmp.path(), "third"),
+        &cached_fixture(tmp.path(), "third"),
         &cache,
         &["build", "--no-dependency-cache", "--message-format", "json"],
     );
     assert!(off.status.success(), "{}", off.stderr);
-    let off: Vec<Value> = off.stdout.lines().map(json).collect();
+    let off = off.events();
     assert!(!has_event(&off, "cache-lookup") && !has_event(&off, "cache-stored"));
     assert!(compiled(&off).0 >= 4);
 }
@@ -171,12 +149,9 @@ fn a_fresh_copy_restores_the_dependencies_and_compiles_only_the_app() {
 fn a_lockfile_bump_restores_the_nearest_entry_and_stores_a_delta() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let project = fixture(tmp.path(), "app");
+    let project = cached_fixture(tmp.path(), "app");
     let first = build_json(&project, &cache);
-    let old_key = event(&first, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_key = lookup_key(&first);
     let old_files = event(&first, "cache-stored")["files"].as_u64().unwrap();
 
     cargo(&project, &["update", "-p", "itoa", "--precise", "1.0.11"]);
@@ -229,23 +204,20 @@ fn a_lockfile_bump_restores_the_nearest_entry_and_stores_a_delta() {
     );
 
     // The delta entry restores completely on another fresh runner.
-    let copy = fixture(tmp.path(), "copy");
+    let copy = cached_fixture(tmp.path(), "copy");
     std::fs::copy(project.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
     let warm = build_json(&copy, &cache);
     assert_eq!(event(&warm, "cache-lookup")["hit"], true);
     assert_eq!(compiled(&warm).0, 0);
-    assert_eq!(digest(&warm), digest(&bumped));
+    assert_eq!(image_digest(&warm), image_digest(&bumped));
 }
 
 #[test]
 fn a_corrupted_blob_is_reported_as_a_miss_and_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let first = build_json(&fixture(tmp.path(), "first"), &cache);
-    let key = event(&first, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = build_json(&cached_fixture(tmp.path(), "first"), &cache);
+    let key = lookup_key(&first);
     let layer = entry_manifest(&cache, &key)["layers"][0]["digest"]
         .as_str()
         .unwrap()
@@ -256,7 +228,7 @@ fn a_corrupted_blob_is_reported_as_a_miss_and_replaced() {
     bytes[middle] ^= 0x55;
     std::fs::write(&path, bytes).unwrap();
 
-    let second = fixture(tmp.path(), "second");
+    let second = cached_fixture(tmp.path(), "second");
     let run = imgbuild(
         &second,
         &cache,
@@ -284,10 +256,10 @@ fn a_corrupted_blob_is_reported_as_a_miss_and_replaced() {
         "no staging directory left behind"
     );
     event(&events, "cache-stored");
-    assert_eq!(digest(&events), digest(&first));
+    assert_eq!(image_digest(&events), image_digest(&first));
 
     // The replaced entry is whole again.
-    let third = build_json(&fixture(tmp.path(), "third"), &cache);
+    let third = build_json(&cached_fixture(tmp.path(), "third"), &cache);
     assert_eq!(event(&third, "cache-lookup")["hit"], true);
     assert_eq!(compiled(&third).0, 0);
 }
@@ -296,7 +268,10 @@ fn a_corrupted_blob_is_reported_as_a_miss_and_replaced() {
 fn two_concurrent_builds_share_one_store() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let dirs = [fixture(tmp.path(), "one"), fixture(tmp.path(), "two")];
+    let dirs = [
+        cached_fixture(tmp.path(), "one"),
+        cached_fixture(tmp.path(), "two"),
+    ];
     let children: Vec<_> = dirs
         .iter()
         .map(|dir| {
@@ -323,7 +298,7 @@ fn two_concurrent_builds_share_one_store() {
             .lines()
             .map(json)
             .collect();
-        digests.push(digest(&events));
+        digests.push(image_digest(&events));
     }
     assert_eq!(digests[0], digests[1]);
 
@@ -357,7 +332,7 @@ fn two_concurrent_builds_share_one_store() {
         .filter(|n| n.starts_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let third = build_json(&fixture(tmp.path(), "three"), &cache);
+    let third = build_json(&cached_fixture(tmp.path(), "three"), &cache);
     assert_eq!(event(&third, "cache-lookup")["hit"], true);
     assert_eq!(compiled(&third).0, 0);
 }
@@ -366,18 +341,12 @@ fn two_concurrent_builds_share_one_store() {
 fn cache_ls_lists_entries_and_prune_removes_them_by_age_and_size() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let project = fixture(tmp.path(), "app");
+    let project = cached_fixture(tmp.path(), "app");
     let first = build_json(&project, &cache);
-    let old_key = event(&first, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_key = lookup_key(&first);
     cargo(&project, &["update", "-p", "itoa", "--precise", "1.0.11"]);
     let second = build_json(&project, &cache);
-    let new_key = event(&second, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let new_key = lookup_key(&second);
 
     let ls = imgbuild(
         tmp.path(),
@@ -442,7 +411,7 @@ fn cache_ls_lists_entries_and_prune_removes_them_by_age_and_size() {
         );
     }
     assert!(!marker.exists());
-    let copy = fixture(tmp.path(), "copy");
+    let copy = cached_fixture(tmp.path(), "copy");
     std::fs::copy(project.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
     let warm = build_json(&copy, &cache);
     assert_eq!(event(&warm, "cache-lookup")["hit"], true);

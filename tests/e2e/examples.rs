@@ -37,49 +37,6 @@ fn cargo_imgbuild_is_a_cargo_subcommand() {
     assert!(stderr.contains("Image hello:latest"), "{stderr}");
 }
 
-/// Unpacks `oci:DIR:TAG` for runc, with `edit` applied to its config.json.
-fn bundle(
-    layout: &Path,
-    tag: &str,
-    scratch: &Path,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> PathBuf {
-    let bundle = scratch.join(unique("bundle"));
-    tool(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:{tag}", layout.display()),
-            bundle.to_str().unwrap(),
-        ],
-    );
-    let path = bundle.join("config.json");
-    let mut config = json(&std::fs::read_to_string(&path).unwrap());
-    config["process"]["terminal"] = serde_json::Value::Bool(false);
-    edit(&mut config);
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    bundle
-}
-
-fn runc_output(bundle: &Path) -> String {
-    require("runc");
-    let id = unique("imgbuild-e2e");
-    let out = Command::new("runc")
-        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
-        .output()
-        .unwrap();
-    let _ = Command::new("runc")
-        .args(["delete", "--force", &id])
-        .output();
-    assert!(
-        out.status.success(),
-        "runc run failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn imgbuilds_own_image_is_built_by_cargo_xtask_image() {
     let tmp = tempfile::tempdir().unwrap();
@@ -164,6 +121,19 @@ fn the_workspace_examples_xtask_writes_one_layout_per_binary_with_one_cache() {
     assert_eq!(binaries, ["api/api", "worker/worker"]);
 }
 
+/// Builds `examples/<name>` (copied under `tmp`) into the OCI layout `tmp/out`, tag `latest`.
+fn build_example_layout(name: &str, tmp: &Path) -> PathBuf {
+    let project = copy_example(name, tmp);
+    let out = tmp.join("out");
+    imgbuild(
+        &project,
+        &tmp.join("cache"),
+        &["build", "-o", &format!("oci:{}", out.display())],
+    )
+    .digest();
+    out
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -180,14 +150,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 #[test]
 fn the_axum_service_answers_on_loopback() {
     let tmp = tempfile::tempdir().unwrap();
-    let project = copy_example("axum-service", tmp.path());
-    let out = tmp.path().join("out");
-    imgbuild(
-        &project,
-        &tmp.path().join("cache"),
-        &["build", "-o", &format!("oci:{}", out.display())],
-    )
-    .digest();
+    let out = build_example_layout("axum-service", tmp.path());
     let port = free_port();
     // The host's network namespace, so that the service is reachable on 127.0.0.1.
     let bundle = bundle(&out, "latest", tmp.path(), |c| {
@@ -235,14 +198,7 @@ fn the_sqlite_example_runs_from_scratch_with_the_systems_library() {
         "libsqlite3-dev is not installed: run .ci/run, or `apt-get install libsqlite3-dev`"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let project = copy_example("sqlite", tmp.path());
-    let out = tmp.path().join("out");
-    imgbuild(
-        &project,
-        &tmp.path().join("cache"),
-        &["build", "-o", &format!("oci:{}", out.display())],
-    )
-    .digest();
+    let out = build_example_layout("sqlite", tmp.path());
     let bundle = bundle(&out, "latest", tmp.path(), |_| {});
     let libraries: Vec<PathBuf> = walk(&bundle.join("rootfs"))
         .into_iter()
@@ -271,4 +227,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn the_readmes_first_command_builds_the_hello_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hello");
+    // The README's command, with the output and cache in a temporary directory.
+    let run = Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "imgbuild",
+            "--",
+            "build",
+            "--manifest-path",
+        ])
+        .arg(repo_root().join("examples/hello/Cargo.toml"))
+        .arg("--output")
+        .arg(format!("oci:{}", out.display()))
+        .current_dir(repo_root())
+        .env("IMGBUILD_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let digest = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    let inspect = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:latest", out.display())],
+    ));
+    assert_eq!(inspect["Digest"], digest.as_str());
 }

@@ -10,26 +10,8 @@ use serde_json::Value;
 use crate::registry_support::*;
 use crate::support::*;
 
-fn events(run: &Run) -> Vec<Value> {
-    assert!(run.status.success(), "imgbuild failed:\n{}", run.stderr);
-    run.stdout.lines().map(json).collect()
-}
-
 fn pushed(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .find(|e| e["reason"] == "pushed")
-        .unwrap_or_else(|| panic!("no pushed event: {events:#?}"))
-}
-
-fn image_digest(events: &[Value]) -> String {
-    events
-        .iter()
-        .find(|e| e["reason"] == "image-built")
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    event(events, "pushed")
 }
 
 /// A docker config dir whose config.json holds `user:password` for `registry`.
@@ -65,7 +47,7 @@ fn a_plain_http_push_is_pulled_by_skopeo_and_runs_under_runc_and_docker() {
         &cache,
         &["push", &reference, "--message-format", "json"],
     );
-    let events = events(&run);
+    let events = run.events();
     let digest = image_digest(&events);
     let p = pushed(&events);
     assert_eq!(p["uploaded"], 4, "config and three layers: {p}");
@@ -112,11 +94,12 @@ fn a_second_push_uploads_only_what_changed_and_other_repositories_mount() {
     let project = copy_example("hello", tmp.path());
     let cache = tmp.path().join("cache");
     let reference = format!("{}/e2e/app", registry.host());
-    events(&imgbuild(
+    imgbuild(
         &project,
         &cache,
         &["push", &reference, "--message-format", "json"],
-    ));
+    )
+    .events();
     let uploads = registry.requests("PUT", "/v2/e2e/app/blobs/uploads/");
     assert_eq!(uploads, 4, "first push: every blob");
 
@@ -124,11 +107,12 @@ fn a_second_push_uploads_only_what_changed_and_other_repositories_mount() {
     let main = project.join("src/main.rs");
     let source = std::fs::read_to_string(&main).unwrap();
     std::fs::write(&main, source.replace("world!", "there!")).unwrap();
-    let second = events(&imgbuild(
+    let second = imgbuild(
         &project,
         &cache,
         &["push", &reference, "--message-format", "json"],
-    ));
+    )
+    .events();
     let p = pushed(&second);
     assert_eq!(
         (p["uploaded"].as_u64(), p["present"].as_u64()),
@@ -155,11 +139,12 @@ fn a_second_push_uploads_only_what_changed_and_other_repositories_mount() {
 
     // Another repository on the same registry: every blob is mounted, none uploaded.
     let other = format!("{}/elsewhere/app:v2", registry.host());
-    let third = events(&imgbuild(
+    let third = imgbuild(
         &project,
         &cache,
         &["push", &other, "--message-format", "json"],
-    ));
+    )
+    .events();
     let p = pushed(&third);
     assert_eq!(
         (p["mounted"].as_u64(), p["uploaded"].as_u64()),
@@ -212,7 +197,7 @@ fn tls_with_a_private_ca_and_basic_auth_from_a_docker_config() {
         &["push", &reference, "--message-format", "json"],
         &[("DOCKER_CONFIG", &config), ("SSL_CERT_FILE", ca)],
     );
-    let digest = image_digest(&events(&run));
+    let digest = image_digest(&run.events());
     assert!(!run.stderr.contains(password) && !run.stdout.contains(password));
     let cert_dir = tmp.path().join("skopeo-certs");
     std::fs::create_dir_all(&cert_dir).unwrap();
@@ -304,7 +289,7 @@ fn bearer_tokens_per_scope_from_a_token_service() {
         &["push", &reference, "--message-format", "json"],
         &[("DOCKER_CONFIG", &config)],
     );
-    let first = events(&run);
+    let first = run.events();
     assert_eq!(pushed(&first)["uploaded"], 4);
     let issued = registry
         .issuer
@@ -330,7 +315,7 @@ fn bearer_tokens_per_scope_from_a_token_service() {
         &["push", &other, "--message-format", "json"],
         &[("DOCKER_CONFIG", &config)],
     );
-    let p = pushed(&events(&run)).clone();
+    let p = pushed(&run.events()).clone();
     assert_eq!(
         (p["mounted"].as_u64(), p["uploaded"].as_u64()),
         (Some(4), Some(0)),
@@ -369,13 +354,13 @@ fn a_registry_that_is_down_or_drops_connections() {
     // A proxy that cuts the first blob upload midway: the push still completes.
     let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
     let proxy = FlakyProxy::start(registry.port, 200 * 1024);
-    let through_proxy = format!("127.0.0.1:{}/flaky/hello:v1", proxy.port);
+    let through_proxy = format!("127.0.0.1:{}/flaky/hello:v1", proxy.port());
     let run = imgbuild(
         &project,
         &cache,
         &["push", &through_proxy, "--message-format", "json"],
     );
-    let events = events(&run);
+    let events = run.events();
     assert_eq!(
         proxy.cuts.load(std::sync::atomic::Ordering::SeqCst),
         1,
@@ -392,7 +377,7 @@ fn a_registry_that_is_down_or_drops_connections() {
     // 503 and 429 answers are retried with backoff.
     for status in ["503 Service Unavailable", "429 Too Many Requests"] {
         let proxy = RefusingProxy::start(registry.port, 2, status);
-        let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port);
+        let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port());
         imgbuild(&project, &cache, &["push", &reference]).digest();
         assert_eq!(
             proxy.refused.load(std::sync::atomic::Ordering::SeqCst),
@@ -403,7 +388,7 @@ fn a_registry_that_is_down_or_drops_connections() {
     // Plain HTTP to a registry that is not local needs --insecure-registry (127.0.0.2 is
     // loopback, but not one of the names imgbuild treats as local).
     let remote_like = RefusingProxy::start_on("127.0.0.2", registry.port, 0, "-");
-    let host = format!("127.0.0.2:{}", remote_like.port);
+    let host = format!("127.0.0.2:{}", remote_like.port());
     let reference = format!("{host}/insecure/hello:v1");
     imgbuild(&project, &cache, &["push", &reference])
         .fails_with(&["only plain HTTP", &format!("--insecure-registry {host}")]);
@@ -416,7 +401,7 @@ fn a_registry_that_is_down_or_drops_connections() {
 
     // A registry that keeps answering 503 is an error after the retries.
     let proxy = RefusingProxy::start(registry.port, 1000, "503 Service Unavailable");
-    let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port);
+    let reference = format!("127.0.0.1:{}/busy/hello:v1", proxy.port());
     imgbuild(&project, &cache, &["push", &reference]).fails_with(&["503"]);
 }
 
@@ -439,26 +424,13 @@ fn entry_layers(_registry: &Registry, repo: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn fixture(parent: &Path, name: &str) -> std::path::PathBuf {
-    let dst = parent.join(name);
-    copy_tree(&repo_root().join("tests/fixtures/cached"), &dst);
-    dst
-}
-
-fn event<'a>(events: &'a [Value], reason: &str) -> &'a Value {
-    events
-        .iter()
-        .find(|e| e["reason"] == reason)
-        .unwrap_or_else(|| panic!("no {reason} event in {events:#?}"))
-}
-
 #[test]
 fn the_dependency_cache_is_shared_through_a_registry() {
     let tmp = tempfile::tempdir().unwrap();
     let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
     let repo = format!("{}/cache/deps", registry.host());
     let build = |dir: &Path, cache: &str| {
-        events(&imgbuild(
+        imgbuild(
             dir,
             &tmp.path().join(cache),
             &[
@@ -469,15 +441,13 @@ fn the_dependency_cache_is_shared_through_a_registry() {
                 "--message-format",
                 "json",
             ],
-        ))
+        )
+        .events()
     };
 
     // The first runner compiles everything and pushes the entry: its config and one layer.
-    let first = build(&fixture(tmp.path(), "one"), "cache-a");
-    let key = event(&first, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = build(&cached_fixture(tmp.path(), "one"), "cache-a");
+    let key = lookup_key(&first);
     let p = pushed(&first);
     assert!(
         p["reference"]
@@ -489,7 +459,7 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     assert_eq!(p["uploaded"], 2, "{p}");
 
     // A fresh runner: new checkout, empty cache directory. The entry comes from the registry.
-    let two = fixture(tmp.path(), "two");
+    let two = cached_fixture(tmp.path(), "two");
     let second = build(&two, "cache-b");
     let lookup = event(&second, "cache-lookup");
     assert_eq!(
@@ -531,7 +501,7 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     );
 
     // Another fresh runner on the bumped lockfile: a hit from the registry again.
-    let three = fixture(tmp.path(), "three");
+    let three = cached_fixture(tmp.path(), "three");
     std::fs::copy(two.join("Cargo.lock"), three.join("Cargo.lock")).unwrap();
     let fourth = build(&three, "cache-c");
     assert_eq!(event(&fourth, "cache-lookup")["from_registry"], true);
@@ -540,11 +510,8 @@ fn the_dependency_cache_is_shared_through_a_registry() {
 
     // A fresh runner on yet another bump: the exact entry is missing, so the newest entry of
     // this binary comes from the registry as the starting point, and only the bump recompiles.
-    let bumped_key = event(&third, "cache-lookup")["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let five = fixture(tmp.path(), "five");
+    let bumped_key = lookup_key(&third);
+    let five = cached_fixture(tmp.path(), "five");
     std::fs::copy(two.join("Cargo.lock"), five.join("Cargo.lock")).unwrap();
     cargo(&five, &["update", "-p", "itoa", "--precise", "1.0.19"]);
     let fifth = build(&five, "cache-d");

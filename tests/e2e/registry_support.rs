@@ -165,7 +165,7 @@ impl Registry {
                 let i = TokenIssuer::start(&dir.join("issuer"), user, password);
                 config.push_str(&format!(
                     "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: imgbuild-test-registry\n    issuer: imgbuild-test-issuer\n    rootcertbundle: {}\n",
-                    i.port,
+                    i.port(),
                     i.cert.display()
                 ));
                 issuer = Some(i);
@@ -257,12 +257,53 @@ impl Drop for Registry {
     }
 }
 
+/// A listener on `address` whose connections a thread hands to `handle` until dropped.
+pub(crate) struct Server {
+    pub(crate) port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(address: &str, mut handle: impl FnMut(TcpStream) + Send + 'static) -> Self {
+        let listener = TcpListener::bind((address, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        handle(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` into `to` in a thread, then shuts `to` down as `how`.
+fn pipe(mut from: TcpStream, mut to: TcpStream, how: Shutdown) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(how);
+    });
+}
+
 /// A token service for the registry's `token` auth: checks basic credentials and returns an
 /// RS256 JWT (signed with `openssl dgst`) granting what was asked.
 pub(crate) struct TokenIssuer {
-    pub(crate) port: u16,
+    server: Server,
     cert: PathBuf,
-    stop: Arc<AtomicBool>,
     pub(crate) issued: Arc<AtomicUsize>,
 }
 
@@ -298,36 +339,21 @@ impl TokenIssuer {
             assert!(out.status.success());
             STANDARD.encode(out.stdout)
         };
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let issued = Arc::new(AtomicUsize::new(0));
         let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
-        let (stop2, issued2, key2) = (stop.clone(), issued.clone(), key.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        serve_token(stream, &expected, &key2, &der, &issued2);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
+        let (issued2, key2) = (issued.clone(), key.clone());
+        let server = Server::start("127.0.0.1", move |stream| {
+            serve_token(stream, &expected, &key2, &der, &issued2)
         });
         Self {
-            port,
+            server,
             cert,
-            stop,
             issued,
         }
     }
-}
 
-impl Drop for TokenIssuer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+    pub(crate) fn port(&self) -> u16 {
+        self.server.port
     }
 }
 
@@ -435,89 +461,72 @@ fn percent_decode(s: &str) -> String {
 /// A TCP proxy to `upstream` that cuts the first connection carrying a blob upload (`PUT`)
 /// after forwarding `cut_after` bytes of it.
 pub(crate) struct FlakyProxy {
-    pub(crate) port: u16,
+    server: Server,
     pub(crate) cuts: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
 }
 
 impl FlakyProxy {
     pub(crate) fn start(upstream: u16, cut_after: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let armed = Arc::new(AtomicBool::new(true));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (stop2, cuts2) = (stop.clone(), cuts.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                // server → client: plain copy.
-                std::thread::spawn(move || {
-                    let (mut from, mut to) = (s2, c2);
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(Shutdown::Both);
-                });
-                let (armed, cuts) = (armed.clone(), cuts2.clone());
-                // client → server: cut the first blob upload midway.
-                std::thread::spawn(move || {
-                    let (mut from, mut to) = (client, server);
-                    let mut chunk = [0u8; 16 * 1024];
-                    let mut counting: Option<usize> = None;
-                    loop {
-                        let n = match from.read(&mut chunk) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let data = &chunk[..n];
-                        if counting.is_none()
-                            && armed.load(Ordering::SeqCst)
-                            && data.windows(4).any(|w| w == b"PUT ")
-                            && data.windows(15).any(|w| w == b"/blobs/uploads/")
-                        {
-                            counting = Some(0);
-                        }
-                        if let Some(sent) = counting.as_mut() {
-                            *sent += n;
-                            if *sent > cut_after && armed.swap(false, Ordering::SeqCst) {
-                                cuts.fetch_add(1, Ordering::SeqCst);
-                                let _ = to.shutdown(Shutdown::Both);
-                                let _ = from.shutdown(Shutdown::Both);
-                                return;
-                            }
-                        }
-                        if to.write_all(data).is_err() {
-                            break;
+        let counted = cuts.clone();
+        let server = Server::start("127.0.0.1", move |client| {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            pipe(
+                server.try_clone().unwrap(),
+                client.try_clone().unwrap(),
+                Shutdown::Both,
+            );
+            let (armed, cuts) = (armed.clone(), counted.clone());
+            // client → server: cut the first blob upload midway.
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (client, server);
+                let mut chunk = [0u8; 16 * 1024];
+                let mut counting: Option<usize> = None;
+                loop {
+                    let n = match from.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let data = &chunk[..n];
+                    if counting.is_none()
+                        && armed.load(Ordering::SeqCst)
+                        && data.windows(4).any(|w| w == b"PUT ")
+                        && data.windows(15).any(|w| w == b"/blobs/uploads/")
+                    {
+                        counting = Some(0);
+                    }
+                    if let Some(sent) = counting.as_mut() {
+                        *sent += n;
+                        if *sent > cut_after && armed.swap(false, Ordering::SeqCst) {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                            return;
                         }
                     }
-                    let _ = to.shutdown(Shutdown::Write);
-                });
-            }
+                    if to.write_all(data).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(Shutdown::Write);
+            });
         });
-        Self { port, cuts, stop }
+        Self { server, cuts }
     }
-}
 
-impl Drop for FlakyProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+    pub(crate) fn port(&self) -> u16 {
+        self.server.port
     }
 }
 
 /// A proxy to `upstream` that answers the first `n` requests itself with `status` (e.g.
 /// `503 Service Unavailable` or `429 Too Many Requests`), then forwards everything.
 pub(crate) struct RefusingProxy {
-    pub(crate) port: u16,
+    server: Server,
     pub(crate) refused: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
 }
 
 impl RefusingProxy {
@@ -527,69 +536,47 @@ impl RefusingProxy {
 
     /// The same, listening on `address` (another loopback address stands for a remote host).
     pub(crate) fn start_on(address: &str, upstream: u16, n: usize, status: &'static str) -> Self {
-        let listener = TcpListener::bind((address, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicUsize::new(0));
-        let (stop2, refused2) = (stop.clone(), refused.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                let Ok((mut client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                // A TLS handshake (first byte 0x16) is not HTTP: close it, as a plain server would.
-                let mut first = [0u8; 1];
-                if client
-                    .peek(&mut first)
-                    .map(|n| n == 1 && first[0] == 0x16)
-                    .unwrap_or(true)
-                {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                if refused2.load(Ordering::SeqCst) < n {
-                    refused2.fetch_add(1, Ordering::SeqCst);
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
-                        head.push(byte[0]);
-                    }
-                    let _ = write!(
-                        client,
-                        "HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let (mut from, mut to) = (s2, c2);
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let (mut from, mut to) = (client, server);
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(Shutdown::Write);
-                });
+        let counted = refused.clone();
+        let server = Server::start(address, move |mut client| {
+            // A TLS handshake (first byte 0x16) is not HTTP: close it, as a plain server would.
+            let mut first = [0u8; 1];
+            if client
+                .peek(&mut first)
+                .map(|n| n == 1 && first[0] == 0x16)
+                .unwrap_or(true)
+            {
+                let _ = client.shutdown(Shutdown::Both);
+                return;
             }
+            if counted.load(Ordering::SeqCst) < n {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 {status}\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            pipe(
+                server.try_clone().unwrap(),
+                client.try_clone().unwrap(),
+                Shutdown::Both,
+            );
+            pipe(client, server, Shutdown::Write);
         });
-        Self {
-            port,
-            refused,
-            stop,
-        }
+        Self { server, refused }
     }
-}
 
-impl Drop for RefusingProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+    pub(crate) fn port(&self) -> u16 {
+        self.server.port
     }
 }

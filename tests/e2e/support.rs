@@ -86,6 +86,12 @@ impl Run {
         last
     }
 
+    /// Asserts success and returns the JSON events (`--message-format json`) printed on stdout.
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
+        assert!(self.status.success(), "imgbuild failed:\n{}", self.stderr);
+        self.stdout.lines().map(json).collect()
+    }
+
     /// Asserts a clean failure: non-zero exit, an `error:` line containing every needle, no panic.
     pub(crate) fn fails_with(&self, needles: &[&str]) {
         assert!(
@@ -178,6 +184,37 @@ pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The first event with `reason`; fails the test when there is none.
+pub(crate) fn event<'a>(events: &'a [serde_json::Value], reason: &str) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {reason} event in {events:#?}"))
+}
+
+/// The manifest digest of the `image-built` event.
+pub(crate) fn image_digest(events: &[serde_json::Value]) -> String {
+    event(events, "image-built")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The dependency key of the `cache-lookup` event.
+pub(crate) fn lookup_key(events: &[serde_json::Value]) -> String {
+    event(events, "cache-lookup")["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Copies the `cached` fixture (serde + serde_json from crates.io) into `parent/name`.
+pub(crate) fn cached_fixture(parent: &Path, name: &str) -> PathBuf {
+    let dst = parent.join(name);
+    copy_tree(&repo_root().join("tests/fixtures/cached"), &dst);
+    dst
+}
+
 /// A name unique within this test run, for containers and tags.
 pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -188,8 +225,14 @@ pub(crate) fn unique(prefix: &str) -> String {
     )
 }
 
-/// Unpacks `oci:DIR:TAG` with umoci and runs it with runc; returns the container's stdout.
-pub(crate) fn run_with_runc(layout: &Path, tag: &str, scratch: &Path) -> String {
+/// Unpacks `oci:DIR:TAG` with umoci into a runc bundle (no terminal), with `edit` applied to
+/// its config.json.
+pub(crate) fn bundle(
+    layout: &Path,
+    tag: &str,
+    scratch: &Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let bundle = scratch.join(unique("bundle"));
     tool(
         "umoci",
@@ -200,12 +243,18 @@ pub(crate) fn run_with_runc(layout: &Path, tag: &str, scratch: &Path) -> String 
             bundle.to_str().unwrap(),
         ],
     );
-    let config_path = bundle.join("config.json");
-    let mut config = json(&std::fs::read_to_string(&config_path).unwrap());
+    let path = bundle.join("config.json");
+    let mut config = json(&std::fs::read_to_string(&path).unwrap());
     config["process"]["terminal"] = serde_json::Value::Bool(false);
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let id = unique("imgbuild-e2e");
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    bundle
+}
+
+/// Runs a bundle with runc to completion; returns the container's stdout.
+pub(crate) fn runc_output(bundle: &Path) -> String {
     require("runc");
+    let id = unique("imgbuild-e2e");
     let out = Command::new("runc")
         .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
         .output()
@@ -219,6 +268,11 @@ pub(crate) fn run_with_runc(layout: &Path, tag: &str, scratch: &Path) -> String 
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Unpacks `oci:DIR:TAG` with umoci and runs it with runc; returns the container's stdout.
+pub(crate) fn run_with_runc(layout: &Path, tag: &str, scratch: &Path) -> String {
+    runc_output(&bundle(layout, tag, scratch, |_| {}))
 }
 
 /// The layer digests of `oci:DIR:TAG`, read by skopeo.
