@@ -3,6 +3,7 @@
 //! - `ci`: what `.ci/run` runs after installing system packages: formatting, lints, docs and
 //!   every test, failing on the first problem.
 //!
+//! - `invariants`: the architecture invariants no compiler checks (see [`mod@invariants`]).
 //! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]);
 //! - `image [--output DEST]…`: imgbuild's own container image, built with imgbuild's library
 //!   (dogfooding): `/app/imgbuild` in an image from scratch.
@@ -12,6 +13,7 @@
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod invariants;
 
 fn run(purpose: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("==> {purpose}: {program} {}", args.join(" "));
@@ -27,8 +29,15 @@ fn run(purpose: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Res
     }
 }
 
+/// `cargo xtask invariants`: the architecture checks of [`invariants`].
+fn check_invariants(root: &std::path::Path) -> Result<(), String> {
+    eprintln!("==> architecture invariants");
+    invariants::check(root).map_err(|problems| problems.join("\n"))
+}
+
 fn ci() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    check_invariants(&root())?;
     run("formatting", &cargo, &["fmt", "--all", "--check"], &[])?;
     run(
         "lints",
@@ -120,9 +129,10 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&root()),
+        Some("invariants") => check_invariants(&root()),
         Some("image") => image(&root(), std::env::args().skip(2).collect()),
         _ => Err(
-            "usage: cargo xtask ci | cargo xtask bench | cargo xtask image [--output DEST]..."
+            "usage: cargo xtask ci | cargo xtask invariants | cargo xtask bench | cargo xtask image [--output DEST]..."
                 .to_string(),
         ),
     };

@@ -12,20 +12,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
 use imgbuild_registry::{Client, Reference};
 use serde::{Deserialize, Serialize};
 
+use crate::cachedir::CacheDir;
 use crate::event::{Event, Reporter};
 use crate::publish::RegistryOptions;
 use crate::{Error, Result};
 
 /// What a path in the base is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Node {
+pub(crate) enum Node {
     /// A regular file.
     File,
     /// A directory.
@@ -46,7 +46,7 @@ struct Listing {
 
 /// The merged filesystem of a base image's layers.
 #[derive(Debug, Clone, Default)]
-pub struct BaseFs {
+pub(crate) struct BaseFs {
     /// Normalized absolute path → (what it is, index of the layer that last wrote it).
     nodes: BTreeMap<String, (Node, usize)>,
 }
@@ -93,7 +93,7 @@ impl BaseFs {
 
     /// Follows symlinks (in every component) to the path that really holds `path`, and what
     /// is there. `None` when it does not exist or loops.
-    pub fn resolve(&self, path: &str) -> Option<(String, Node, usize)> {
+    pub(crate) fn resolve(&self, path: &str) -> Option<(String, Node, usize)> {
         let mut pending: Vec<String> = normalize(path)
             .split('/')
             .filter(|p| !p.is_empty())
@@ -150,7 +150,7 @@ impl BaseFs {
     }
 
     /// Where the base has library `soname` in the loader's default directories, if it does.
-    pub fn find_library(&self, soname: &str) -> Option<String> {
+    pub(crate) fn find_library(&self, soname: &str) -> Option<String> {
         let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
         [
             format!("/lib/{multiarch}"),
@@ -168,7 +168,7 @@ impl BaseFs {
     }
 
     /// Whether the base has a regular file at `path` (after symlinks).
-    pub fn has_file(&self, path: &str) -> bool {
+    pub(crate) fn has_file(&self, path: &str) -> bool {
         matches!(
             self.resolve(path),
             Some((_, Node::File | Node::Hardlink(_), _))
@@ -177,7 +177,7 @@ impl BaseFs {
 
     /// `path` with its directory resolved through the base's symlinks, so that a layer
     /// writing it does not replace a base symlink with a directory.
-    pub fn placement(&self, path: &str) -> String {
+    pub(crate) fn placement(&self, path: &str) -> String {
         let path = normalize(path);
         let name = path.rsplit('/').next().unwrap_or_default();
         match self.resolve(parent_of(&path)) {
@@ -189,7 +189,7 @@ impl BaseFs {
 
 /// A base image resolved into the local store.
 #[derive(Debug, Clone)]
-pub struct BaseImage {
+pub(crate) struct BaseImage {
     /// The reference as configured.
     pub reference: String,
     /// The manifest's digest.
@@ -202,41 +202,44 @@ pub struct BaseImage {
     pub fs: BaseFs,
 }
 
-fn bases_record(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("bases.json")
-}
-
-fn read_record(cache_dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read(bases_record(cache_dir))
+fn read_record(cache: &CacheDir) -> BTreeMap<String, String> {
+    let (dir, name) = cache.bases_record();
+    std::fs::read(dir.join(name))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
 /// The digest `reference` resolved to at the last build, if any (no network).
-pub fn recorded_digest(cache_dir: &Path, reference: &str) -> Option<String> {
-    read_record(cache_dir).get(reference).cloned()
+pub(crate) fn recorded_digest(cache: &CacheDir, reference: &str) -> Option<String> {
+    read_record(cache).get(reference).cloned()
 }
 
-fn write_record(cache_dir: &Path, reference: &str, digest: &str) {
-    let mut record = read_record(cache_dir);
-    record.insert(reference.to_string(), digest.to_string());
-    if std::fs::create_dir_all(cache_dir).is_ok()
-        && let Ok(bytes) = serde_json::to_vec(&record)
-    {
-        let _ = imgbuild_oci::layout::write_atomic(cache_dir, "bases.json", &bytes);
+/// Remembers what `reference` resolved to. An error, not a hint: this record is what an
+/// offline build resolves the base with, so losing it silently would make the next build
+/// without the registry fail for no visible reason.
+fn write_record(cache: &CacheDir, reference: &str, digest: &str) -> Result<()> {
+    let mut record = read_record(cache);
+    if record.get(reference).is_some_and(|d| d == digest) {
+        return Ok(());
     }
+    record.insert(reference.to_string(), digest.to_string());
+    let (dir, name) = cache.bases_record();
+    std::fs::create_dir_all(dir).map_err(crate::io_err("creating directory", dir))?;
+    let bytes = serde_json::to_vec(&record).expect("a map of strings serializes");
+    imgbuild_oci::layout::write_atomic(dir, name, &bytes)?;
+    Ok(())
 }
 
 /// Resolves `text` to a base image in `store`: by digest from the store when it is there,
 /// else from its registry (an index gives the `linux/<host arch>` image). Blobs the store has
 /// are not downloaded again. When the registry cannot be reached, the digest this reference
 /// last resolved to is used, with a warning.
-pub fn resolve(
+pub(crate) fn resolve(
     store: &Layout,
     text: &str,
     options: &RegistryOptions,
-    cache_dir: &Path,
+    cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<BaseImage> {
     let reference = Reference::parse(text)?;
@@ -273,7 +276,7 @@ pub fn resolve(
                     }));
                 }
                 Err(e @ imgbuild_registry::Error::Unreachable { .. }) => {
-                    match read_record(cache_dir).get(text).and_then(|d| local(d)) {
+                    match read_record(cache).get(text).and_then(|d| local(d)) {
                         Some(desc) => {
                             reporter.report(&Event::Warning {
                                 message: format!(
@@ -315,9 +318,9 @@ pub fn resolve(
     }
     let mut fs = BaseFs::default();
     for (i, layer) in manifest.layers().iter().enumerate() {
-        fs.apply(i, &listing(store, layer, cache_dir)?);
+        fs.apply(i, &listing(store, layer, cache)?);
     }
-    write_record(cache_dir, text, manifest_desc.digest().as_ref());
+    write_record(cache, text, manifest_desc.digest().as_ref())?;
     Ok(BaseImage {
         reference: text.to_string(),
         digest: manifest_desc.digest().to_string(),
@@ -346,8 +349,8 @@ fn open_layer(store: &Layout, layer: &Descriptor) -> Result<Box<dyn Read>> {
 }
 
 /// The entries of a base layer, from the cache or by reading it once.
-fn listing(store: &Layout, layer: &Descriptor, cache_dir: &Path) -> Result<Listing> {
-    let dir = cache_dir.join("base-files");
+fn listing(store: &Layout, layer: &Descriptor, cache: &CacheDir) -> Result<Listing> {
+    let dir = cache.base_files();
     let name = format!("{}.json", layer.digest().digest());
     if let Some(l) = std::fs::read(dir.join(&name))
         .ok()
@@ -392,7 +395,7 @@ fn listing(store: &Layout, layer: &Descriptor, cache_dir: &Path) -> Result<Listi
 }
 
 /// Reads the file at `path` (after symlinks) from the base's layers.
-pub fn read_file(store: &Layout, base: &BaseImage, path: &str) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_file(store: &Layout, base: &BaseImage, path: &str) -> Result<Option<Vec<u8>>> {
     let Some((mut real, mut node, mut layer)) = base.fs.resolve(path) else {
         return Ok(None);
     };
@@ -434,7 +437,7 @@ pub fn read_file(store: &Layout, base: &BaseImage, path: &str) -> Result<Option<
 
 /// The `GLIBC_x.y` versions an ELF file defines (a libc) or needs (a program or library).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GlibcVersions {
+pub(crate) struct GlibcVersions {
     /// Versions defined (`verdef`).
     pub defined: BTreeSet<String>,
     /// Versions needed, with the library that must provide each (`verneed`).
@@ -442,7 +445,7 @@ pub struct GlibcVersions {
 }
 
 /// Reads the GLIBC symbol versions of an ELF file.
-pub fn glibc_versions(bytes: &[u8]) -> Option<GlibcVersions> {
+pub(crate) fn glibc_versions(bytes: &[u8]) -> Option<GlibcVersions> {
     let elf = goblin::elf::Elf::parse(bytes).ok()?;
     let mut out = GlibcVersions::default();
     if let Some(verdef) = &elf.verdef {
@@ -476,7 +479,7 @@ pub fn glibc_versions(bytes: &[u8]) -> Option<GlibcVersions> {
 }
 
 /// Orders `GLIBC_2.9` before `GLIBC_2.34`.
-pub fn version_key(v: &str) -> Vec<u32> {
+pub(crate) fn version_key(v: &str) -> Vec<u32> {
     v.trim_start_matches("GLIBC_")
         .split('.')
         .map(|p| p.parse().unwrap_or(0))
@@ -484,7 +487,7 @@ pub fn version_key(v: &str) -> Vec<u32> {
 }
 
 /// The needed versions a base's libc does not define, sorted oldest first (pure).
-pub fn missing_versions(
+pub(crate) fn missing_versions(
     needed: &BTreeMap<String, String>,
     defined: &BTreeSet<String>,
 ) -> Vec<(String, String)> {

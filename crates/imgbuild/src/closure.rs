@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 /// The files the binary needs at run time, by their path inside the image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Closure {
+pub(crate) struct Closure {
     /// Image path → host file holding the bytes (symlinks already followed).
     pub files: BTreeMap<String, PathBuf>,
     /// Image path → link target, for an interpreter reached under two names.
@@ -27,12 +27,12 @@ pub struct Closure {
 
 impl Closure {
     /// Whether the binary needs nothing (statically linked).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.files.is_empty() && self.symlinks.is_empty()
     }
 
     /// The closure as a layer.
-    pub fn layer(&self) -> Result<LayerBuilder> {
+    pub(crate) fn layer(&self) -> Result<LayerBuilder> {
         let mut b = LayerBuilder::new();
         for (path, host) in &self.files {
             b.file(path, Content::HostFile(host.clone()), 0o755)?;
@@ -47,7 +47,7 @@ impl Closure {
 impl Closure {
     /// The part of the closure a base image does not already provide, placed where the base's
     /// directories really are (a merged-usr `/lib` symlink stays a symlink).
-    pub fn on_base(&self, base: &crate::base::BaseFs) -> Closure {
+    pub(crate) fn on_base(&self, base: &crate::base::BaseFs) -> Closure {
         let provided = |path: &str| {
             let name = path.rsplit('/').next().unwrap_or_default();
             base.has_file(path) || base.find_library(name).is_some()
@@ -81,7 +81,7 @@ fn is_default_dir(dir: &str) -> bool {
 }
 
 /// Resolves the closure of the executable at `binary`.
-pub fn resolve(binary: &Path) -> Result<Closure> {
+pub(crate) fn resolve(binary: &Path) -> Result<Closure> {
     let tree = lddtree::DependencyAnalyzer::new(PathBuf::from("/"))
         .analyze(binary)
         .map_err(|e| Error::Closure {

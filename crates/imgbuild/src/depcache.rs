@@ -13,7 +13,7 @@
 //! Reads and writes the build directory and the local store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imgbuild_cargo::units::{UNIT_DIRS, belongs_to, unit_hash};
 use imgbuild_oci::layout::{Layout, ref_name};
@@ -23,25 +23,27 @@ use imgbuild_oci::spec::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cachedir::CacheDir;
+use crate::event::{Event, Reporter};
+use crate::names::CacheName;
 use crate::{Error, Result};
 
 /// The `artifactType` of dependency-cache entries.
-pub const ARTIFACT_TYPE: &str = "application/vnd.imgbuild.dependency-cache.v1";
+pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.imgbuild.dependency-cache.v1";
 /// The media type of an entry's config blob.
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.imgbuild.dependency-cache.config.v1+json";
-/// Ref names of entries in the local store: this prefix, then the key.
-pub const REF_PREFIX: &str = "imgbuild-cache:deps-";
+pub(crate) const CONFIG_MEDIA_TYPE: &str =
+    "application/vnd.imgbuild.dependency-cache.config.v1+json";
 /// Annotation on an entry's index descriptor: `package/bin`.
-pub const BINARY_ANNOTATION: &str = "dev.imgbuild.cache.binary";
+pub(crate) const BINARY_ANNOTATION: &str = "dev.imgbuild.cache.binary";
 
 /// A chain longer than this many layers is squashed into one.
-pub const MAX_LAYERS: usize = 8;
+pub(crate) const MAX_LAYERS: usize = 8;
 /// A chain whose live bytes fall below this share of its layers' bytes is squashed.
-pub const MIN_LIVE_SHARE: f64 = 0.5;
+pub(crate) const MIN_LIVE_SHARE: f64 = 0.5;
 
 /// One file of an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryFile {
+pub(crate) struct EntryFile {
     /// Size, mtime and mode.
     #[serde(flatten)]
     pub state: FileState,
@@ -51,7 +53,7 @@ pub struct EntryFile {
 
 /// An entry's config blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryConfig {
+pub(crate) struct EntryConfig {
     /// The dependency key (sha256 hex).
     pub key: String,
     /// `package/bin` the entry was built for.
@@ -66,16 +68,9 @@ pub struct EntryConfig {
     pub files: BTreeMap<String, EntryFile>,
 }
 
-impl EntryConfig {
-    /// Total size of the files.
-    pub fn live_bytes(&self) -> u64 {
-        self.files.values().map(|f| f.state.size).sum()
-    }
-}
-
 /// An entry read from the store.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The manifest's descriptor.
     pub manifest: Descriptor,
     /// Its layers.
@@ -84,16 +79,9 @@ pub struct Entry {
     pub config: EntryConfig,
 }
 
-impl Entry {
-    /// Compressed size of the entry's layers.
-    pub fn size(&self) -> u64 {
-        self.layers.iter().map(Descriptor::size).sum()
-    }
-}
-
 /// The ref name of `key`'s entry in the local store.
-pub fn ref_for(key: &str) -> String {
-    format!("{REF_PREFIX}{key}")
+pub(crate) fn ref_for(key: &str) -> String {
+    CacheName::Deps(key).local_ref()
 }
 
 fn binary_label(package: &str, bin: &str) -> String {
@@ -128,19 +116,23 @@ fn read_entry(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
 }
 
 /// Every dependency-cache entry's index descriptor.
-pub fn entry_descriptors(store: &Layout) -> Result<Vec<Descriptor>> {
+pub(crate) fn entry_descriptors(store: &Layout) -> Result<Vec<Descriptor>> {
     Ok(store
         .read_index()?
         .manifests()
         .iter()
-        .filter(|d| ref_name(d).is_some_and(|r| r.starts_with(REF_PREFIX)))
+        .filter(|d| {
+            ref_name(d)
+                .and_then(CacheName::parse_local)
+                .is_some_and(|n| matches!(n, CacheName::Deps(_)))
+        })
         .cloned()
         .collect())
 }
 
 /// The entry for `key`, if the store has it. A damaged entry is an error (report it, then
 /// treat it as a miss).
-pub fn find(store: &Layout, key: &str) -> Result<Option<Entry>> {
+pub(crate) fn find(store: &Layout, key: &str) -> Result<Option<Entry>> {
     let reference = ref_for(key);
     let Some(desc) = entry_descriptors(store)?
         .into_iter()
@@ -166,12 +158,12 @@ fn toolchain_lines(inputs: &[String]) -> Vec<&String> {
 
 /// Whether an entry built from `entry_inputs` can serve as the starting point for `inputs`:
 /// same toolchain, target, profile and environment (otherwise no unit would be reused).
-pub fn compatible(entry_inputs: &[String], inputs: &[String]) -> bool {
+pub(crate) fn compatible(entry_inputs: &[String], inputs: &[String]) -> bool {
     toolchain_lines(entry_inputs) == toolchain_lines(inputs)
 }
 
 /// Tags an entry pulled from a registry under its own key (as the nearest earlier entry).
-pub fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
+pub(crate) fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
     let entry = read_entry(store, manifest)?;
     tag_entry(
         store,
@@ -184,7 +176,12 @@ pub fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
 
 /// The entry of the same binary whose inputs share the most lines with `inputs` (same
 /// toolchain, target, profile and environment); entries that cannot be read are skipped.
-pub fn nearest(store: &Layout, package: &str, bin: &str, inputs: &[String]) -> Option<Entry> {
+pub(crate) fn nearest(
+    store: &Layout,
+    package: &str,
+    bin: &str,
+    inputs: &[String],
+) -> Option<Entry> {
     let label = binary_label(package, bin);
     let wanted: BTreeSet<&String> = inputs.iter().collect();
     let toolchain = toolchain_lines(inputs);
@@ -214,7 +211,7 @@ pub fn nearest(store: &Layout, package: &str, bin: &str, inputs: &[String]) -> O
 
 /// What restoring an entry did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RestoreStats {
+pub(crate) struct RestoreStats {
     /// Files of the entry already in the build directory, unchanged.
     pub present: u64,
     /// Files written.
@@ -226,7 +223,7 @@ pub struct RestoreStats {
 /// Restores `entry`'s files into `profile_dir`, skipping those already there with the same size
 /// and mtime. Each layer is verified before any of its files is moved into place; a corrupt
 /// layer is deleted from the store (so that it is written again) and reported as an error.
-pub fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Result<RestoreStats> {
+pub(crate) fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
     let mut needed: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
     for (path, file) in &entry.config.files {
@@ -256,7 +253,7 @@ pub fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Result<Rest
 
 /// Lists the regular files of the dependency units `hashes` under `profile_dir`, with their
 /// state.
-pub fn scan_units(profile_dir: &Path, hashes: &BTreeSet<String>) -> Result<FileMap> {
+pub(crate) fn scan_units(profile_dir: &Path, hashes: &BTreeSet<String>) -> Result<FileMap> {
     let mut paths = Vec::new();
     for top in UNIT_DIRS {
         let dir = profile_dir.join(top);
@@ -308,7 +305,7 @@ use crate::io_err as io;
 
 /// How an entry is laid out on top of its parent (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryPlan {
+pub(crate) struct EntryPlan {
     /// Parent layers kept, by index in the parent.
     pub kept_layers: usize,
     /// Files to write into the new (last) layer.
@@ -322,7 +319,7 @@ pub struct EntryPlan {
 /// Decides the new entry's layers: the parent's layers plus one layer of the files that are
 /// new or changed, unless the chain would be too long or mostly stale, in which case one layer
 /// holds everything.
-pub fn plan_entry(files: &FileMap, parent: Option<&EntryConfig>) -> EntryPlan {
+pub(crate) fn plan_entry(files: &FileMap, parent: Option<&EntryConfig>) -> EntryPlan {
     let full = |squashed| EntryPlan {
         kept_layers: 0,
         delta: files.clone(),
@@ -377,7 +374,7 @@ pub fn plan_entry(files: &FileMap, parent: Option<&EntryConfig>) -> EntryPlan {
 
 /// Tags an entry's manifest (already in the store) as the entry for `key`, with the
 /// annotations `nearest` and `cache ls` read. Returns the index descriptor.
-pub fn tag_entry(
+pub(crate) fn tag_entry(
     store: &Layout,
     key: &str,
     manifest: &Descriptor,
@@ -395,7 +392,7 @@ pub fn tag_entry(
 
 /// Tags an entry pulled from a registry (its blobs already in the store) as the entry for
 /// `key`, after checking that its config is a dependency-cache config for that key.
-pub fn adopt(store: &Layout, key: &str, manifest: &Descriptor) -> Result<Entry> {
+pub(crate) fn adopt(store: &Layout, key: &str, manifest: &Descriptor) -> Result<Entry> {
     let entry = read_entry(store, manifest)?;
     if entry.config.key != key {
         return Err(Error::CacheEntry {
@@ -409,7 +406,7 @@ pub fn adopt(store: &Layout, key: &str, manifest: &Descriptor) -> Result<Entry> 
 
 /// What storing an entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaveStats {
+pub(crate) struct SaveStats {
     /// The entry's manifest.
     pub manifest: Descriptor,
     /// Layers of the new entry.
@@ -426,7 +423,7 @@ pub struct SaveStats {
 
 /// What to store.
 #[derive(Debug, Clone, Copy)]
-pub struct SaveRequest<'a> {
+pub(crate) struct SaveRequest<'a> {
     /// The dependency key.
     pub key: &'a str,
     /// Its inputs.
@@ -445,7 +442,7 @@ pub struct SaveRequest<'a> {
 
 /// Stores the dependency units' files as the entry for `key`, on top of `parent` when given,
 /// and tags it. Blobs are written before the tag, each through a temporary file.
-pub fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
+pub(crate) fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
     let plan = plan_entry(req.files, req.parent.map(|e| &e.config));
     let mut layers: Vec<Descriptor> = match req.parent {
         Some(p) if !plan.squashed => p.layers[..plan.kept_layers].to_vec(),
@@ -493,24 +490,46 @@ pub fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
     })
 }
 
-/// Records that `key`'s entry was used now (for `cache ls` and `cache prune`).
-pub fn touch(cache_dir: &Path, key: &str) {
-    let dir = usage_dir(cache_dir);
-    if std::fs::create_dir_all(&dir).is_ok()
-        && let Ok(file) = std::fs::File::create(dir.join(key))
-    {
-        let _ = file.set_modified(std::time::SystemTime::now());
+/// Records that an entry was used now (for `cache ls` and `cache prune`, which removes the
+/// least recently used entries first).
+pub(crate) fn touch(cache: &CacheDir, name: CacheName<'_>) -> std::io::Result<()> {
+    std::fs::create_dir_all(cache.usage())?;
+    let file = std::fs::File::create(cache.usage_marker(&name.usage_key()))?;
+    file.set_modified(std::time::SystemTime::now())
+}
+
+/// [`touch`], with a failure reported as a warning. A decision: a build whose image is complete
+/// does not fail because a last-use marker could not be written, but the user is told, since
+/// `cache prune` may then take the entry for an unused one.
+pub(crate) fn touch_reporting(cache: &CacheDir, name: CacheName<'_>, reporter: &dyn Reporter) {
+    if let Err(e) = touch(cache, name) {
+        reporter.report(&Event::Warning {
+            message: format!(
+                "could not record the use of cache entry {} in {}: {e}; `imgbuild cache prune` may count it as unused",
+                name.usage_key(),
+                cache.usage().display()
+            ),
+        });
     }
 }
 
-/// The directory of last-use markers.
-pub fn usage_dir(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("usage")
+/// Whether `e` says an entry is damaged (a corrupt or missing blob, an unreadable config): the
+/// entry is then reported and treated as a miss, never a failed build.
+pub(crate) fn is_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::CacheEntry { .. }
+            | Error::Oci(
+                imgbuild_oci::Error::DigestMismatch { .. }
+                    | imgbuild_oci::Error::MissingBlob { .. }
+                    | imgbuild_oci::Error::InvalidJson { .. },
+            )
+    )
 }
 
 /// Takes an exclusive lock on cargo's build directory for imgbuild's restore, build and
 /// snapshot (released on drop), so that two imgbuild runs on one checkout take turns.
-pub fn lock_build_dir(build_dir: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_build_dir(build_dir: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(build_dir).map_err(io("creating directory", build_dir))?;
     let path = build_dir.join(".imgbuild-lock");
     let file = std::fs::File::options()

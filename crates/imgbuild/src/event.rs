@@ -3,9 +3,83 @@
 
 use serde::Serialize;
 
+pub use crate::image::LayerRole;
+
+/// How the compile step could reach the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NetworkAccess {
+    /// In a sandbox without network.
+    Isolated,
+    /// No sandbox is available here (the reason is in the event): build scripts could reach
+    /// the network.
+    NotIsolated,
+    /// Allowed on purpose (`--allow-network`); the image says it is not hermetic.
+    Allowed,
+}
+
+/// The sandbox that takes the network away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum IsolationMethod {
+    /// `bwrap --unshare-net`.
+    Bubblewrap,
+    /// `unshare --net`.
+    Unshare,
+    /// None.
+    None,
+}
+
+/// What happened to one blob of a push or a pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BlobOutcome {
+    /// The registry (push) or the store (pull) already had it.
+    Present,
+    /// Mounted from another repository of the same registry (the event's `from`).
+    Mounted,
+    /// Uploaded.
+    Uploaded,
+    /// Downloaded.
+    Downloaded,
+}
+
+macro_rules! display_as_serialized {
+    ($($t:ty => { $($v:path => $s:literal),* $(,)? }),* $(,)?) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($v => $s),* })
+            }
+        }
+    )*};
+}
+
+display_as_serialized! {
+    NetworkAccess => {
+        NetworkAccess::Isolated => "isolated",
+        NetworkAccess::NotIsolated => "not-isolated",
+        NetworkAccess::Allowed => "allowed",
+    },
+    IsolationMethod => {
+        IsolationMethod::Bubblewrap => "bubblewrap",
+        IsolationMethod::Unshare => "unshare",
+        IsolationMethod::None => "none",
+    },
+    BlobOutcome => {
+        BlobOutcome::Present => "present",
+        BlobOutcome::Mounted => "mounted",
+        BlobOutcome::Uploaded => "uploaded",
+        BlobOutcome::Downloaded => "downloaded",
+    },
+}
+
 /// One thing that happened. Serialized with a kebab-case `reason` field, empty fields skipped.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Event {
     /// Compilation is about to start.
     BuildStarted {
@@ -18,11 +92,10 @@ pub enum Event {
     },
     /// How the compile step is isolated from the network.
     Isolation {
-        /// `isolated`, `not-isolated` (no sandbox available here) or `allowed`
-        /// (`--allow-network`).
-        network: String,
-        /// `bubblewrap`, `unshare` or `none`.
-        method: String,
+        /// Whether build scripts could reach the network.
+        network: NetworkAccess,
+        /// The sandbox that removed the network.
+        method: IsolationMethod,
         /// Why it is not isolated, when it is not.
         #[serde(skip_serializing_if = "Option::is_none")]
         why: Option<String>,
@@ -110,8 +183,8 @@ pub enum Event {
     },
     /// A layer was written to the local store.
     Layer {
-        /// `rootfs`, `libraries` or `app`.
-        role: String,
+        /// What the layer holds.
+        role: LayerRole,
         /// Compressed blob digest.
         digest: String,
         /// Uncompressed tar digest.
@@ -134,9 +207,8 @@ pub enum Event {
         digest: String,
         /// Its size.
         size: u64,
-        /// Pushes: `present` (the registry had it), `mounted` (from another repository) or
-        /// `uploaded`. Pulls: `present` (already in the store) or `downloaded`.
-        outcome: String,
+        /// What happened to it.
+        outcome: BlobOutcome,
         /// For `mounted`: the repository it was mounted from.
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<String>,

@@ -1,6 +1,7 @@
 //! Image assembly: the resolved runtime settings, the image config and the manifest (pure).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use imgbuild_cargo::config::ImageConfig;
 use imgbuild_cargo::workspace::BinaryTarget;
@@ -14,14 +15,15 @@ use crate::Result;
 use crate::rootfs::{CA_BUNDLE_IN_IMAGE, NONROOT_UID};
 
 /// Where the binary goes in the image.
-pub const APP_DIR: &str = "/app";
+pub(crate) const APP_DIR: &str = "/app";
 
 /// The `PATH` every image starts with.
-pub const DEFAULT_PATH: &str = "/app:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/app:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the image config says, after defaults and overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeSpec {
+pub(crate) struct RuntimeSpec {
     /// Image name (`name` in `name:tag`).
     pub name: String,
     /// Image tag.
@@ -42,18 +44,11 @@ pub struct RuntimeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-impl RuntimeSpec {
-    /// `name:tag`.
-    pub fn reference(&self) -> String {
-        format!("{}:{}", self.name, self.tag)
-    }
-}
-
 /// Applies imgbuild's defaults to a merged configuration for `target`, on top of a base
 /// image's runtime settings if there is one: the base's environment, working directory,
 /// labels and ports carry over; its entrypoint and command do not (the binary is the
 /// entrypoint); its user only when it is not root (imgbuild's default is uid 65532).
-pub fn runtime_spec(
+pub(crate) fn runtime_spec(
     config: &ImageConfig,
     target: &BinaryTarget,
     has_ca_bundle: bool,
@@ -124,7 +119,7 @@ pub fn runtime_spec(
 }
 
 /// The image's architecture, from the build host's (images are built for the host target).
-pub fn host_arch() -> Arch {
+pub(crate) fn host_arch() -> Arch {
     match std::env::consts::ARCH {
         "x86_64" => Arch::Amd64,
         "aarch64" => Arch::ARM64,
@@ -137,19 +132,87 @@ pub fn host_arch() -> Arch {
     }
 }
 
-/// A layer and the history line that describes it.
+/// What a layer of an image holds, most stable first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LayerRole {
+    /// A layer of the base image, as the base has it.
+    Base,
+    /// The minimal root filesystem (users, `/tmp`, CA certificates); images from scratch only.
+    Rootfs,
+    /// The binary's shared-library closure.
+    Libraries,
+    /// The binary and the declared extra files: the only layer that changes with app code.
+    App,
+}
+
+impl LayerRole {
+    /// The role's name, as events and records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerRole::Base => "base",
+            LayerRole::Rootfs => "rootfs",
+            LayerRole::Libraries => "libraries",
+            LayerRole::App => "app",
+        }
+    }
+}
+
+impl std::fmt::Display for LayerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A layer of an image and the history line that describes it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Layer {
-    /// The written blob.
-    pub blob: LayerBlob,
+    /// The compressed blob, as the manifest lists it.
+    pub descriptor: Descriptor,
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: imgbuild_oci::spec::Digest,
     /// `history[].created_by`; `None` for a base image's layer (the base's history is kept).
     pub created_by: Option<String>,
-    /// `base`, `rootfs`, `libraries` or `app`.
-    pub role: String,
+    /// What the layer holds.
+    pub role: LayerRole,
+}
+
+impl Layer {
+    /// A layer imgbuild wrote.
+    pub(crate) fn written(blob: &LayerBlob, role: LayerRole, created_by: String) -> Self {
+        Self {
+            descriptor: blob.descriptor.clone(),
+            diff_id: blob.diff_id.clone(),
+            created_by: Some(created_by),
+            role,
+        }
+    }
+}
+
+/// An image in the local store, not yet tagged: from this build, or from the app cache.
+pub(crate) struct StoredImage {
+    /// The manifest's descriptor.
+    pub(crate) manifest: Descriptor,
+    /// The config's descriptor.
+    pub(crate) config: Descriptor,
+    /// The image's name and tag.
+    pub(crate) name: String,
+    /// The image's tag.
+    pub(crate) tag: String,
+    /// The layers, most stable first.
+    pub(crate) layers: Vec<Layer>,
+    /// The executable (for an app-cache hit: where the last build left it).
+    pub(crate) executable: PathBuf,
+    /// Host files copied into the image (app-key inputs; empty for a hit).
+    pub(crate) host_files: Vec<PathBuf>,
 }
 
 /// Builds the image config; `base_history` (a base image's own history) comes first.
-pub fn config(
+pub(crate) fn config(
     spec: &RuntimeSpec,
     layers: &[Layer],
     created: &str,
@@ -192,7 +255,7 @@ pub fn config(
         .diff_ids(
             layers
                 .iter()
-                .map(|l| l.blob.diff_id.to_string())
+                .map(|l| l.diff_id.to_string())
                 .collect::<Vec<_>>(),
         )
         .build()?;
@@ -207,7 +270,7 @@ pub fn config(
 }
 
 /// Builds the manifest.
-pub fn manifest(
+pub(crate) fn manifest(
     config: Descriptor,
     layers: &[Layer],
     annotations: &BTreeMap<String, String>,
@@ -219,7 +282,7 @@ pub fn manifest(
         .layers(
             layers
                 .iter()
-                .map(|l| l.blob.descriptor.clone())
+                .map(|l| l.descriptor.clone())
                 .collect::<Vec<_>>(),
         );
     if !annotations.is_empty() {
@@ -230,7 +293,7 @@ pub fn manifest(
 
 /// Facts for the standard `org.opencontainers.image.*` annotations.
 #[derive(Debug, Clone, Default)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// Image creation time, RFC 3339.
     pub created: String,
     /// VCS revision of the source.
@@ -238,7 +301,10 @@ pub struct Provenance {
 }
 
 /// The standard annotations for `target`.
-pub fn annotations(target: &BinaryTarget, provenance: &Provenance) -> BTreeMap<String, String> {
+pub(crate) fn annotations(
+    target: &BinaryTarget,
+    provenance: &Provenance,
+) -> BTreeMap<String, String> {
     let p = &target.package;
     let mut a = BTreeMap::new();
     let mut put = |k: &str, v: Option<&String>| {

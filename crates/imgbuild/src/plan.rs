@@ -1,23 +1,23 @@
-//! `imgbuild plan`: each binary's dependency-tree key, its inputs, and why it changed.
+//! `imgbuild plan`: each binary's dependency-tree key, its inputs, its app key, and why they
+//! changed since the last build — computed exactly as a build would, without building.
 //!
-//! Runs `cargo tree` and `rustc -vV` (through `imgbuild_cargo::run`), reads Cargo.lock and the
-//! root manifest, and reads/writes the last built key's inputs under `<cache>/keys/`.
+//! Runs what [`crate::keys`] runs (`cargo tree`, `rustc -vV`) and reads the key records and the
+//! local store.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 
-use imgbuild_cargo::lockfile::LockedPackage;
-use imgbuild_cargo::plan::{
-    DependencyKey, KEY_ENV_VARS, KeyInputs, dependency_key, explain, parse_tree, profile_sections,
-};
-use imgbuild_cargo::run;
-use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
+use imgbuild_cargo::plan::{DependencyKey, explain};
 
 use crate::Result;
-use crate::build::BuildOptions;
+use crate::appcache;
+use crate::context::{self, Scope};
+use crate::keys::{self, KeyContext, Record};
+use crate::options::BuildOptions;
 
 /// One binary's plan.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct BinaryPlan {
     /// Package name.
     pub package: String,
@@ -43,186 +43,32 @@ pub struct BinaryPlan {
     pub app_changes: Option<Vec<String>>,
 }
 
-/// Installs (once) the rustc wrapper script under the cache directory's `tools/`.
-pub fn wrapper_script(cache_dir: &Path) -> Result<run::WrapperScript> {
-    Ok(run::WrapperScript::install(&cache_dir.join("tools"))?)
-}
-
-/// The variables from the environment that enter the key, sorted: those known to change
-/// dependency builds and those passed to the compile step with `--pass-env`.
-pub fn key_environment(pass: &[String]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| {
-            KEY_ENV_VARS.contains(&k.as_str())
-                || k.starts_with("CARGO_PROFILE_")
-                || pass.iter().any(|p| p == k)
-        })
-        .collect();
-    env.sort();
-    env
-}
-
-/// The key inputs shared by every binary of a workspace: gathered once, then combined with each
-/// package's dependency tree.
-#[derive(Debug)]
-pub struct KeyContext<'a> {
-    options: &'a BuildOptions,
-    rustc: String,
-    triple: String,
-    lock: BTreeMap<(String, String), LockedPackage>,
-    profile_settings: String,
-    members: BTreeMap<String, Vec<String>>,
-    env: Vec<(String, String)>,
-    wrapper: run::Wrapper,
-}
-
-impl<'a> KeyContext<'a> {
-    /// Runs `rustc -vV`, reads Cargo.lock, the root manifest's profiles and the environment.
-    /// Cargo commands run with `wrapper`.
-    pub fn gather(
-        workspace: &Workspace,
-        options: &'a BuildOptions,
-        wrapper: run::Wrapper,
-    ) -> Result<Self> {
-        let read =
-            |path: &Path| std::fs::read_to_string(path).map_err(crate::io_err("reading", path));
-        let rustc = run::rustc_version()?;
-        Ok(Self {
-            wrapper,
-            options,
-            triple: run::host_triple(&rustc).unwrap_or_else(|| "unknown".into()),
-            rustc,
-            lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
-            profile_settings: profile_sections(&read(&workspace.root_manifest)?),
-            members: workspace.member_declarations(),
-            env: key_environment(&options.pass_env),
-        })
-    }
-
-    /// Cargo.lock's packages.
-    pub fn lock(&self) -> &BTreeMap<(String, String), LockedPackage> {
-        &self.lock
-    }
-
-    /// The host triple (`rustc -vV`'s `host:`).
-    pub fn triple(&self) -> &str {
-        &self.triple
-    }
-
-    /// The rustc wrapper cargo commands of this workspace run with.
-    pub fn wrapper(&self) -> &run::Wrapper {
-        &self.wrapper
-    }
-
-    /// `target`'s dependency key (runs `cargo tree` for its package).
-    pub fn key(&self, target: &BinaryTarget) -> Result<DependencyKey> {
-        Ok(self.key_for_tree(&tree(target, self.options, &self.wrapper)?))
-    }
-
-    /// The key for a package's tree as [`tree`] returned it.
-    pub fn key_for_tree(&self, tree: &str) -> DependencyKey {
-        dependency_key(&KeyInputs {
-            tree: &parse_tree(tree),
-            lock: &self.lock,
-            members: &self.members,
-            profile: &self.options.profile,
-            profile_settings: &self.profile_settings,
-            target: &self.triple,
-            rustc: &self.rustc,
-            env: &self.env,
-            network_allowed: self.options.allow_network,
-        })
-    }
-}
-
-/// The wrapper cargo commands for `workspace` run with (`script` from [`wrapper_script`],
-/// installed once per command).
-pub fn wrapper(script: run::WrapperScript, workspace: &Workspace) -> run::Wrapper {
-    run::Wrapper::new(script, &workspace.root, &workspace.build_dir)
-}
-
-/// `cargo tree` output for `target`'s package on the host, with the options' features.
-pub fn tree(
-    target: &BinaryTarget,
-    options: &BuildOptions,
-    wrapper: &run::Wrapper,
-) -> Result<String> {
-    Ok(run::dependency_tree(
-        target,
-        None,
-        options.cargo_features(),
-        wrapper,
-    )?)
-}
-
-/// Where the last built key of `target` is recorded: the directory and the file name.
-fn record_location(cache_dir: &Path, target: &BinaryTarget) -> (PathBuf, String) {
-    (
-        cache_dir.join("keys").join(&target.package.name),
-        format!("{}.txt", target.bin),
-    )
-}
-
-/// Remembers `key` as the last one built for `target`.
-pub fn record(cache_dir: &Path, target: &BinaryTarget, key: &DependencyKey) -> Result<()> {
-    write_lines(cache_dir, target, "txt", &key.inputs)
-}
-
-/// Writes `lines` as the record with extension `ext` of `target` (atomically).
-fn write_lines(cache_dir: &Path, target: &BinaryTarget, ext: &str, lines: &[String]) -> Result<()> {
-    let (dir, name) = record_location(cache_dir, target);
-    std::fs::create_dir_all(&dir).map_err(crate::io_err("creating directory", &dir))?;
-    let name = name.replace(".txt", &format!(".{ext}"));
-    imgbuild_oci::layout::write_atomic(&dir, &name, lines.join("\n").as_bytes())?;
-    Ok(())
-}
-
-/// Remembers the static inputs of the last app entry stored for `target`.
-pub fn record_app(cache_dir: &Path, target: &BinaryTarget, static_inputs: &[String]) -> Result<()> {
-    write_lines(cache_dir, target, "app.txt", static_inputs)
-}
-
-/// The static inputs of the last app entry stored for `target`.
-pub fn previous_app(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
-    let (dir, name) = record_location(cache_dir, target);
-    let text = std::fs::read_to_string(dir.join(name.replace(".txt", ".app.txt"))).ok()?;
-    Some(text.lines().map(String::from).collect())
-}
-
-/// The inputs of the last key built for `target`, if any.
-pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
-    let (dir, name) = record_location(cache_dir, target);
-    let text = std::fs::read_to_string(dir.join(name)).ok()?;
-    Some(text.lines().map(String::from).collect())
-}
-
 /// Plans every binary in scope: its key, inputs and (with `explain`) the change since its last
 /// build.
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
-    let manifest = run::manifest_path(options.manifest_path.as_deref())?;
-    let script = wrapper_script(&options.cache_dir)?;
-    let workspace = Workspace::new(&run::metadata(&manifest, &script)?);
-    let targets = workspace.candidates(options.package.as_deref(), options.bin.as_deref())?;
-    let context = KeyContext::gather(&workspace, options, wrapper(script, &workspace))?;
+    let cx = context::prepare(options, Scope::All)?;
+    let keys = KeyContext::gather(&cx)?;
     // Cargo resolves dependencies per package: binaries of one package share its key.
     let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();
-    targets
+    cx.selected
         .iter()
-        .map(|t| {
+        .map(|selected| {
+            let t = &selected.target;
             let key = match by_package.get(&t.package.manifest_path) {
                 Some(key) => key.clone(),
                 None => {
-                    let key = context.key(t)?;
+                    let key = keys.key_for_tree(&keys::tree(&cx, t)?);
                     by_package.insert(t.package.manifest_path.clone(), key.clone());
                     key
                 }
             };
             let changes = if explain_changes {
-                previous(&options.cache_dir, t).map(|old| explain(&old, &key.inputs))
+                keys::read_record(&cx.cache, t, Record::DependencyKey)?
+                    .map(|old| explain(&old, &key.inputs))
             } else {
                 None
             };
-            let app = crate::build::app_status(options, &workspace, t, &key.key)?;
+            let app = appcache::status(&cx, selected, &key.key)?;
             Ok(BinaryPlan {
                 package: t.package.name.clone(),
                 bin: t.bin.clone(),

@@ -5,7 +5,6 @@
 //! push to a new repository mounts blobs the registry already has instead of uploading them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::Descriptor;
@@ -13,42 +12,28 @@ use imgbuild_registry::push::{BlobOutcome, Progress};
 use imgbuild_registry::{Client, ClientOptions, Reference};
 
 use crate::Result;
+use crate::cachedir::CacheDir;
 use crate::event::{Event, Reporter};
+use crate::names::{self, CacheName};
 
 /// Where blobs were pushed, per registry: digest → repositories.
 type BlobHomes = BTreeMap<String, BTreeSet<String>>;
 
-fn record_path(cache_dir: &Path, registry: &str) -> PathBuf {
-    let name: String = registry
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    cache_dir.join("registries").join(format!("{name}.json"))
-}
-
-fn read_homes(cache_dir: &Path, registry: &str) -> BlobHomes {
-    std::fs::read(record_path(cache_dir, registry))
+fn read_homes(cache: &CacheDir, registry: &str) -> BlobHomes {
+    let (dir, name) = cache.registry_record(registry);
+    std::fs::read(dir.join(name))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-fn write_homes(cache_dir: &Path, registry: &str, homes: &BlobHomes) {
-    let path = record_path(cache_dir, registry);
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    if std::fs::create_dir_all(dir).is_ok()
+fn write_homes(cache: &CacheDir, registry: &str, homes: &BlobHomes) {
+    let (dir, name) = cache.registry_record(registry);
+    if std::fs::create_dir_all(&dir).is_ok()
         && let Ok(bytes) = serde_json::to_vec(homes)
     {
         // A hint only: losing it costs an upload, never correctness.
-        let _ = imgbuild_oci::layout::write_atomic(dir, &name.to_string_lossy(), &bytes);
+        let _ = imgbuild_oci::layout::write_atomic(&dir, &name, &bytes);
     }
 }
 
@@ -68,17 +53,18 @@ pub(crate) fn progress<'a>(reporter: &'a dyn Reporter, reference: &Reference) ->
 
 impl Progress for Reporting<'_> {
     fn blob(&self, digest: &str, size: u64, outcome: &BlobOutcome) {
+        use crate::event::BlobOutcome as Outcome;
         let (outcome, from) = match outcome {
-            BlobOutcome::Present => ("present", None),
-            BlobOutcome::Mounted { from } => ("mounted", Some(from.clone())),
-            BlobOutcome::Uploaded => ("uploaded", None),
-            BlobOutcome::Downloaded => ("downloaded", None),
+            BlobOutcome::Present => (Outcome::Present, None),
+            BlobOutcome::Mounted { from } => (Outcome::Mounted, Some(from.clone())),
+            BlobOutcome::Uploaded => (Outcome::Uploaded, None),
+            BlobOutcome::Downloaded => (Outcome::Downloaded, None),
         };
         self.reporter.report(&Event::Blob {
             reference: self.reference.clone(),
             digest: digest.to_string(),
             size,
-            outcome: outcome.to_string(),
+            outcome,
             from,
         });
     }
@@ -109,7 +95,7 @@ pub fn push(
     reference: &Reference,
     default_tag: &str,
     options: &RegistryOptions,
-    cache_dir: &Path,
+    cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<imgbuild_registry::push::PushReport> {
     let target = if reference.tag.is_none() && reference.digest.is_none() {
@@ -118,7 +104,7 @@ pub fn push(
         reference.clone()
     };
     let client = Client::connect(&target, options.client_options(&target))?;
-    let mut homes = read_homes(cache_dir, &target.registry);
+    let mut homes = read_homes(cache, &target.registry);
     let blobs = store.image_blobs(manifest)?;
     let mut candidates: Vec<String> = blobs
         .iter()
@@ -141,7 +127,7 @@ pub fn push(
             .or_default()
             .insert(target.repository.clone());
     }
-    write_homes(cache_dir, &target.registry, &homes);
+    write_homes(cache, &target.registry, &homes);
     report_pushed(reporter, &target, &report);
     Ok(report)
 }
@@ -163,10 +149,10 @@ fn report_pushed(
 
 /// The dependency cache shared through a registry repository (`--cache-repo`): entries are
 /// the same artifacts as in the local store, tagged `deps-<key>`.
-pub struct RemoteCache {
+pub(crate) struct RemoteCache {
     client: Client,
     repository: Reference,
-    cache_dir: PathBuf,
+    cache: CacheDir,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -175,25 +161,13 @@ impl std::fmt::Debug for RemoteCache {
     }
 }
 
-/// The registry tag that points at the newest dependency-cache entry of `package/bin`: where a
-/// fresh runner whose exact key is missing finds its nearest earlier entry.
-pub fn latest_tag(package: &str, bin: &str) -> String {
-    let id = imgbuild_oci::digest::sha256(format!("{package}/{bin}").as_bytes());
-    format!("deps-latest-{}", &id.digest()[..32])
-}
-
-/// The registry tag of `key`'s entry.
-pub fn cache_tag(key: &str) -> String {
-    format!("deps-{key}")
-}
-
 impl RemoteCache {
-    /// Connects to the cache repository; `cache_dir` keeps the record of which blobs it holds
+    /// Connects to the cache repository; `cache` keeps the record of which blobs it holds
     /// (so that a push to another repository of the same registry mounts them).
-    pub fn connect(
+    pub(crate) fn connect(
         repository: &Reference,
         options: &RegistryOptions,
-        cache_dir: &Path,
+        cache: &CacheDir,
     ) -> Result<Self> {
         let repository = Reference {
             tag: None,
@@ -203,64 +177,64 @@ impl RemoteCache {
         Ok(Self {
             client: Client::connect(&repository, options.client_options(&repository))?,
             repository,
-            cache_dir: cache_dir.to_path_buf(),
+            cache: cache.clone(),
         })
     }
 
     /// The repository, as given.
-    pub fn repository(&self) -> &Reference {
+    pub(crate) fn repository(&self) -> &Reference {
         &self.repository
     }
 
     /// Pulls `key`'s entry into `store` (blobs verified) and tags it there; `None` when the
     /// registry does not have it.
-    pub fn pull_entry(
+    pub(crate) fn pull_entry(
         &self,
         store: &Layout,
         key: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<crate::depcache::Entry>> {
-        match self.pull_tag(store, &cache_tag(key), reporter)? {
+        match self.pull_tag(store, &CacheName::Deps(key).tag(), reporter)? {
             Some(manifest) => crate::depcache::adopt(store, key, &manifest).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Pulls the newest entry of `package/bin` (see [`latest_tag`]) into `store`; `None` when
+    /// Pulls the newest entry of `package/bin` (see `names::latest_tag`) into `store`; `None` when
     /// the registry has none.
-    pub fn pull_latest(
+    pub(crate) fn pull_latest(
         &self,
         store: &Layout,
         package: &str,
         bin: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<crate::depcache::Entry>> {
-        match self.pull_tag(store, &latest_tag(package, bin), reporter)? {
+        match self.pull_tag(store, &names::latest_tag(package, bin), reporter)? {
             Some(desc) => crate::depcache::adopt_as_is(store, &desc).map(Some),
             None => Ok(None),
         }
     }
 
     /// Whether the registry has `key`'s entry.
-    pub fn has_entry(&self, key: &str) -> Result<bool> {
+    pub(crate) fn has_entry(&self, key: &str) -> Result<bool> {
         Ok(imgbuild_registry::push::fetch_manifest(
             &self.client,
             &self.repository.repository,
-            &cache_tag(key),
+            &CacheName::Deps(key).tag(),
         )?
         .is_some())
     }
 
     /// Pushes `key`'s entry (manifest `manifest` in `store`); only blobs the registry lacks
     /// are uploaded, so a delta entry sends its new layer.
-    pub fn push_entry(
+    pub(crate) fn push_entry(
         &self,
         store: &Layout,
         key: &str,
         manifest: &Descriptor,
         reporter: &dyn Reporter,
     ) -> Result<imgbuild_registry::push::PushReport> {
-        let target = self.repository.with_tag(&cache_tag(key));
+        let target = self.repository.with_tag(&CacheName::Deps(key).tag());
         let progress = Reporting {
             reporter,
             reference: target.to_string(),
@@ -275,7 +249,7 @@ impl RemoteCache {
 
 impl RemoteCache {
     /// Pulls the manifest tagged `tag` in the cache repository (and its blobs) into `store`.
-    pub fn pull_tag(
+    pub(crate) fn pull_tag(
         &self,
         store: &Layout,
         tag: &str,
@@ -302,18 +276,18 @@ impl RemoteCache {
         let Ok(blobs) = store.image_blobs(manifest) else {
             return;
         };
-        let mut homes = read_homes(&self.cache_dir, &self.repository.registry);
+        let mut homes = read_homes(&self.cache, &self.repository.registry);
         for blob in blobs {
             homes
                 .entry(blob.digest().to_string())
                 .or_default()
                 .insert(self.repository.repository.clone());
         }
-        write_homes(&self.cache_dir, &self.repository.registry, &homes);
+        write_homes(&self.cache, &self.repository.registry, &homes);
     }
 
     /// Whether the cache repository has `tag`.
-    pub fn has_tag(&self, tag: &str) -> Result<bool> {
+    pub(crate) fn has_tag(&self, tag: &str) -> Result<bool> {
         Ok(
             imgbuild_registry::push::fetch_manifest(
                 &self.client,
@@ -325,7 +299,7 @@ impl RemoteCache {
     }
 
     /// Pushes `manifest` (in `store`) to the cache repository as `tag`.
-    pub fn push_tag(
+    pub(crate) fn push_tag(
         &self,
         store: &Layout,
         manifest: &Descriptor,

@@ -9,10 +9,10 @@ use imgbuild_oci::layer::{Content, EntryKind, LayerBuilder};
 use crate::Result;
 
 /// The non-root user images run as by default (the distroless convention).
-pub const NONROOT_UID: u32 = 65532;
+pub(crate) const NONROOT_UID: u32 = 65532;
 
 /// Where the CA bundle goes in the image (the path most TLS stacks look at first).
-pub const CA_BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const CA_BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Host CA bundles, in the order they are looked for.
 const HOST_CA_BUNDLES: &[&str] = &[
@@ -22,7 +22,7 @@ const HOST_CA_BUNDLES: &[&str] = &[
 ];
 
 /// The first CA bundle found on the build host.
-pub fn host_ca_bundle() -> Option<PathBuf> {
+pub(crate) fn host_ca_bundle() -> Option<PathBuf> {
     HOST_CA_BUNDLES
         .iter()
         .map(PathBuf::from)
@@ -30,7 +30,7 @@ pub fn host_ca_bundle() -> Option<PathBuf> {
 }
 
 /// Builds the rootfs layer. `ca_bundle` is a host file copied to [`CA_BUNDLE_IN_IMAGE`].
-pub fn layer(ca_bundle: Option<&Path>) -> Result<LayerBuilder> {
+pub(crate) fn layer(ca_bundle: Option<&Path>) -> Result<LayerBuilder> {
     let mut b = LayerBuilder::new();
     let passwd = format!(
         "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"

@@ -14,17 +14,14 @@ use imgbuild_oci::layout::{Layout, ref_name};
 use imgbuild_oci::spec::{Descriptor, MediaType};
 use serde::Serialize;
 
-use crate::depcache::{self, REF_PREFIX};
+use crate::cachedir::CacheDir;
+use crate::depcache;
+use crate::names::CacheName;
 
 /// The key `cache ls` shows for a cache tag: a dependency key (hex), or `app-<key>` for the
 /// app cache's records and images. `None` for images tagged by users.
 fn entry_key(desc: &Descriptor) -> Option<String> {
-    let name = ref_name(desc)?;
-    if let Some(key) = name.strip_prefix(REF_PREFIX) {
-        return Some(key.to_string());
-    }
-    name.strip_prefix(crate::appcache::REF_PREFIX)
-        .map(|key| format!("app-{key}"))
+    CacheName::parse_local(ref_name(desc)?).map(CacheName::usage_key)
 }
 use crate::Result;
 
@@ -61,8 +58,8 @@ fn seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn last_used(cache_dir: &Path, key: &str, store: &Layout, manifest: &Descriptor) -> u64 {
-    let marker = depcache::usage_dir(cache_dir).join(key);
+fn last_used(cache: &CacheDir, key: &str, store: &Layout, manifest: &Descriptor) -> u64 {
+    let marker = cache.usage_marker(key);
     std::fs::metadata(&marker)
         .or_else(|_| std::fs::metadata(store.blob_path(manifest.digest())))
         .and_then(|m| m.modified())
@@ -101,7 +98,8 @@ fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
 
 /// Lists the dependency-cache entries of the store under `cache_dir`.
 pub fn list(cache_dir: &Path) -> Result<Listing> {
-    let root = crate::build::store_dir(cache_dir);
+    let cache = CacheDir::new(cache_dir);
+    let root = cache.store();
     if !root.join("oci-layout").exists() {
         return Ok(Listing {
             entries: Vec::new(),
@@ -136,7 +134,7 @@ pub fn list(cache_dir: &Path) -> Result<Listing> {
             }
         };
         entries.push(EntrySummary {
-            last_used: last_used(cache_dir, &key, &store, &desc),
+            last_used: last_used(&cache, &key, &store, &desc),
             size: blobs.iter().filter_map(|b| sizes.get(b)).sum(),
             key,
             binary,
@@ -221,7 +219,8 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// Removes the entries `policy` selects, then every blob nothing in the index references.
 /// Waits for running builds (they hold the store's writer lock) before deleting blobs.
 pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
-    let root = crate::build::store_dir(cache_dir);
+    let cache = CacheDir::new(cache_dir);
+    let root = cache.store();
     if !root.join("oci-layout").exists() {
         return Ok(PruneReport::default());
     }
@@ -251,7 +250,7 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
         store.write_index(&index)?;
     }
     for key in &removed {
-        let _ = std::fs::remove_file(depcache::usage_dir(cache_dir).join(key));
+        let _ = std::fs::remove_file(cache.usage_marker(key));
     }
     let live: BTreeSet<String> = store
         .read_index()?

@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use imgbuild_cargo::run;
-use imgbuild_cargo::workspace::Workspace;
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::Descriptor;
 use serde::Serialize;
 
-use crate::build::{BuildOptions, BuiltImage, build};
+use crate::build::build;
+use crate::context::{self, Scope};
 use crate::event::Reporter;
+use crate::image::LayerRole;
+use crate::options::{BuildOptions, BuiltImage};
 use crate::{Error, Result};
 
 /// The outcome of `verify`.
@@ -153,17 +154,14 @@ fn read_config(store: &Layout, image: &BuiltImage) -> Result<serde_json::Value> 
 /// Builds twice and compares. `options` selects the project and binary; its outputs, cache
 /// directory and dependency cache are not used (each build starts from nothing).
 pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict> {
-    let manifest = run::manifest_path(options.manifest_path.as_deref())?;
-    let script = crate::plan::wrapper_script(&options.cache_dir)?;
-    let workspace = Workspace::new(&run::metadata(&manifest, &script)?);
-    let relative = manifest
+    let cx = context::prepare(options, Scope::One)?;
+    let workspace = &cx.workspace;
+    let relative = cx
+        .manifest_path
         .strip_prefix(&workspace.root)
         .unwrap_or(Path::new("Cargo.toml"))
         .to_path_buf();
-    let epoch = options
-        .source_date_epoch
-        .or_else(|| run::git_commit_time(&workspace.root))
-        .unwrap_or(0);
+    let epoch = cx.epoch;
     let tmp = tempfile::Builder::new()
         .prefix("imgbuild-verify-")
         .tempdir()
@@ -171,7 +169,7 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
             "creating a temporary directory in",
             &std::env::temp_dir(),
         ))?;
-    let skip = vec![workspace.target_dir.clone(), workspace.build_dir.clone()];
+    let skip = cx.cargo_dirs.to_vec();
     // Two folders of different depth and name, so that paths leaking into the output show.
     let roots = [
         tmp.path().join("a").join("src"),
@@ -224,13 +222,13 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
     }
     let binary = format!("{}/", crate::image::APP_DIR);
     for (i, (la, lb)) in first.layers.iter().zip(&second.layers).enumerate() {
-        if la.blob.diff_id == lb.blob.diff_id {
+        if la.diff_id == lb.diff_id {
             continue;
         }
         let n = i + 1;
         let files = compare_entries(
-            &listing(&store_a, &la.blob.descriptor)?,
-            &listing(&store_b, &lb.blob.descriptor)?,
+            &listing(&store_a, &la.descriptor)?,
+            &listing(&store_b, &lb.descriptor)?,
         );
         if files.is_empty() {
             verdict.differences.push(format!(
@@ -239,7 +237,7 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
             ));
         }
         for (path, what) in files {
-            let note = if la.role == "app"
+            let note = if la.role == LayerRole::App
                 && path.starts_with(&binary)
                 && first
                     .executable

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use imgbuild::event::{Event, Reporter};
+use imgbuild::event::{BlobOutcome, Event, NetworkAccess, Reporter};
 use imgbuild::output::Output;
 use imgbuild::{BuildOptions, ImageConfig};
 
@@ -526,9 +526,9 @@ impl Reporter for Human {
             ),
             Event::Isolation {
                 network, method, ..
-            } => match network.as_str() {
-                "isolated" => self.status("Sandbox", &format!("no network for the build ({method})")),
-                "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+            } => match network {
+                NetworkAccess::Isolated => self.status("Sandbox", &format!("no network for the build ({method})")),
+                NetworkAccess::Allowed => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
                 _ => {} // the warning that follows says it
             },
             Event::AppCache {
@@ -641,9 +641,9 @@ impl Reporter for Human {
                 from,
                 ..
             } => {
-                let how = match (outcome.as_str(), from) {
-                    ("mounted", Some(from)) => format!("mounted from {from}"),
-                    ("present", _) => "already there".to_string(),
+                let how = match (outcome, from) {
+                    (BlobOutcome::Mounted, Some(from)) => format!("mounted from {from}"),
+                    (BlobOutcome::Present, _) => "already there".to_string(),
                     (other, _) => other.to_string(),
                 };
                 self.status(
@@ -666,6 +666,8 @@ impl Reporter for Human {
                 ),
             ),
             Event::Warning { message } => self.status("Warning", message),
+            // Events added to the library later are shown in JSON output only.
+            _ => {}
         }
     }
 }

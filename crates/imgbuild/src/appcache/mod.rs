@@ -25,37 +25,61 @@ use imgbuild_oci::layout::{Layout, ref_name};
 use imgbuild_oci::spec::{Descriptor, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
+use crate::image::LayerRole;
+use crate::names::CacheName;
+use crate::publish::RemoteCache;
 use crate::{Error, Result};
 
+mod lookup;
+mod save;
+
+pub(crate) use lookup::{lookup, static_key_of, status};
+pub(crate) use save::record;
+
 /// The `artifactType` of app records.
-pub const RECORD_ARTIFACT_TYPE: &str = "application/vnd.imgbuild.app-record.v1";
+pub(crate) const RECORD_ARTIFACT_TYPE: &str = "application/vnd.imgbuild.app-record.v1";
 /// The media type of a record's config blob.
-pub const RECORD_MEDIA_TYPE: &str = "application/vnd.imgbuild.app-record.v1+json";
-/// Local ref names of records and images: this prefix, then the static or app key.
-pub const REF_PREFIX: &str = "imgbuild-cache:app-";
+pub(crate) const RECORD_MEDIA_TYPE: &str = "application/vnd.imgbuild.app-record.v1+json";
 /// Version of the key texts; bump when their meaning changes.
-pub const FORMAT: &str = "imgbuild-app-key v1";
+pub(crate) const FORMAT: &str = "imgbuild-app-key v1";
+
+/// The static key and the lines it hashes.
+#[derive(Debug, Clone)]
+pub(crate) struct StaticKey {
+    pub(crate) key: String,
+    pub(crate) inputs: Vec<String>,
+}
+
+/// Where a build looks for app-cache entries and stores them.
+pub(crate) struct AppCache<'a> {
+    /// The local store.
+    pub(crate) store: &'a Layout,
+    /// This build's static key.
+    pub(crate) static_key: &'a StaticKey,
+    /// The cache repository, when configured.
+    pub(crate) remote: Option<&'a RemoteCache>,
+}
 
 /// What is remembered about a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppRecord {
+pub(crate) struct AppRecord {
     /// The static key.
-    pub static_key: String,
+    pub(crate) static_key: String,
     /// The app key of the build that wrote the record.
-    pub app_key: String,
+    pub(crate) app_key: String,
     /// `package/bin`.
-    pub binary: String,
+    pub(crate) binary: String,
     /// The static key's input lines.
-    pub static_inputs: Vec<String>,
+    pub(crate) static_inputs: Vec<String>,
     /// Input files (relative to the workspace root when inside it, else absolute) and
     /// `env:NAME` entries → sha256 hex of the content or value (`-` when absent).
-    pub inputs: BTreeMap<String, String>,
+    pub(crate) inputs: BTreeMap<String, String>,
     /// The image's manifest digest.
-    pub image: String,
+    pub(crate) image: String,
     /// `name:tag` of the image.
-    pub reference: String,
-    /// The roles of the image's layers, in order (`base`, `rootfs`, `libraries`, `app`).
-    pub roles: Vec<String>,
+    pub(crate) reference: String,
+    /// The roles of the image's layers, in order.
+    pub(crate) roles: Vec<LayerRole>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -63,12 +87,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The static key of `lines`.
-pub fn static_key(lines: &[String]) -> String {
+pub(crate) fn static_key(lines: &[String]) -> String {
     sha256_hex(lines.join("\n").as_bytes())
 }
 
 /// The app key: the static key and every input's hash.
-pub fn app_key(static_key: &str, inputs: &BTreeMap<String, String>) -> String {
+pub(crate) fn app_key(static_key: &str, inputs: &BTreeMap<String, String>) -> String {
     let mut text = format!("{FORMAT}\nstatic {static_key}\n");
     for (path, hash) in inputs {
         text.push_str(&format!("input {path} {hash}\n"));
@@ -77,7 +101,7 @@ pub fn app_key(static_key: &str, inputs: &BTreeMap<String, String>) -> String {
 }
 
 /// The name an input has in a record: relative to `root` when inside it.
-pub fn input_name(root: &Path, path: &Path) -> String {
+pub(crate) fn input_name(root: &Path, path: &Path) -> String {
     match path.strip_prefix(root) {
         Ok(rel) => rel.to_string_lossy().into_owned(),
         Err(_) => path.to_string_lossy().into_owned(),
@@ -94,7 +118,7 @@ fn input_path(root: &Path, name: &str) -> PathBuf {
 }
 
 /// Hashes the current state of a record's inputs (`env` gives the values of `env:` entries).
-pub fn hash_inputs<'a>(
+pub(crate) fn hash_inputs<'a>(
     root: &Path,
     names: impl IntoIterator<Item = &'a String>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -116,7 +140,7 @@ pub fn hash_inputs<'a>(
 /// packages (the workspace's own code), plus `extra` files. Paths under `ignore` (cargo's home,
 /// the toolchain, the build directory: dependencies and generated files, covered by other key
 /// inputs) are left out.
-pub fn collect_inputs(
+pub(crate) fn collect_inputs(
     root: &Path,
     outcome: &BuildOutcome,
     package_dirs: &BTreeMap<String, PathBuf>,
@@ -211,7 +235,7 @@ fn walk(dir: &Path, ignore: &[PathBuf], out: &mut BTreeSet<PathBuf>) {
 }
 
 fn local_ref(key: &str) -> String {
-    format!("{REF_PREFIX}{key}")
+    CacheName::App(key).local_ref()
 }
 
 fn find_tag(store: &Layout, tag: &str) -> Option<Descriptor> {
@@ -225,13 +249,13 @@ fn find_tag(store: &Layout, tag: &str) -> Option<Descriptor> {
 }
 
 /// The record for `static_key` in the local store, if any (unreadable records are ignored).
-pub fn find_record(store: &Layout, static_key: &str) -> Option<AppRecord> {
+pub(crate) fn find_record(store: &Layout, static_key: &str) -> Option<AppRecord> {
     let desc = find_tag(store, &local_ref(static_key))?;
     read_record(store, &desc).ok()
 }
 
 /// Reads a record artifact.
-pub fn read_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
+pub(crate) fn read_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
     let manifest = store.read_manifest(desc.digest())?;
     let bytes = store.read_blob(manifest.config().digest())?;
     serde_json::from_slice(&bytes).map_err(|e| Error::CacheEntry {
@@ -242,7 +266,7 @@ pub fn read_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
 
 /// The image stored for `app_key`, if the store has it with every blob intact. A damaged one
 /// is an error (report it; the build goes on as a miss).
-pub fn find_image(store: &Layout, app_key: &str) -> Result<Option<Descriptor>> {
+pub(crate) fn find_image(store: &Layout, app_key: &str) -> Result<Option<Descriptor>> {
     let Some(desc) = find_tag(store, &local_ref(app_key)) else {
         return Ok(None);
     };
@@ -258,7 +282,11 @@ pub fn find_image(store: &Layout, app_key: &str) -> Result<Option<Descriptor>> {
 }
 
 /// Stores `record` (tagged by its static key) and tags its image by its app key.
-pub fn save(store: &Layout, record: &AppRecord, image: &Descriptor) -> Result<Descriptor> {
+pub(crate) fn save_record(
+    store: &Layout,
+    record: &AppRecord,
+    image: &Descriptor,
+) -> Result<Descriptor> {
     let config = store.put_json(MediaType::Other(RECORD_MEDIA_TYPE.into()), record)?;
     let empty = store.put_bytes(MediaType::EmptyJSON, b"{}")?;
     let manifest = ImageManifestBuilder::default()
@@ -277,7 +305,7 @@ pub fn save(store: &Layout, record: &AppRecord, image: &Descriptor) -> Result<De
 }
 
 /// Tags a record pulled from a registry (its blobs already in the store) locally.
-pub fn adopt_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
+pub(crate) fn adopt_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
     let record = read_record(store, desc)?;
     let _lock = store.lock()?;
     store.set_tag(&local_ref(&record.static_key), desc)?;
@@ -285,13 +313,16 @@ pub fn adopt_record(store: &Layout, desc: &Descriptor) -> Result<AppRecord> {
 }
 
 /// Tags an image pulled from a registry locally under its app key.
-pub fn adopt_image(store: &Layout, app_key: &str, desc: &Descriptor) -> Result<()> {
+pub(crate) fn adopt_image(store: &Layout, app_key: &str, desc: &Descriptor) -> Result<()> {
     let _lock = store.lock()?;
     Ok(store.set_tag(&local_ref(app_key), desc)?)
 }
 
 /// Which inputs differ between a record and their current hashes (for `plan --explain`).
-pub fn changed_inputs(record: &AppRecord, current: &BTreeMap<String, String>) -> Vec<String> {
+pub(crate) fn changed_inputs(
+    record: &AppRecord,
+    current: &BTreeMap<String, String>,
+) -> Vec<String> {
     record
         .inputs
         .iter()

@@ -1,0 +1,136 @@
+//! The app cache after a build: stage `record` remembers which files the build read under the
+//! static key and tags the image by the app key; both go to the cache repository too.
+//!
+//! Reads the files it hashes, writes to the local store and the key records, pushes to the
+//! cache repository (failures there are warnings).
+
+use imgbuild_oci::layout::Layout;
+use imgbuild_oci::spec::Descriptor;
+
+use imgbuild_cargo::run::BuildOutcome;
+
+use super::{AppCache, AppRecord};
+use crate::Result;
+use crate::context::Context;
+use crate::event::{Event, Reporter};
+use crate::image::StoredImage;
+use crate::keys::{self, Record};
+use crate::names::CacheName;
+use crate::publish::RemoteCache;
+
+/// Runs the stage (nothing to do with the cache off).
+pub(crate) fn record(
+    cx: &Context<'_>,
+    s: &AppCache<'_>,
+    outcome: &BuildOutcome,
+    image: &StoredImage,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    if !cx.options.dependency_cache {
+        return Ok(());
+    }
+    let workspace = &cx.workspace;
+    let mut ignore = vec![
+        imgbuild_cargo::run::cargo_home(),
+        workspace.target_dir.clone(),
+        workspace.build_dir.clone(),
+    ];
+    ignore.extend(cx.env.rustup_home());
+    let names = super::collect_inputs(
+        &workspace.root,
+        outcome,
+        &cx.package_dirs,
+        &ignore,
+        &image.host_files,
+    );
+    let inputs = super::hash_inputs(&workspace.root, &names, &|name| cx.compile_env_value(name));
+    let target = &cx.one().target;
+    let record = AppRecord {
+        app_key: super::app_key(&s.static_key.key, &inputs),
+        static_key: s.static_key.key.clone(),
+        binary: format!("{}/{}", target.package.name, target.bin),
+        static_inputs: s.static_key.inputs.clone(),
+        inputs,
+        image: image.manifest.digest().to_string(),
+        reference: format!("{}:{}", image.name, image.tag),
+        roles: image.layers.iter().map(|l| l.role).collect(),
+    };
+    let record_desc = super::save_record(s.store, &record, &image.manifest)?;
+    keys::write_record(&cx.cache, target, Record::AppStatic, &s.static_key.inputs)?;
+    for key in [&record.app_key, &record.static_key] {
+        crate::depcache::touch_reporting(&cx.cache, CacheName::App(key), reporter);
+    }
+    reporter.report(&Event::AppCache {
+        key: record.app_key.clone(),
+        hit: false,
+        from_registry: false,
+        stored: true,
+    });
+    if let Some(remote) = &s.remote
+        && let Err(e) = push(
+            remote,
+            &s.store,
+            &record,
+            &image.manifest,
+            &record_desc,
+            reporter,
+        )
+    {
+        reporter.report(&Event::Warning {
+            message: format!(
+                "could not push the app cache entry to {}: {e}",
+                remote.repository()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Pushes the image (tagged by the app key), then the record (by the static key).
+fn push(
+    remote: &RemoteCache,
+    store: &Layout,
+    record: &AppRecord,
+    image: &Descriptor,
+    record_desc: &Descriptor,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    remote.push_tag(
+        store,
+        image,
+        &CacheName::App(&record.app_key).tag(),
+        reporter,
+    )?;
+    remote.push_tag(
+        store,
+        record_desc,
+        &CacheName::App(&record.static_key).tag(),
+        reporter,
+    )
+}
+
+/// Makes sure the cache repository has a local hit's image and record (it was built before the
+/// repository was configured, or its push failed). Failures are warnings.
+pub(crate) fn share_hit(
+    remote: &RemoteCache,
+    store: &Layout,
+    record: &AppRecord,
+    image: &Descriptor,
+    reporter: &dyn Reporter,
+) {
+    let result = (|| -> Result<()> {
+        if remote.has_tag(&CacheName::App(&record.app_key).tag())? {
+            return Ok(());
+        }
+        let record_desc = super::save_record(store, record, image)?;
+        push(remote, store, record, image, &record_desc, reporter)
+    })();
+    if let Err(e) = result {
+        reporter.report(&Event::Warning {
+            message: format!(
+                "could not share the app cache entry with {}: {e}",
+                remote.repository()
+            ),
+        });
+    }
+}

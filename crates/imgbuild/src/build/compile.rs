@@ -1,0 +1,129 @@
+//! Stage `compile`: `cargo fetch` when downloads are missing (with the caller's network
+//! settings), then `cargo build --locked --offline` with the allowlisted environment, a private
+//! HOME and TMPDIR, in a network sandbox where one is available.
+//!
+//! Runs cargo (through `imgbuild_cargo::run`) and creates the private directories under the
+//! cache directory.
+
+use imgbuild_cargo::run::{self, BuildOutcome};
+use imgbuild_cargo::units::{self, DependencyUnits};
+
+use crate::Result;
+use crate::build::Setup;
+use crate::context::Context;
+use crate::event::{Event, IsolationMethod, NetworkAccess, Reporter};
+
+/// What cargo built.
+pub(crate) struct Compiled {
+    /// Cargo's outcome: the executable and every unit's files.
+    pub(crate) outcome: BuildOutcome,
+    /// The dependency units among them (the dependency cache's content).
+    pub(crate) dependencies: DependencyUnits,
+}
+
+/// Runs the stage.
+pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Compiled> {
+    let options = cx.options;
+    let target = &cx.one().target;
+    // Downloads happen here, with the caller's network settings; the compile is offline.
+    if run::missing_downloads(s.keys.lock()) {
+        run::fetch(&target.package.manifest_path, s.keys.triple())?;
+    }
+    let sandbox = isolation(options.allow_network, reporter);
+    let private = crate::hermetic::PrivateDirs::create(&cx.cache)?;
+    let caller = caller_env(cx);
+    let rustup_home = cx.env.rustup_home();
+    let compile_env =
+        imgbuild_cargo::hermetic::compile_env(&imgbuild_cargo::hermetic::CompileEnv {
+            caller: &caller,
+            pass: &options.pass_env,
+            home: &private.home(),
+            tmp: &private.tmp(),
+            cargo_home: &run::cargo_home(),
+            rustup_home: rustup_home.as_deref(),
+            source_date_epoch: cx.epoch,
+        });
+    let outcome = run::build(&run::BuildRequest {
+        target,
+        profile: &options.profile,
+        features: options.cargo_features(),
+        wrapper: &cx.wrapper,
+        isolation: Some(run::Isolation {
+            env: &compile_env,
+            sandbox: sandbox.as_ref(),
+        }),
+    })?;
+    drop(private);
+    let dependencies = units::dependency_units(&outcome, &s.profile_dir);
+    reporter.report(&Event::Compiled {
+        executable: outcome.executable.display().to_string(),
+        dependencies_compiled: dependencies.compiled,
+        dependencies_fresh: dependencies.fresh,
+        compiled_packages: dependencies.compiled_packages.clone(),
+    });
+    Ok(Compiled {
+        outcome,
+        dependencies,
+    })
+}
+
+/// The caller's environment as the compile step filters it, with the target directory the
+/// options force (if any) in place of the caller's.
+fn caller_env(cx: &Context<'_>) -> Vec<(String, String)> {
+    let mut caller: Vec<(String, String)> = cx
+        .env
+        .pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(dir) = &cx.forced_target_dir {
+        caller.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "CARGO_TARGET_DIR" | "CARGO_BUILD_TARGET_DIR" | "CARGO_BUILD_BUILD_DIR"
+            )
+        });
+        caller.push((
+            "CARGO_TARGET_DIR".into(),
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
+    caller
+}
+
+/// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
+fn isolation(allow_network: bool, reporter: &dyn Reporter) -> Option<run::Sandbox> {
+    if allow_network {
+        reporter.report(&Event::Isolation {
+            network: NetworkAccess::Allowed,
+            method: IsolationMethod::None,
+            why: Some("--allow-network".into()),
+        });
+        return None;
+    }
+    let sandbox = run::probe_sandbox();
+    match &sandbox {
+        run::Sandbox::Unavailable(reason) => {
+            reporter.report(&Event::Isolation {
+                network: NetworkAccess::NotIsolated,
+                method: IsolationMethod::None,
+                why: Some(reason.clone()),
+            });
+            reporter.report(&Event::Warning {
+                message: format!(
+                    "network isolation is off for this build: {reason}. Build scripts could reach the network; the environment is still scrubbed and the build offline. Install bubblewrap, or allow unprivileged user namespaces, to isolate it."
+                ),
+            });
+        }
+        run::Sandbox::Bubblewrap(_) | run::Sandbox::Unshare(_) => {
+            reporter.report(&Event::Isolation {
+                network: NetworkAccess::Isolated,
+                method: match sandbox {
+                    run::Sandbox::Bubblewrap(_) => IsolationMethod::Bubblewrap,
+                    _ => IsolationMethod::Unshare,
+                },
+                why: None,
+            })
+        }
+    }
+    Some(sandbox)
+}

@@ -1,0 +1,245 @@
+//! Stages `restore` and `save`: the dependency cache around the compile. `restore` puts the
+//! entry for the dependency key (or, on a miss, the nearest earlier entry of the binary) into
+//! cargo's build directory; `save` stores what cargo compiled as a new entry (parent layers plus
+//! a delta) and shares it with the cache repository.
+//!
+//! Writes into cargo's build directory (under its lock) and the local store; pulls from and
+//! pushes to the cache repository. A damaged entry or an unreachable repository is reported and
+//! the build goes on: a cache never fails a build.
+
+use std::fs::File;
+
+use imgbuild_cargo::units;
+
+use crate::build::Setup;
+use crate::build::compile::Compiled;
+use crate::context::Context;
+use crate::depcache::{self, Entry};
+use crate::event::{Event, Reporter};
+use crate::names::{self, CacheName};
+use crate::publish::RemoteCache;
+use crate::{Error, Result};
+
+/// What `restore` did; holds cargo's build directory locked until `save` is done.
+pub(crate) struct Restored {
+    /// The entry restored, if any.
+    entry: Option<RestoredEntry>,
+    /// The lock on cargo's build directory (restore, compile and snapshot take turns).
+    _lock: File,
+}
+
+struct RestoredEntry {
+    entry: Entry,
+    /// Whether it is the entry for exactly this key (a hit), not the nearest earlier one.
+    exact: bool,
+    /// Whether it came from the cache repository in this build.
+    pulled: bool,
+}
+
+/// Runs the `restore` stage (nothing to do with the dependency cache off).
+pub(crate) fn restore(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Restored> {
+    let lock = depcache::lock_build_dir(&cx.workspace.build_dir)?;
+    let entry = if cx.options.dependency_cache {
+        lookup(cx, s, reporter)?
+    } else {
+        None
+    };
+    Ok(Restored { entry, _lock: lock })
+}
+
+/// Looks up the entry for the key: the local store, else the cache repository.
+fn find_exact(s: &Setup, reporter: &dyn Reporter) -> (Option<Entry>, bool) {
+    let key = &s.dependency_key.key;
+    let local = match depcache::find(&s.store, key) {
+        Ok(found) => found,
+        Err(e) => {
+            unusable(reporter, key, &e);
+            None
+        }
+    };
+    let Some(remote) = s.remote.as_ref().filter(|_| local.is_none()) else {
+        return (local, false);
+    };
+    match remote.pull_entry(&s.store, key, reporter) {
+        Ok(found) => {
+            let pulled = found.is_some();
+            (found, pulled)
+        }
+        Err(e) => {
+            remote_warning(reporter, remote, "pull the dependency cache entry from", &e);
+            (None, false)
+        }
+    }
+}
+
+/// The nearest earlier entry of the binary: local, else the newest one in the cache repository
+/// (a fresh runner) when its toolchain lines match.
+fn find_nearest(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> (Option<Entry>, bool) {
+    let target = &cx.one().target;
+    let inputs = &s.dependency_key.inputs;
+    let nearest = depcache::nearest(&s.store, &target.package.name, &target.bin, inputs);
+    let Some(remote) = s.remote.as_ref().filter(|_| nearest.is_none()) else {
+        return (nearest, false);
+    };
+    match remote.pull_latest(&s.store, &target.package.name, &target.bin, reporter) {
+        Ok(Some(e)) if depcache::compatible(&e.config.inputs, inputs) => (Some(e), true),
+        Ok(_) => (None, false),
+        Err(e) => {
+            let what = "pull the newest dependency cache entry from";
+            remote_warning(reporter, remote, what, &e);
+            (None, false)
+        }
+    }
+}
+
+fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {
+    let (entry, pulled, exact) = match find_exact(s, reporter) {
+        (Some(entry), pulled) => (Some(entry), pulled, true),
+        (None, _) => {
+            let (nearest, pulled) = find_nearest(cx, s, reporter);
+            (nearest, pulled, false)
+        }
+    };
+    reporter.report(&Event::CacheLookup {
+        key: s.dependency_key.key.clone(),
+        hit: exact,
+        from_registry: pulled,
+        nearest: entry
+            .as_ref()
+            .filter(|_| !exact)
+            .map(|e| e.config.key.clone()),
+    });
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    match depcache::restore(&s.store, &entry, &s.profile_dir) {
+        Ok(stats) => {
+            reporter.report(&Event::CacheRestored {
+                key: entry.config.key.clone(),
+                present: stats.present,
+                restored: stats.restored,
+                bytes: stats.bytes,
+            });
+            Ok(Some(RestoredEntry {
+                entry,
+                exact,
+                pulled,
+            }))
+        }
+        Err(e) if depcache::is_damage(&e) => {
+            unusable(reporter, &entry.config.key, &e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the `save` stage: stores the compiled dependency units as the key's entry when cargo
+/// compiled any (or there was no entry), shares entries with the cache repository, and marks the
+/// entry used. Releases cargo's build directory.
+pub(crate) fn save(
+    cx: &Context<'_>,
+    s: &Setup,
+    restored: Restored,
+    compiled: &Compiled,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    if !cx.options.dependency_cache {
+        return Ok(());
+    }
+    let deps = &compiled.dependencies;
+    let restored = restored.entry.as_ref();
+    let hit = restored.filter(|r| r.exact).map(|r| &r.entry);
+    // A project without registry or git dependencies has nothing to cache.
+    if (hit.is_none() || deps.compiled > 0) && !deps.hashes.is_empty() {
+        if hit.is_some() {
+            reporter.report(&Event::Warning {
+                message: format!(
+                    "cargo recompiled {} dependency units ({}) although the cache had an entry for this key: some input that changes dependency builds is not in the key; the entry is replaced",
+                    deps.compiled,
+                    deps.compiled_packages.join(", ")
+                ),
+            });
+        }
+        store_entry(cx, s, restored.map(|r| &r.entry), deps, reporter)?;
+    } else if let (Some(remote), Some(r)) = (&s.remote, restored)
+        && r.exact
+        && !r.pulled
+    {
+        // A local hit the registry may not have yet (the entry was built before the cache
+        // repository was configured, or its push failed).
+        match remote.has_entry(&s.dependency_key.key) {
+            Ok(true) => {}
+            Ok(false) => share(remote, s, &r.entry.manifest, reporter),
+            Err(e) => remote_warning(reporter, remote, "check the cache repository", &e),
+        }
+    }
+    crate::depcache::touch_reporting(&cx.cache, CacheName::Deps(&s.dependency_key.key), reporter);
+    Ok(())
+}
+
+/// Stores the dependency units as a new entry on top of `parent` and pushes it.
+fn store_entry(
+    cx: &Context<'_>,
+    s: &Setup,
+    parent: Option<&Entry>,
+    deps: &units::DependencyUnits,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let target = &cx.one().target;
+    let files = depcache::scan_units(&s.profile_dir, &deps.hashes)?;
+    let saved = depcache::save(
+        &s.store,
+        &depcache::SaveRequest {
+            key: &s.dependency_key.key,
+            inputs: &s.dependency_key.inputs,
+            package: &target.package.name,
+            bin: &target.bin,
+            files: &files,
+            profile_dir: &s.profile_dir,
+            parent,
+        },
+    )?;
+    reporter.report(&Event::CacheStored {
+        key: s.dependency_key.key.clone(),
+        layers: saved.layers,
+        files: saved.files,
+        new_files: saved.new_files,
+        new_layer_size: saved.new_layer_size,
+        squashed: saved.squashed,
+    });
+    if let Some(remote) = &s.remote {
+        share(remote, s, &saved.manifest, reporter);
+        let latest = names::latest_tag(&target.package.name, &target.bin);
+        if let Err(e) = remote.push_tag(&s.store, &saved.manifest, &latest, reporter) {
+            remote_warning(reporter, remote, &format!("update {latest} in"), &e);
+        }
+    }
+    Ok(())
+}
+
+/// Pushes the key's entry to the cache repository; a failure is a warning.
+fn share(
+    remote: &RemoteCache,
+    s: &Setup,
+    manifest: &imgbuild_oci::spec::Descriptor,
+    reporter: &dyn Reporter,
+) {
+    if let Err(e) = remote.push_entry(&s.store, &s.dependency_key.key, manifest, reporter) {
+        remote_warning(reporter, remote, "push the dependency cache entry to", &e);
+    }
+}
+
+fn unusable(reporter: &dyn Reporter, key: &str, e: &Error) {
+    reporter.report(&Event::CacheUnusable {
+        key: key.to_string(),
+        message: e.to_string(),
+    });
+}
+
+/// "could not {what} {repository}: {e}", as a warning.
+fn remote_warning(reporter: &dyn Reporter, remote: &RemoteCache, what: &str, e: &Error) {
+    reporter.report(&Event::Warning {
+        message: format!("could not {what} {}: {e}", remote.repository()),
+    });
+}

@@ -1,0 +1,45 @@
+//! The build pipeline. [`build`] is the list of stages; each stage is a function in its own
+//! file, from one named value to the next:
+//!
+//! ```text
+//! BuildOptions ─prepare→ Context ─setup→ Setup (store, keys, base, cache repository)
+//!   ─app cache→ hit: StoredImage ─────────────────────────────────────────────┐
+//!             miss: ─restore→ Restored ─compile→ Compiled ─save→ (entry)     │
+//!                   ─layers→ Layers ─assemble→ StoredImage ─record→ (app entry) │
+//!                                                           ─outputs→ BuiltImage
+//! ```
+//!
+//! The stages run cargo (through `imgbuild_cargo::run`), write to the local store and the
+//! outputs, and talk to the cache repository; the decisions inside them are made by the pure
+//! modules (`imgbuild_cargo::plan`, [`crate::image`], `depcache::plan_entry`).
+
+mod assemble;
+pub(crate) mod compile;
+mod deps;
+mod layers;
+mod outputs;
+mod setup;
+
+use crate::Result;
+use crate::appcache;
+use crate::context::{self, Scope};
+use crate::event::Reporter;
+use crate::options::{BuildOptions, BuiltImage};
+
+pub(crate) use setup::Setup;
+
+/// Builds the image described by `options`, reporting progress to `reporter`.
+pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
+    let cx = context::prepare(options, Scope::One)?;
+    let setup = setup::setup(&cx, reporter)?;
+    if let Some(hit) = appcache::lookup(&cx, &setup.app_cache(), reporter)? {
+        return outputs::outputs(&cx, &setup, hit, reporter);
+    }
+    let restored = deps::restore(&cx, &setup, reporter)?;
+    let compiled = compile::compile(&cx, &setup, reporter)?;
+    deps::save(&cx, &setup, restored, &compiled, reporter)?;
+    let layers = layers::layers(&cx, &setup, &compiled, reporter)?;
+    let image = assemble::assemble(&cx, &setup, layers)?;
+    appcache::record(&cx, &setup.app_cache(), &compiled.outcome, &image, reporter)?;
+    outputs::outputs(&cx, &setup, image, reporter)
+}

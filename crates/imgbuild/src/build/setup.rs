@@ -1,0 +1,243 @@
+//! Stage `setup`: everything decided before the cache is consulted — outputs checked, extra
+//! files found, the dependency key, the local store opened (and held against garbage
+//! collection), the base image resolved, the app cache's static key, the cache repository
+//! connected.
+//!
+//! Runs `cargo tree` and `rustc -vV`, reads the declared extra files, opens the store, pulls
+//! the base image when the store lacks it and connects to the cache repository.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use imgbuild_cargo::config::ExtraFile;
+use imgbuild_cargo::plan::DependencyKey;
+use imgbuild_cargo::units;
+use imgbuild_oci::layout::{Layout, LayoutLock};
+
+use crate::appcache::{self, AppCache, StaticKey};
+use crate::base::BaseImage;
+use crate::context::Context;
+use crate::event::{Event, Reporter};
+use crate::keys::{self, KeyContext};
+use crate::output::Output;
+use crate::publish::RemoteCache;
+use crate::{Error, Result};
+
+/// A resolved extra file: image path → (host path, mode).
+pub(crate) type FileList = BTreeMap<String, (PathBuf, u32)>;
+
+/// What the later stages share.
+pub(crate) struct Setup {
+    /// The local store.
+    pub(crate) store: Layout,
+    /// Held until the image is tagged: garbage collection waits for untagged blobs.
+    _writer: LayoutLock,
+    /// The workspace-wide key inputs.
+    pub(crate) keys: KeyContext,
+    /// The binary's dependency key.
+    pub(crate) dependency_key: DependencyKey,
+    /// The base image, when one is configured.
+    pub(crate) base: Option<BaseImage>,
+    /// The app cache's static key.
+    pub(crate) static_key: StaticKey,
+    /// The cache repository, when configured, enabled and reachable.
+    pub(crate) remote: Option<RemoteCache>,
+    /// The declared extra files.
+    pub(crate) extra_files: FileList,
+    /// Cargo's output directory for the profile (`target/release`).
+    pub(crate) profile_dir: PathBuf,
+}
+
+impl Setup {
+    /// Where the app cache looks and stores.
+    pub(crate) fn app_cache(&self) -> AppCache<'_> {
+        AppCache {
+            store: &self.store,
+            static_key: &self.static_key,
+            remote: self.remote.as_ref(),
+        }
+    }
+}
+
+/// Runs the stage.
+pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> {
+    let options = cx.options;
+    let selected = cx.one();
+    for out in &options.outputs {
+        preflight(out)?;
+    }
+    let extra_files = collect_extra_files(selected.config.files.as_deref().unwrap_or_default())?;
+    let (keys, dependency_key) = keys::gather(cx, &selected.target)?;
+    let store = Layout::create(cx.cache.store())?;
+    let writer = store.writer_lock()?;
+    // The base image is resolved before compiling: a wrong reference fails fast.
+    let base = match selected.config.base_image() {
+        Some(text) => {
+            let b = crate::base::resolve(&store, text, &options.registry, &cx.cache, reporter)?;
+            reporter.report(&Event::BaseResolved {
+                reference: b.reference.clone(),
+                digest: b.digest.clone(),
+                layers: b.manifest.layers().len(),
+            });
+            Some(b)
+        }
+        None => None,
+    };
+    reporter.report(&Event::BuildStarted {
+        package: selected.target.package.name.clone(),
+        bin: selected.target.bin.clone(),
+        profile: options.profile.clone(),
+    });
+    let static_key = appcache::static_key_of(
+        cx,
+        selected,
+        &dependency_key.key,
+        base.as_ref().map(|b| b.digest.as_str()),
+    )?;
+    let profile_dir = cx
+        .workspace
+        .build_dir
+        .join(units::profile_dir_name(&options.profile));
+    Ok(Setup {
+        remote: connect_remote(cx, reporter),
+        store,
+        _writer: writer,
+        keys,
+        dependency_key,
+        base,
+        static_key,
+        extra_files,
+        profile_dir,
+    })
+}
+
+/// The cache repository, when one is configured and the cache is on; one that cannot be
+/// reached is a warning and the build goes on without it.
+fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCache> {
+    let options = cx.options;
+    let repo = options
+        .cache_repo
+        .as_ref()
+        .filter(|_| options.dependency_cache)?;
+    match RemoteCache::connect(repo, &options.registry, &cx.cache) {
+        Ok(remote) => Some(remote),
+        Err(e) => {
+            reporter.report(&Event::Warning {
+                message: format!(
+                    "the cache repository {repo} is not usable, building without it: {e}"
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// Refuses outputs that cannot be written before anything is compiled.
+fn preflight(out: &Output) -> Result<()> {
+    let (path, is_dir_output) = match out {
+        Output::Oci { dir, .. } => (dir, true),
+        Output::OciArchive { file, .. } | Output::DockerArchive { file, .. } => (file, false),
+        Output::Registry { .. } => return Ok(()),
+    };
+    let bad = |reason: String| Error::InvalidOutput {
+        output: out.to_string(),
+        reason,
+    };
+    if !is_dir_output && path.is_dir() {
+        return Err(bad(format!(
+            "{} is a directory; an archive output names a file",
+            path.display()
+        )));
+    }
+    if is_dir_output && path.exists() && !path.is_dir() {
+        return Err(bad(format!(
+            "{} exists and is not a directory",
+            path.display()
+        )));
+    }
+    // The nearest existing ancestor must be a directory we can create entries in.
+    let mut ancestor = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    while !ancestor.exists() {
+        match ancestor.parent() {
+            Some(p) if !p.as_os_str().is_empty() => ancestor = p,
+            _ => {
+                ancestor = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !ancestor.is_dir() {
+        return Err(bad(format!(
+            "{} is not a directory, so nothing can be written under it",
+            ancestor.display()
+        )));
+    }
+    if !is_dir_output
+        && path
+            .parent()
+            .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
+    {
+        return Err(bad(format!(
+            "the directory {} does not exist; create it first",
+            path.parent().unwrap_or(path).display()
+        )));
+    }
+    Ok(())
+}
+
+fn collect_extra_files(files: &[ExtraFile]) -> Result<FileList> {
+    let mut out = FileList::new();
+    for f in files {
+        let meta = std::fs::metadata(&f.src).map_err(|e| Error::ExtraFile {
+            src: f.src.clone(),
+            reason: format!("{e}; `files` paths are relative to the Cargo.toml that declares them"),
+        })?;
+        if meta.is_dir() {
+            walk(&f.src, &f.dst, f.mode, &mut out)?;
+        } else {
+            out.insert(
+                f.dst.clone(),
+                (f.src.clone(), f.mode.unwrap_or_else(|| default_mode(&meta))),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn default_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(crate::io_err("reading directory", dir))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(crate::io_err("reading directory", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| Error::ExtraFile {
+                src: path.clone(),
+                reason: "the file name is not UTF-8".into(),
+            })?;
+        let meta = std::fs::metadata(&path).map_err(crate::io_err("reading metadata of", &path))?;
+        let target = format!("{}/{name}", dst.trim_end_matches('/'));
+        if meta.is_dir() {
+            walk(&path, &target, mode, out)?;
+        } else {
+            out.insert(target, (path, mode.unwrap_or_else(|| default_mode(&meta))));
+        }
+    }
+    Ok(())
+}

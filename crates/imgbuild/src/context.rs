@@ -1,0 +1,191 @@
+//! `prepare`: the context every command starts from, computed once — the workspace, the
+//! selected binaries and their image configuration, the timestamp, the git revision, a
+//! snapshot of the environment and the cache directory. `build`, `plan` and `verify` all begin
+//! here, so they cannot disagree about any of it.
+//!
+//! Runs `cargo metadata` and `git` (through `imgbuild_cargo::run`), installs the rustc wrapper
+//! script under the cache directory, and reads the process environment once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use imgbuild_cargo::config::ImageConfig;
+use imgbuild_cargo::run;
+use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
+
+use crate::Result;
+use crate::cachedir::CacheDir;
+use crate::options::BuildOptions;
+
+/// The process environment, read once. Everything downstream asks this snapshot, never
+/// `std::env`, so one command sees one environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The current process's variables (those that are not UTF-8 are left out: cargo refuses
+    /// them for the variables imgbuild reads).
+    pub(crate) fn capture() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// One variable's value.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Every variable, sorted by name.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Rustup's home: `$RUSTUP_HOME`, else `~/.rustup` when it exists (the toolchain proxies
+    /// need it once `HOME` is private).
+    pub(crate) fn rustup_home(&self) -> Option<PathBuf> {
+        if let Some(h) = self.get("RUSTUP_HOME").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(h));
+        }
+        let home = PathBuf::from(self.get("HOME")?).join(".rustup");
+        home.is_dir().then_some(home)
+    }
+}
+
+/// Which binaries a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Exactly one (`build`, `verify`): an ambiguous choice is an error naming the candidates.
+    One,
+    /// Every binary the options allow (`plan`).
+    All,
+}
+
+/// A selected binary and the image configuration it gets (metadata tables, then the
+/// command line's overrides).
+#[derive(Debug, Clone)]
+pub(crate) struct Selected {
+    pub(crate) target: BinaryTarget,
+    pub(crate) config: ImageConfig,
+}
+
+/// The build context.
+#[derive(Debug)]
+pub(crate) struct Context<'a> {
+    pub(crate) options: &'a BuildOptions,
+    pub(crate) cache: CacheDir,
+    pub(crate) env: Env,
+    /// The Cargo.toml the command was pointed at.
+    pub(crate) manifest_path: PathBuf,
+    /// The workspace, with the target directory the options ask for.
+    pub(crate) workspace: Workspace,
+    /// Cargo's own target and build directories, before the options moved them.
+    pub(crate) cargo_dirs: [PathBuf; 2],
+    /// Package id → directory, for the path packages (the workspace's own code).
+    pub(crate) package_dirs: BTreeMap<String, PathBuf>,
+    /// The target directory the compile step must use when the options move it (`verify`,
+    /// `--allow-network`); `None`: cargo's own choice.
+    pub(crate) forced_target_dir: Option<PathBuf>,
+    /// The rustc wrapper every cargo command of this workspace runs with.
+    pub(crate) wrapper: run::Wrapper,
+    /// The selected binaries (one for [`Scope::One`]).
+    pub(crate) selected: Vec<Selected>,
+    /// `SOURCE_DATE_EPOCH`: the options' value, else the last commit's time, else 0.
+    pub(crate) epoch: u64,
+    /// The checkout's git revision, if it is a git checkout.
+    pub(crate) revision: Option<String>,
+}
+
+impl Context<'_> {
+    /// The one selected binary (for [`Scope::One`]).
+    pub(crate) fn one(&self) -> &Selected {
+        &self.selected[0]
+    }
+
+    /// The value a variable has in the compile step (see `imgbuild_cargo::hermetic`).
+    pub(crate) fn compile_env_value(&self, name: &str) -> Option<String> {
+        imgbuild_cargo::hermetic::stable_value(
+            name,
+            &|n| self.env.get(n).map(String::from),
+            &self.options.pass_env,
+            self.epoch,
+        )
+    }
+}
+
+/// Reads the workspace and selects the binaries `options` name.
+pub(crate) fn prepare(options: &BuildOptions, scope: Scope) -> Result<Context<'_>> {
+    let cache = CacheDir::new(&options.cache_dir);
+    let env = Env::capture();
+    let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
+    let script = run::WrapperScript::install(&cache.tools())?;
+    let metadata = run::metadata(&manifest_path, &script)?;
+    let mut workspace = Workspace::new(&metadata);
+    let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
+    let package_dirs = metadata
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .filter_map(|p| {
+            let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
+            Some((p.id.repr.clone(), dir))
+        })
+        .collect();
+    if let Some(dir) = &options.target_dir {
+        workspace.target_dir = dir.clone();
+        workspace.build_dir = dir.clone();
+    }
+    if options.allow_network {
+        // Artifacts built with network access never mix with hermetic ones.
+        workspace.target_dir = workspace.target_dir.join("allow-network");
+        workspace.build_dir = workspace.target_dir.clone();
+    }
+    let forced_target_dir = (options.allow_network || options.target_dir.is_some())
+        .then(|| workspace.target_dir.clone());
+    let (package, bin) = (options.package.as_deref(), options.bin.as_deref());
+    let targets = match scope {
+        Scope::One => vec![workspace.select(package, bin)?],
+        Scope::All => workspace.candidates(package, bin)?,
+    };
+    let selected = targets
+        .into_iter()
+        .map(|target| {
+            let config = workspace
+                .image_config(&target)?
+                .merge(options.overrides.clone());
+            Ok(Selected { target, config })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Git's two answers are independent: ask at once.
+    let (git_time, revision) = std::thread::scope(|s| {
+        let time = s.spawn(|| run::git_commit_time(&workspace.root));
+        let revision = run::git_revision(&workspace.root);
+        (join(time), revision)
+    });
+    let wrapper = run::Wrapper::new(script, &workspace.root, &workspace.build_dir);
+    Ok(Context {
+        options,
+        cache,
+        env,
+        manifest_path,
+        workspace,
+        cargo_dirs,
+        package_dirs,
+        forced_target_dir,
+        wrapper,
+        selected,
+        epoch: options.source_date_epoch.or(git_time).unwrap_or(0),
+        revision,
+    })
+}
+
+/// The result of a scoped thread; a panic in it continues in the caller.
+pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

@@ -1,0 +1,79 @@
+//! How cache entries are named: their ref names in the local store, their tags in the cache
+//! repository and their last-use markers. Spelled here once, so the local store, the registry
+//! and `cache ls`/`prune` cannot disagree. Pure.
+
+/// The prefix of every cache entry's ref name in the local store.
+const LOCAL_PREFIX: &str = "imgbuild-cache:";
+
+/// A cache entry's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheName<'a> {
+    /// A dependency-cache entry, by dependency key.
+    Deps(&'a str),
+    /// An app record (by static key) or an app image (by app key).
+    App(&'a str),
+}
+
+impl<'a> CacheName<'a> {
+    /// The tag in the cache repository (`deps-<key>`, `app-<key>`).
+    pub(crate) fn tag(self) -> String {
+        match self {
+            CacheName::Deps(key) => format!("deps-{key}"),
+            CacheName::App(key) => format!("app-{key}"),
+        }
+    }
+
+    /// The ref name in the local store (`imgbuild-cache:` then the tag).
+    pub(crate) fn local_ref(self) -> String {
+        format!("{LOCAL_PREFIX}{}", self.tag())
+    }
+
+    /// The name `cache ls` shows and the usage marker's file name: the dependency key, or
+    /// `app-<key>`.
+    pub(crate) fn usage_key(self) -> String {
+        match self {
+            CacheName::Deps(key) => key.to_string(),
+            CacheName::App(_) => self.tag(),
+        }
+    }
+
+    /// The cache entry a local ref name names, if it is one.
+    pub(crate) fn parse_local(name: &'a str) -> Option<Self> {
+        let tag = name.strip_prefix(LOCAL_PREFIX)?;
+        if let Some(key) = tag.strip_prefix("deps-") {
+            Some(CacheName::Deps(key))
+        } else {
+            tag.strip_prefix("app-").map(CacheName::App)
+        }
+    }
+}
+
+/// The registry tag that points at the newest dependency-cache entry of `package/bin`: where a
+/// fresh runner whose exact key is missing finds its nearest earlier entry.
+pub(crate) fn latest_tag(package: &str, bin: &str) -> String {
+    let id = imgbuild_oci::digest::sha256(format!("{package}/{bin}").as_bytes());
+    format!("deps-latest-{}", &id.digest()[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_the_local_ref() {
+        for name in [CacheName::Deps("abc"), CacheName::App("def")] {
+            assert_eq!(CacheName::parse_local(&name.local_ref()), Some(name));
+        }
+        assert_eq!(CacheName::parse_local("hello:latest"), None);
+        assert_eq!(CacheName::Deps("k").local_ref(), "imgbuild-cache:deps-k");
+        assert_eq!(CacheName::App("k").tag(), "app-k");
+        assert_eq!(CacheName::App("k").usage_key(), "app-k");
+        assert_eq!(CacheName::Deps("k").usage_key(), "k");
+    }
+
+    #[test]
+    fn the_latest_tag_does_not_collide_with_entries() {
+        let t = latest_tag("p", "b");
+        assert!(t.starts_with("deps-latest-") && t.len() == "deps-latest-".len() + 32);
+    }
+}
