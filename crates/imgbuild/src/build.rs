@@ -282,10 +282,15 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         {
             share_app(remote, &store, &hit.record, &hit.image, reporter);
         }
-        depcache::touch(&options.cache_dir, &format!("app-{}", hit.record.app_key));
-        depcache::touch(
+        crate::usage::touch(
+            &options.cache_dir,
+            &format!("app-{}", hit.record.app_key),
+            reporter,
+        );
+        crate::usage::touch(
             &options.cache_dir,
             &format!("app-{}", hit.record.static_key),
+            reporter,
         );
         return finish(&Finish {
             store: &store,
@@ -442,7 +447,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
                 }),
             }
         }
-        depcache::touch(&options.cache_dir, &dependency_key.key);
+        crate::usage::touch(&options.cache_dir, &dependency_key.key, reporter);
     }
     drop(build_dir_lock);
     let executable = outcome.executable.clone();
@@ -585,8 +590,16 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         };
         let record_desc = appcache::save(&store, &record, &manifest_desc)?;
         crate::plan::record_app(&options.cache_dir, &target, &static_inputs)?;
-        depcache::touch(&options.cache_dir, &format!("app-{}", record.app_key));
-        depcache::touch(&options.cache_dir, &format!("app-{}", record.static_key));
+        crate::usage::touch(
+            &options.cache_dir,
+            &format!("app-{}", record.app_key),
+            reporter,
+        );
+        crate::usage::touch(
+            &options.cache_dir,
+            &format!("app-{}", record.static_key),
+            reporter,
+        );
         reporter.report(&Event::AppCache {
             key: record.app_key.clone(),
             hit: false,
@@ -672,7 +685,7 @@ pub(crate) fn app_status(
         .ok()
         .and_then(|store| appcache::find_record(&store, &static_key).map(|r| (store, r)));
     let Some((store, record)) = record else {
-        let changes = match crate::plan::previous_app(&options.cache_dir, target) {
+        let changes = match crate::plan::previous_app(&options.cache_dir, target)? {
             Some(old) => imgbuild_cargo::plan::explain(&old, &lines),
             None => vec!["no image of this binary was built with this cache yet".into()],
         };

@@ -13,7 +13,7 @@
 //! Reads and writes the build directory and the local store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imgbuild_cargo::units::{UNIT_DIRS, belongs_to, unit_hash};
 use imgbuild_oci::layout::{Layout, ref_name};
@@ -491,21 +491,6 @@ pub fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
         new_layer_size,
         squashed: plan.squashed,
     })
-}
-
-/// Records that `key`'s entry was used now (for `cache ls` and `cache prune`).
-pub fn touch(cache_dir: &Path, key: &str) {
-    let dir = usage_dir(cache_dir);
-    if std::fs::create_dir_all(&dir).is_ok()
-        && let Ok(file) = std::fs::File::create(dir.join(key))
-    {
-        let _ = file.set_modified(std::time::SystemTime::now());
-    }
-}
-
-/// The directory of last-use markers.
-pub fn usage_dir(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("usage")
 }
 
 /// Takes an exclusive lock on cargo's build directory for imgbuild's restore, build and

@@ -56,6 +56,7 @@
 
 pub mod appcache;
 pub mod base;
+pub mod basefs;
 pub mod build;
 pub mod closure;
 pub mod depcache;
@@ -68,6 +69,7 @@ pub mod publish;
 pub mod rootfs;
 pub mod store;
 pub mod time;
+pub mod usage;
 pub mod verify;
 
 use std::path::PathBuf;

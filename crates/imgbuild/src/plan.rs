@@ -182,18 +182,26 @@ pub fn record_app(cache_dir: &Path, target: &BinaryTarget, static_inputs: &[Stri
     write_lines(cache_dir, target, "app.txt", static_inputs)
 }
 
-/// The static inputs of the last app entry stored for `target`.
-pub fn previous_app(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
+/// The static inputs of the last app entry stored for `target`, if one was recorded.
+pub fn previous_app(cache_dir: &Path, target: &BinaryTarget) -> Result<Option<Vec<String>>> {
     let (dir, name) = record_location(cache_dir, target);
-    let text = std::fs::read_to_string(dir.join(name.replace(".txt", ".app.txt"))).ok()?;
-    Some(text.lines().map(String::from).collect())
+    read_lines(&dir.join(name.replace(".txt", ".app.txt")))
 }
 
-/// The inputs of the last key built for `target`, if any.
-pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Option<Vec<String>> {
+/// The inputs of the last key built for `target`, if one was recorded.
+pub fn previous(cache_dir: &Path, target: &BinaryTarget) -> Result<Option<Vec<String>>> {
     let (dir, name) = record_location(cache_dir, target);
-    let text = std::fs::read_to_string(dir.join(name)).ok()?;
-    Some(text.lines().map(String::from).collect())
+    read_lines(&dir.join(name))
+}
+
+/// The lines of the record at `path`. Only a missing file means "no record"; any other
+/// failure (a directory in its place, no permission, bad UTF-8) is an error naming the path.
+fn read_lines(path: &Path) -> Result<Option<Vec<String>>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.lines().map(String::from).collect())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::io_err("reading the key record", path)(e)),
+    }
 }
 
 /// Plans every binary in scope: its key, inputs and (with `explain`) the change since its last
@@ -218,7 +226,7 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
                 }
             };
             let changes = if explain_changes {
-                previous(&options.cache_dir, t).map(|old| explain(&old, &key.inputs))
+                previous(&options.cache_dir, t)?.map(|old| explain(&old, &key.inputs))
             } else {
                 None
             };
@@ -235,4 +243,67 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use imgbuild_cargo::workspace::PackageInfo;
+
+    use super::*;
+
+    fn target() -> BinaryTarget {
+        BinaryTarget {
+            package: PackageInfo {
+                name: "api".into(),
+                version: "0.1.0".into(),
+                manifest_path: PathBuf::from("/src/api/Cargo.toml"),
+                description: None,
+                repository: None,
+                homepage: None,
+                license: None,
+                authors: None,
+            },
+            bin: "api".into(),
+        }
+    }
+
+    #[test]
+    fn records_read_back_and_only_a_missing_one_is_no_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path();
+        let t = target();
+        assert_eq!(previous(cache, &t).unwrap(), None);
+        assert_eq!(previous_app(cache, &t).unwrap(), None);
+        let key = DependencyKey {
+            key: "k".into(),
+            inputs: vec!["a".into(), "b".into()],
+        };
+        record(cache, &t, &key).unwrap();
+        record_app(cache, &t, &["s".to_string()]).unwrap();
+        assert_eq!(previous(cache, &t).unwrap(), Some(key.inputs));
+        assert_eq!(
+            previous_app(cache, &t).unwrap(),
+            Some(vec!["s".to_string()])
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path();
+        let t = target();
+        // A directory where the record should be: not NotFound, so not "no record" (tests run
+        // as root, which permission bits would not stop).
+        let (dir, name) = record_location(cache, &t);
+        std::fs::create_dir_all(dir.join(&name)).unwrap();
+        std::fs::create_dir_all(dir.join(name.replace(".txt", ".app.txt"))).unwrap();
+        for err in [
+            previous(cache, &t).unwrap_err(),
+            previous_app(cache, &t).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.contains(&*dir.to_string_lossy()), "{text}");
+            assert!(matches!(err, crate::Error::Io { .. }), "{text}");
+        }
+    }
 }
