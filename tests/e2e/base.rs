@@ -327,3 +327,89 @@ fn unknown_bases_and_corrupt_base_blobs_are_errors() {
         .join(layer.trim_start_matches("sha256:"));
     assert!(!stored.exists(), "the bad blob did not enter the store");
 }
+
+/// Issue 11: a base image whose layers are tar+zstd (skopeo recompresses hello's image) is
+/// listed and read by both of `verify`'s builds, and the image is still reproducible. (`verify`
+/// decodes only layers that differ, and both builds share the base's, so this part also passed
+/// before layer decoding was unified; the docker-archive part did not: zstd layers were refused.)
+#[test]
+fn verify_passes_on_an_image_whose_base_has_zstd_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let gzip_ref = format!("{}/bases/hello:gzip", registry.host());
+    push_hello(tmp.path(), &tmp.path().join("publisher-cache"), &gzip_ref);
+    // Through a layout: copied within one registry, skopeo would reuse the gzip blobs.
+    let layout = format!("oci:{}:zstd", tmp.path().join("zstd-layout").display());
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-compress-format",
+            "zstd",
+            &format!("docker://{gzip_ref}"),
+            &layout,
+        ],
+    );
+    let zstd_ref = format!("{}/bases/hello-zstd:v1", registry.host());
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &layout,
+            &format!("docker://{zstd_ref}"),
+        ],
+    );
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{zstd_ref}"),
+        ],
+    ));
+    let media_types: Vec<&str> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        media_types, ["application/vnd.oci.image.layer.v1.tar+zstd"; 3],
+        "{raw:#}"
+    );
+
+    // `verify` has no --base flag: the base comes from the package's metadata.
+    let project = copy_example("hello", tmp.path());
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    let manifest = manifest.replace(
+        "[package.metadata.imgbuild]",
+        &format!("[package.metadata.imgbuild]\nbase = \"{zstd_ref}\""),
+    );
+    std::fs::write(project.join("Cargo.toml"), manifest).unwrap();
+    let run = imgbuild(&project, &tmp.path().join("cache"), &["verify"]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("reproducible sha256:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&zstd_ref),
+        "both builds used the base: {}",
+        run.stderr
+    );
+
+    // A docker-archive holds layers uncompressed: the zstd ones are decoded too.
+    let archive = tmp.path().join("image.tar");
+    let out = format!("docker-archive:{}", archive.display());
+    imgbuild(&project, &tmp.path().join("cache"), &["build", "-o", &out]).digest();
+    let inspect = json(&tool("skopeo", &["inspect", &out]));
+    assert_eq!(
+        inspect["Layers"].as_array().unwrap().len(),
+        4,
+        "{inspect:#}"
+    );
+}

@@ -24,6 +24,7 @@ pub(crate) const PURE: &[&str] = &[
     "crates/imgbuild/src/cachedir.rs",
     "crates/imgbuild/src/image.rs",
     "crates/imgbuild/src/time.rs",
+    "crates/imgbuild/src/basefs.rs",
     "crates/imgbuild/src/options.rs",
     "crates/registry/src/reference.rs",
     "crates/oci/src/json.rs",

@@ -5,187 +5,25 @@
 //! (`bases.json`, used when the registry is unreachable) and each base layer's file listing
 //! (`base-files/<digest>.json`), so that a second build neither downloads nor unpacks anything.
 //!
-//! The base's filesystem model ([`BaseFs`]) answers the questions image assembly asks: does
-//! the base already have this library (so the image does not ship the host's copy over it),
-//! where does a path really live (so a layer never replaces a base symlink such as a
-//! merged-usr `/lib` with a directory), and which `GLIBC_x.y` versions does its libc define.
+//! The base's filesystem model ([`BaseFs`], in [`crate::basefs`]) answers the questions image
+//! assembly asks: does the base already have this library (so the image does not ship the
+//! host's copy over it), where does a path really live (so a layer never replaces a base
+//! symlink such as a merged-usr `/lib` with a directory); this module reads which `GLIBC_x.y`
+//! versions its libc defines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::PathBuf;
 
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
 use imgbuild_registry::{Client, Reference};
-use serde::{Deserialize, Serialize};
 
+use crate::basefs::{BaseFs, Listing, Node, normalize};
 use crate::cachedir::CacheDir;
 use crate::event::{Event, Reporter};
 use crate::publish::RegistryOptions;
 use crate::{Error, Result};
-
-/// What a path in the base is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Node {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link and its target.
-    Symlink(String),
-    /// A hard link to another path of the same layer.
-    Hardlink(String),
-    /// A device, FIFO or other special file.
-    Other,
-}
-
-/// One layer's entries in archive order, with whiteouts as they appear.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Listing {
-    entries: Vec<(String, Node)>,
-}
-
-/// The merged filesystem of a base image's layers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct BaseFs {
-    /// Normalized absolute path → (what it is, index of the layer that last wrote it).
-    nodes: BTreeMap<String, (Node, usize)>,
-}
-
-fn normalize(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
-}
-
-fn parent_of(path: &str) -> &str {
-    match path.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &path[..i],
-    }
-}
-
-impl BaseFs {
-    /// Applies layers in order (OCI whiteouts: `.wh.NAME` removes NAME, `.wh..wh..opq` empties
-    /// its directory of what earlier layers put there).
-    fn apply(&mut self, index: usize, listing: &Listing) {
-        for (path, node) in &listing.entries {
-            let path = normalize(path);
-            let name = path.rsplit('/').next().unwrap_or_default();
-            let dir = parent_of(&path).to_string();
-            if name == ".wh..wh..opq" {
-                let prefix = format!("{}/", dir.trim_end_matches('/'));
-                self.nodes
-                    .retain(|p, (_, layer)| !(p.starts_with(&prefix) && *layer < index));
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                let gone = format!("{}/{hidden}", dir.trim_end_matches('/'));
-                let prefix = format!("{gone}/");
-                self.nodes
-                    .retain(|p, _| *p != gone && !p.starts_with(&prefix));
-                continue;
-            }
-            self.nodes.insert(path, (node.clone(), index));
-        }
-    }
-
-    /// Follows symlinks (in every component) to the path that really holds `path`, and what
-    /// is there. `None` when it does not exist or loops.
-    pub(crate) fn resolve(&self, path: &str) -> Option<(String, Node, usize)> {
-        let mut pending: Vec<String> = normalize(path)
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .rev()
-            .map(String::from)
-            .collect();
-        let mut current = String::from("/");
-        let mut hops = 0;
-        let mut last = (Node::Dir, 0);
-        while let Some(part) = pending.pop() {
-            if part == ".." {
-                current = parent_of(&current).to_string();
-                continue;
-            }
-            let candidate = normalize(&format!("{current}/{part}"));
-            let (node, layer) = match self.nodes.get(&candidate) {
-                Some(found) => found.clone(),
-                // Layers may omit parent directories: a path with entries below it is one.
-                None if self.has_children(&candidate) => (Node::Dir, 0),
-                None => return None,
-            };
-            match &node {
-                Node::Symlink(target) => {
-                    hops += 1;
-                    if hops > 40 {
-                        return None;
-                    }
-                    if target.starts_with('/') {
-                        current = String::from("/");
-                    }
-                    for p in target
-                        .split('/')
-                        .filter(|p| !p.is_empty() && *p != ".")
-                        .rev()
-                    {
-                        pending.push(p.to_string());
-                    }
-                }
-                _ => {
-                    current = candidate;
-                    last = (node, layer);
-                }
-            }
-        }
-        Some((current, last.0, last.1))
-    }
-
-    fn has_children(&self, dir: &str) -> bool {
-        let prefix = format!("{dir}/");
-        self.nodes
-            .range(prefix.clone()..)
-            .next()
-            .is_some_and(|(p, _)| p.starts_with(&prefix))
-    }
-
-    /// Where the base has library `soname` in the loader's default directories, if it does.
-    pub(crate) fn find_library(&self, soname: &str) -> Option<String> {
-        let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
-        [
-            format!("/lib/{multiarch}"),
-            format!("/usr/lib/{multiarch}"),
-            "/lib64".to_string(),
-            "/usr/lib64".to_string(),
-            "/lib".to_string(),
-            "/usr/lib".to_string(),
-        ]
-        .iter()
-        .find_map(|dir| match self.resolve(&format!("{dir}/{soname}")) {
-            Some((real, Node::File | Node::Hardlink(_), _)) => Some(real),
-            _ => None,
-        })
-    }
-
-    /// Whether the base has a regular file at `path` (after symlinks).
-    pub(crate) fn has_file(&self, path: &str) -> bool {
-        matches!(
-            self.resolve(path),
-            Some((_, Node::File | Node::Hardlink(_), _))
-        )
-    }
-
-    /// `path` with its directory resolved through the base's symlinks, so that a layer
-    /// writing it does not replace a base symlink with a directory.
-    pub(crate) fn placement(&self, path: &str) -> String {
-        let path = normalize(path);
-        let name = path.rsplit('/').next().unwrap_or_default();
-        match self.resolve(parent_of(&path)) {
-            Some((dir, Node::Dir, _)) => normalize(&format!("{dir}/{name}")),
-            _ => path,
-        }
-    }
-}
 
 /// A base image resolved into the local store.
 #[derive(Debug, Clone)]
@@ -202,31 +40,45 @@ pub(crate) struct BaseImage {
     pub fs: BaseFs,
 }
 
-fn read_record(cache: &CacheDir) -> BTreeMap<String, String> {
+fn bases_record(cache: &CacheDir) -> PathBuf {
     let (dir, name) = cache.bases_record();
-    std::fs::read(dir.join(name))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    dir.join(name)
 }
 
-/// The digest `reference` resolved to at the last build, if any (no network).
+/// The recorded resolutions. A missing file is an empty record; any other read error is an
+/// error naming the file. Decision: a file that is not valid JSON also reads as empty (it is
+/// only written atomically by [`write_record`], so it is not ours; the next write replaces it).
+fn read_record(cache: &CacheDir) -> Result<BTreeMap<String, String>> {
+    let path = bases_record(cache);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(crate::io_err("reading", &path)(e)),
+    }
+}
+
+/// The digest `reference` resolved to at the last build, if any (no network). Used only to
+/// show the app key's inputs: a record that cannot be read shows as "not resolved yet" (the
+/// build itself reads it through [`resolve`], where that is an error).
 pub(crate) fn recorded_digest(cache: &CacheDir, reference: &str) -> Option<String> {
-    read_record(cache).get(reference).cloned()
+    read_record(cache).ok()?.get(reference).cloned()
 }
 
-/// Remembers what `reference` resolved to. An error, not a hint: this record is what an
-/// offline build resolves the base with, so losing it silently would make the next build
-/// without the registry fail for no visible reason.
+/// Records that `reference` resolved to `digest`. A failure is an error: without the record,
+/// a later build with the registry unreachable would fail although the base is in the store.
 fn write_record(cache: &CacheDir, reference: &str, digest: &str) -> Result<()> {
-    let mut record = read_record(cache);
+    let mut record = read_record(cache)?;
     if record.get(reference).is_some_and(|d| d == digest) {
         return Ok(());
     }
     record.insert(reference.to_string(), digest.to_string());
     let (dir, name) = cache.bases_record();
     std::fs::create_dir_all(dir).map_err(crate::io_err("creating directory", dir))?;
-    let bytes = serde_json::to_vec(&record).expect("a map of strings serializes");
+    let bytes = serde_json::to_vec(&record).map_err(|source| imgbuild_oci::Error::InvalidJson {
+        what: "base record",
+        path: bases_record(cache),
+        source,
+    })?;
     imgbuild_oci::layout::write_atomic(dir, name, &bytes)?;
     Ok(())
 }
@@ -276,7 +128,7 @@ pub(crate) fn resolve(
                     }));
                 }
                 Err(e @ imgbuild_registry::Error::Unreachable { .. }) => {
-                    match read_record(cache).get(text).and_then(|d| local(d)) {
+                    match read_record(cache)?.get(text).and_then(|d| local(d)) {
                         Some(desc) => {
                             reporter.report(&Event::Warning {
                                 message: format!(
@@ -318,7 +170,14 @@ pub(crate) fn resolve(
     }
     let mut fs = BaseFs::default();
     for (i, layer) in manifest.layers().iter().enumerate() {
-        fs.apply(i, &listing(store, layer, cache)?);
+        let layer = listing(store, layer, cache).map_err(|e| match e {
+            Error::Oci(e @ imgbuild_oci::Error::UnknownLayerMediaType { .. }) => Error::Base {
+                reference: text.to_string(),
+                reason: e.to_string(),
+            },
+            e => e,
+        })?;
+        fs.apply(i, &layer);
     }
     write_record(cache, text, manifest_desc.digest().as_ref())?;
     Ok(BaseImage {
@@ -327,24 +186,6 @@ pub(crate) fn resolve(
         manifest,
         config,
         fs,
-    })
-}
-
-/// A layer's tar stream, decompressed according to its media type.
-fn open_layer(store: &Layout, layer: &Descriptor) -> Result<Box<dyn Read>> {
-    let file = std::io::BufReader::new(store.open_blob(layer.digest())?);
-    let media = layer.media_type().to_string();
-    let io = |source| Error::Io {
-        action: "decompressing base layer",
-        path: store.blob_path(layer.digest()),
-        source,
-    };
-    Ok(if media.ends_with("gzip") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else if media.ends_with("zstd") {
-        Box::new(zstd::Decoder::with_buffer(file).map_err(io)?)
-    } else {
-        Box::new(file)
     })
 }
 
@@ -364,7 +205,7 @@ fn listing(store: &Layout, layer: &Descriptor, cache: &CacheDir) -> Result<Listi
         path: path.clone(),
         source,
     };
-    let mut archive = tar::Archive::new(open_layer(store, layer)?);
+    let mut archive = tar::Archive::new(store.open_layer(layer)?);
     let mut out = Listing::default();
     for entry in archive.entries().map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -386,6 +227,8 @@ fn listing(store: &Layout, layer: &Descriptor, cache: &CacheDir) -> Result<Listi
         };
         out.entries.push((normalize(&p), node));
     }
+    // Decision: the listing is only a speed-up (a missing one means the layer is read again),
+    // so failing to save it is not an error; bases.json, which offline builds need, is.
     if std::fs::create_dir_all(&dir).is_ok()
         && let Ok(bytes) = serde_json::to_vec(&out)
     {
@@ -422,7 +265,7 @@ pub(crate) fn read_file(store: &Layout, base: &BaseImage, path: &str) -> Result<
         path: blob.clone(),
         source,
     };
-    let mut archive = tar::Archive::new(open_layer(store, desc)?);
+    let mut archive = tar::Archive::new(store.open_layer(desc)?);
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
         let p = normalize(&entry.path().map_err(io)?.to_string_lossy());
@@ -504,70 +347,29 @@ pub(crate) fn missing_versions(
 mod tests {
     use super::*;
 
-    fn fs(entries: &[(&str, Node)]) -> BaseFs {
-        let mut fs = BaseFs::default();
-        fs.apply(
-            0,
-            &Listing {
-                entries: entries
-                    .iter()
-                    .map(|(p, n)| (p.to_string(), n.clone()))
-                    .collect(),
-            },
-        );
-        fs
-    }
-
     #[test]
-    fn merged_usr_symlinks_are_followed() {
-        let fs = fs(&[
-            ("lib", Node::Symlink("usr/lib".into())),
-            ("lib64", Node::Symlink("usr/lib64".into())),
-            ("usr/lib/x86_64-linux-gnu/libc.so.6", Node::File),
-            (
-                "usr/lib64/ld-linux-x86-64.so.2",
-                Node::Symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into()),
-            ),
-            ("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", Node::File),
-            ("usr/lib/x86_64-linux-gnu", Node::Dir),
-            ("usr/lib", Node::Dir),
-        ]);
-        assert_eq!(
-            fs.resolve("/lib/x86_64-linux-gnu/libc.so.6").map(|r| r.0),
-            Some("/usr/lib/x86_64-linux-gnu/libc.so.6".to_string())
-        );
-        assert!(fs.has_file("/lib64/ld-linux-x86-64.so.2"));
-        assert_eq!(
-            fs.placement("/lib/x86_64-linux-gnu/libssl.so.3"),
-            "/usr/lib/x86_64-linux-gnu/libssl.so.3"
-        );
-        if std::env::consts::ARCH == "x86_64" {
-            assert!(fs.find_library("libc.so.6").is_some());
-        }
-        assert!(fs.find_library("libssl.so.3").is_none());
-    }
+    fn resolutions_are_recorded_and_failures_to_record_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = CacheDir::new(tmp.path().join("cache"));
+        assert_eq!(recorded_digest(&cache, "b:1"), None);
+        write_record(&cache, "a:1", "sha256:aa").unwrap();
+        write_record(&cache, "b:1", "sha256:bb").unwrap();
+        assert_eq!(recorded_digest(&cache, "a:1").as_deref(), Some("sha256:aa"));
+        assert_eq!(recorded_digest(&cache, "b:1").as_deref(), Some("sha256:bb"));
 
-    #[test]
-    fn whiteouts_remove_earlier_entries() {
-        let mut base = fs(&[
-            ("etc/a", Node::File),
-            ("etc/b", Node::File),
-            ("opt/x/y", Node::File),
-        ]);
-        base.apply(
-            1,
-            &Listing {
-                entries: vec![
-                    ("etc/.wh.a".into(), Node::File),
-                    ("opt/x/.wh..wh..opq".into(), Node::File),
-                    ("opt/x/z".into(), Node::File),
-                ],
-            },
+        // A record that cannot be read (a directory in its place) is not "no record".
+        let blocked = tmp.path().join("blocked");
+        let blocked = CacheDir::new(blocked);
+        std::fs::create_dir_all(bases_record(&blocked).join("x")).unwrap();
+        let err = write_record(&blocked, "a:1", "sha256:aa").unwrap_err();
+        assert!(err.to_string().contains("bases.json"), "{err}");
+
+        // A directory where no file can be created, even by root.
+        let err = write_record(&CacheDir::new("/proc/self"), "a:1", "sha256:aa").unwrap_err();
+        assert!(
+            matches!(err, Error::Oci(imgbuild_oci::Error::Io { .. })),
+            "{err}"
         );
-        assert!(!base.has_file("/etc/a"));
-        assert!(base.has_file("/etc/b"));
-        assert!(!base.has_file("/opt/x/y"));
-        assert!(base.has_file("/opt/x/z"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Closure {
 impl Closure {
     /// The part of the closure a base image does not already provide, placed where the base's
     /// directories really are (a merged-usr `/lib` symlink stays a symlink).
-    pub(crate) fn on_base(&self, base: &crate::base::BaseFs) -> Closure {
+    pub(crate) fn on_base(&self, base: &crate::basefs::BaseFs) -> Closure {
         let provided = |path: &str| {
             let name = path.rsplit('/').next().unwrap_or_default();
             base.has_file(path) || base.find_library(name).is_some()

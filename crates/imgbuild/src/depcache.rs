@@ -23,8 +23,6 @@ use imgbuild_oci::spec::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cachedir::CacheDir;
-use crate::event::{Event, Reporter};
 use crate::names::CacheName;
 use crate::{Error, Result};
 
@@ -488,29 +486,6 @@ pub(crate) fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
         new_layer_size,
         squashed: plan.squashed,
     })
-}
-
-/// Records that an entry was used now (for `cache ls` and `cache prune`, which removes the
-/// least recently used entries first).
-pub(crate) fn touch(cache: &CacheDir, name: CacheName<'_>) -> std::io::Result<()> {
-    std::fs::create_dir_all(cache.usage())?;
-    let file = std::fs::File::create(cache.usage_marker(&name.usage_key()))?;
-    file.set_modified(std::time::SystemTime::now())
-}
-
-/// [`touch`], with a failure reported as a warning. A decision: a build whose image is complete
-/// does not fail because a last-use marker could not be written, but the user is told, since
-/// `cache prune` may then take the entry for an unused one.
-pub(crate) fn touch_reporting(cache: &CacheDir, name: CacheName<'_>, reporter: &dyn Reporter) {
-    if let Err(e) = touch(cache, name) {
-        reporter.report(&Event::Warning {
-            message: format!(
-                "could not record the use of cache entry {} in {}: {e}; `imgbuild cache prune` may count it as unused",
-                name.usage_key(),
-                cache.usage().display()
-            ),
-        });
-    }
 }
 
 /// Whether `e` says an entry is damaged (a corrupt or missing blob, an unreadable config): the

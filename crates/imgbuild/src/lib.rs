@@ -56,6 +56,7 @@
 
 mod appcache;
 mod base;
+mod basefs;
 mod build;
 mod cachedir;
 mod closure;
@@ -74,6 +75,7 @@ mod publish;
 mod rootfs;
 pub mod store;
 mod time;
+mod usage;
 pub mod verify;
 
 use std::path::PathBuf;

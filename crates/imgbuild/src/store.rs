@@ -7,7 +7,7 @@
 //! pure ([`select`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use imgbuild_oci::layout::{Layout, ref_name};
@@ -207,10 +207,23 @@ pub struct PruneReport {
     pub removed: Vec<String>,
     /// Blobs deleted.
     pub blobs_deleted: usize,
-    /// Bytes freed.
+    /// Bytes freed (by the blobs actually deleted).
     pub bytes_freed: u64,
     /// Size of the store afterwards.
     pub store_size: u64,
+    /// Files that should have been removed but could not be; their space is not counted as
+    /// freed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<RemoveFailure>,
+}
+
+/// A file `cache prune` could not remove.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RemoveFailure {
+    /// The file.
+    pub path: PathBuf,
+    /// Why (the OS error).
+    pub error: String,
 }
 
 /// Temporary files older than this are left over from interrupted writes.
@@ -249,8 +262,12 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
         index.set_manifests(kept);
         store.write_index(&index)?;
     }
-    for key in &removed {
-        let _ = std::fs::remove_file(cache.usage_marker(key));
+    let mut report = PruneReport {
+        removed: removed.into_iter().collect(),
+        ..PruneReport::default()
+    };
+    for key in &report.removed.clone() {
+        remove(&cache.usage_marker(key), &mut report);
     }
     let live: BTreeSet<String> = store
         .read_index()?
@@ -258,34 +275,68 @@ pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
         .iter()
         .flat_map(|d| referenced(&store, d))
         .collect();
-    let mut report = PruneReport {
-        removed: removed.into_iter().collect(),
-        ..PruneReport::default()
-    };
     let dir = store.root().join("blobs").join("sha256");
-    for (digest, size) in &sizes {
+    delete_unreferenced(&dir, &sizes, &live, &mut report);
+    remove_stale_temps(&dir, &mut report);
+    report.store_size = blob_sizes(&store)?.values().sum();
+    Ok(report)
+}
+
+/// Deletes the blobs of `sizes` that are not `live`, counting what was freed. A blob already
+/// gone is neither freed nor a failure; any other error is a failure in the report.
+fn delete_unreferenced(
+    dir: &Path,
+    sizes: &BTreeMap<String, u64>,
+    live: &BTreeSet<String>,
+    report: &mut PruneReport,
+) {
+    for (digest, size) in sizes {
         if live.contains(digest) {
             continue;
         }
-        let path = dir.join(digest.trim_start_matches("sha256:"));
-        if std::fs::remove_file(&path).is_ok() {
+        if remove(&dir.join(digest.trim_start_matches("sha256:")), report) {
             report.blobs_deleted += 1;
             report.bytes_freed += size;
         }
     }
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
-            if entry.file_name().to_string_lossy().starts_with(".tmp") && old {
-                let _ = std::fs::remove_file(entry.path());
-            }
+}
+
+/// Removes the file at `path`: true when this call removed it. One already gone is not a
+/// failure; any other error is recorded in `report`.
+fn remove(path: &Path, report: &mut PruneReport) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            report.failures.push(RemoveFailure {
+                path: path.to_path_buf(),
+                error: e.to_string(),
+            });
+            false
         }
     }
-    report.store_size = blob_sizes(&store)?.values().sum();
-    Ok(report)
+}
+
+/// Removes temporary files left in `dir` by interrupted writes (older than [`STALE_TEMP`]).
+fn remove_stale_temps(dir: &Path, report: &mut PruneReport) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return report.failures.push(RemoveFailure {
+                path: dir.to_path_buf(),
+                error: format!("listing its temporary files: {e}"),
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
+        if entry.file_name().to_string_lossy().starts_with(".tmp") && old {
+            remove(&entry.path(), report);
+        }
+    }
 }
 
 /// Splits `30d` into 30 and `d`: the leading whole number, and what follows it.
@@ -343,6 +394,39 @@ mod tests {
             last_used,
             blobs: blobs.iter().map(|b| b.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn blobs_that_cannot_be_deleted_are_failures_not_freed_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("aa"), b"12345").unwrap();
+        std::fs::write(dir.join("live"), b"1").unwrap();
+        // A directory in place of a blob: remove_file fails (root or not).
+        std::fs::create_dir_all(dir.join("bb").join("x")).unwrap();
+        let sizes: BTreeMap<String, u64> = [
+            ("sha256:aa".to_string(), 5),
+            ("sha256:bb".to_string(), 7),
+            ("sha256:gone".to_string(), 11),
+            ("sha256:live".to_string(), 1),
+        ]
+        .into();
+        let live: BTreeSet<String> = ["sha256:live".to_string()].into();
+        let mut report = PruneReport::default();
+        delete_unreferenced(dir, &sizes, &live, &mut report);
+        assert_eq!((report.blobs_deleted, report.bytes_freed), (1, 5));
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert_eq!(report.failures[0].path, dir.join("bb"));
+        assert!(!dir.join("aa").exists() && dir.join("live").exists());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["failures"][0]["path"],
+            dir.join("bb").to_str().unwrap()
+        );
+        assert!(
+            serde_json::to_value(PruneReport::default()).unwrap()["failures"].is_null(),
+            "no failures: no field"
+        );
     }
 
     #[test]

@@ -101,8 +101,7 @@ fn listing(store: &Layout, layer: &Descriptor) -> Result<BTreeMap<String, EntryF
         path: path.clone(),
         source,
     };
-    let file = std::io::BufReader::new(store.open_blob(layer.digest())?);
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(store.open_layer(layer)?);
     let mut out = BTreeMap::new();
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
@@ -273,6 +272,23 @@ mod tests {
             mode: 0o755,
             digest: Some(d.into()),
         }
+    }
+
+    #[test]
+    fn zstd_layers_are_listed_like_gzip_ones() {
+        // A base pulled with tar+zstd layers (as the dependency cache's snapshots are).
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("app")).unwrap();
+        std::fs::write(src.join("app/x"), b"x").unwrap();
+        let store = Layout::create(tmp.path().join("store")).unwrap();
+        let files = imgbuild_oci::snapshot::scan(&src, ["app/x"]).unwrap();
+        let blob = store.write_snapshot(&src, &files).unwrap();
+        let listed = listing(&store, &blob.descriptor).unwrap();
+        assert_eq!(
+            listed.get("/app/x").map(|f| f.digest.clone()),
+            Some(Some(imgbuild_oci::digest::sha256(b"x").to_string()))
+        );
     }
 
     #[test]

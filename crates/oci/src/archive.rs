@@ -10,11 +10,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
-use flate2::read::GzDecoder;
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
 
 use crate::digest::{HashingReader, HashingWriter};
 use crate::layout::{Layout, index_of, with_ref_name};
+use crate::media::LayerMediaType;
 use crate::{Error, Result, io_err, json};
 
 fn tmp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
@@ -236,26 +236,14 @@ fn uncompressed_layer(
     let path = layout.blob_path(desc.digest());
     let compressed = HashingReader::new(layout.open_blob(desc.digest())?);
     let mut writer = HashingWriter::new(BufWriter::new(&mut *out));
-    let compressed = match desc.media_type() {
-        MediaType::ImageLayerGzip | MediaType::Other(_) => {
-            let mut gz = GzDecoder::new(compressed);
-            io::copy(&mut gz, &mut writer).map_err(io_err("decompressing", &path))?;
-            let mut rest = gz.into_inner();
-            io::copy(&mut rest, &mut io::sink()).map_err(io_err("reading", &path))?;
-            rest
-        }
-        MediaType::ImageLayer => {
-            let mut plain = compressed;
-            io::copy(&mut plain, &mut writer).map_err(io_err("copying", &path))?;
-            plain
-        }
-        other => {
-            return Err(Error::InvalidEntry {
-                path: desc.digest().to_string(),
-                reason: format!("layers of media type {other} cannot go into a docker-archive"),
-            });
-        }
-    };
+    let media = LayerMediaType::try_from(desc.media_type())?;
+    let mut decoded = media
+        .decoder(compressed)
+        .map_err(io_err("starting to decompress", &path))?;
+    io::copy(&mut decoded, &mut writer).map_err(io_err("decompressing", &path))?;
+    // Hash what the decoder did not need, so the digest covers the whole blob.
+    let mut compressed = decoded.into_inner();
+    io::copy(&mut compressed, &mut io::sink()).map_err(io_err("reading", &path))?;
     let (actual, _) = compressed.finish();
     if &actual != desc.digest() {
         return Err(Error::DigestMismatch {
@@ -275,4 +263,71 @@ fn uncompressed_layer(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::image::MediaType;
+
+    use super::*;
+    use crate::layer::{Content, LayerBuilder};
+
+    #[test]
+    fn a_docker_archive_holds_gzip_and_zstd_layers_uncompressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path().join("store")).unwrap();
+        let mut b = LayerBuilder::new();
+        b.file("/app/hello", Content::Bytes(b"hi".to_vec()), 0o755)
+            .unwrap();
+        let gzip = layout.write_layer(&b, 7).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("data"), b"data").unwrap();
+        let files = crate::snapshot::scan(&src, ["data"]).unwrap();
+        let zstd = layout.write_snapshot(&src, &files).unwrap();
+        let layers = [&gzip, &zstd];
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+            },
+        });
+        let config = layout
+            .put_bytes(MediaType::ImageConfig, &json::to_vec(&config).unwrap())
+            .unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": layers.iter().map(|l| &l.descriptor).collect::<Vec<_>>(),
+        });
+        let manifest = layout
+            .put_bytes(MediaType::ImageManifest, &json::to_vec(&manifest).unwrap())
+            .unwrap();
+        let dest = dir.path().join("image.tar");
+        write_docker_archive(&layout, &manifest, &["x:1".into()], &dest, 7).unwrap();
+
+        let mut archive = tar::Archive::new(File::open(&dest).unwrap());
+        let mut found = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".tar") {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).unwrap();
+                assert_eq!(
+                    format!("{}.tar", crate::digest::sha256(&bytes).digest()),
+                    name
+                );
+                found.push(name);
+            }
+        }
+        let expected: Vec<String> = layers
+            .iter()
+            .map(|l| format!("{}.tar", l.diff_id.digest()))
+            .collect();
+        assert_eq!(found, expected);
+    }
 }

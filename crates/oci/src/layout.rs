@@ -499,9 +499,10 @@ mod tests {
         assert_eq!(one, two);
         let tar = b.write_tar(Vec::new(), 7).unwrap();
         assert_eq!(one.diff_id, crate::digest::sha256(&tar));
-        let blob = layout.read_blob(one.descriptor.digest()).unwrap();
         let mut un = Vec::new();
-        flate2::read::GzDecoder::new(blob.as_slice())
+        layout
+            .open_layer(&one.descriptor)
+            .unwrap()
             .read_to_end(&mut un)
             .unwrap();
         assert_eq!(un, tar);

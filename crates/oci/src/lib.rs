@@ -4,6 +4,7 @@
 //! - [`digest`]: sha256 digests computed while streaming;
 //! - [`json`]: canonical JSON (sorted keys, no whitespace), so the same value always has one digest;
 //! - [`layer`]: deterministic layer tarballs (sorted entries, explicit parents, fixed owners and times);
+//! - [`media`]: layer media types as a closed set, and the one decoder from a layer blob to its tar;
 //! - [`layout`]: the OCI image layout on disk (content-addressed blobs, `index.json`, tags);
 //! - [`archive`]: single-file exports (`oci-archive`, `docker-archive`);
 //! - [`snapshot`]: host files (modes and mtimes kept) as tar+zstd layers, restored verified.
@@ -15,6 +16,7 @@ pub mod digest;
 pub mod json;
 pub mod layer;
 pub mod layout;
+pub mod media;
 pub mod snapshot;
 
 pub use oci_spec::OciSpecError;
@@ -85,6 +87,14 @@ pub enum Error {
     /// A value could not be expressed with the OCI spec types.
     #[error("invalid OCI value: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
+    /// A layer's media type is not one this crate can decode.
+    #[error(
+        "layer media type {media_type:?} is not supported; imgbuild reads tar, tar+gzip and tar+zstd layers (OCI) and Docker's tar.gzip layers"
+    )]
+    UnknownLayerMediaType {
+        /// The media type found.
+        media_type: String,
+    },
     /// A layer entry is not acceptable (absolute escape, bad path, ...).
     #[error("invalid layer entry {path:?}: {reason}")]
     InvalidEntry {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{HashingReader, HashingWriter};
 use crate::layout::{LayerBlob, Layout};
+use crate::media::LayerMediaType;
 use crate::{Error, Result, io_err};
 
 /// zstd level for snapshots. Level 3 packs ~170 MB of dependency outputs in about a second.
@@ -185,7 +186,7 @@ fn unpack_into(
     wanted: &dyn Fn(&str) -> bool,
     staged: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
-    let decoder = zstd::Decoder::new(blob)?;
+    let decoder = LayerMediaType::TarZstd.decoder(blob)?;
     let mut archive = tar::Archive::new(decoder);
     archive.set_preserve_mtime(true);
     archive.set_preserve_permissions(true);

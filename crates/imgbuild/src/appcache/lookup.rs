@@ -85,7 +85,7 @@ pub(crate) fn static_key_of(
 /// The record for the static key: the local store's, else the cache repository's.
 fn find_record(s: &AppCache<'_>, reporter: &dyn Reporter) -> Option<AppRecord> {
     let key = &s.static_key.key;
-    if let Some(r) = super::find_record(&s.store, key) {
+    if let Some(r) = super::find_record(s.store, key) {
         return Some(r);
     }
     let remote = s.remote?;
@@ -193,7 +193,7 @@ pub(crate) fn lookup(
         super::save::share_hit(remote, s.store, &record, &image, reporter);
     }
     for key in [&record.app_key, &record.static_key] {
-        crate::depcache::touch_reporting(&cx.cache, CacheName::App(key), reporter);
+        crate::usage::touch(&cx.cache, CacheName::App(key), reporter);
     }
     Ok(Some(assembled))
 }

@@ -58,7 +58,7 @@ pub(crate) fn record(
     let record_desc = super::save_record(s.store, &record, &image.manifest)?;
     keys::write_record(&cx.cache, target, Record::AppStatic, &s.static_key.inputs)?;
     for key in [&record.app_key, &record.static_key] {
-        crate::depcache::touch_reporting(&cx.cache, CacheName::App(key), reporter);
+        crate::usage::touch(&cx.cache, CacheName::App(key), reporter);
     }
     reporter.report(&Event::AppCache {
         key: record.app_key.clone(),
@@ -69,7 +69,7 @@ pub(crate) fn record(
     if let Some(remote) = &s.remote
         && let Err(e) = push(
             remote,
-            &s.store,
+            s.store,
             &record,
             &image.manifest,
             &record_desc,

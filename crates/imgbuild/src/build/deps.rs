@@ -174,7 +174,7 @@ pub(crate) fn save(
             Err(e) => remote_warning(reporter, remote, "check the cache repository", &e),
         }
     }
-    crate::depcache::touch_reporting(&cx.cache, CacheName::Deps(&s.dependency_key.key), reporter);
+    crate::usage::touch(&cx.cache, CacheName::Deps(&s.dependency_key.key), reporter);
     Ok(())
 }
 

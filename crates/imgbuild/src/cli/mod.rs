@@ -164,7 +164,21 @@ fn run_cache(command: CacheCommand) -> Result<()> {
                         human_size(report.bytes_freed),
                         human_size(report.store_size)
                     )?;
+                    for failure in &report.failures {
+                        writeln!(
+                            out,
+                            "could not remove {}: {}",
+                            failure.path.display(),
+                            failure.error
+                        )?;
+                    }
                 }
+            }
+            if !report.failures.is_empty() {
+                anyhow::bail!(
+                    "{} files could not be removed; the space they use is not counted as freed",
+                    report.failures.len()
+                );
             }
         }
     }
