@@ -70,3 +70,40 @@ impl<R: std::io::Read> std::io::Read for Reporting<'_, R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::Read;
+
+    /// Records the transfer calls; `blob` is not part of this test.
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl Progress for Recorder {
+        fn blob(&self, _: &str, _: u64, _: &BlobOutcome) {}
+        fn transfer_advanced(&self, digest: &str, bytes: u64) {
+            self.0.borrow_mut().push(format!("{digest} +{bytes}"));
+        }
+    }
+
+    #[test]
+    fn bytes_read_through_a_reporting_reader_are_reported_as_they_go() {
+        let recorder = Recorder::default();
+        let mut reader = Reporting {
+            inner: &b"0123456789"[..],
+            progress: &recorder,
+            digest: "sha256:ab",
+        };
+        let mut buf = [0u8; 4];
+        while reader.read(&mut buf).unwrap() > 0 {}
+        assert_eq!(
+            *recorder.0.borrow(),
+            ["sha256:ab +4", "sha256:ab +4", "sha256:ab +2"]
+        );
+        // The default transfer methods do nothing.
+        NoProgress.transfer_started("sha256:ab", Some(10));
+        NoProgress.transfer_finished("sha256:ab");
+    }
+}

@@ -86,7 +86,7 @@ impl Client {
         )
         .and_then(|r| http::read_reply(r, Method::Put));
         let (actual, read) = hashing.finish();
-        let whole = sent.is_ok() || read == blob.size;
+        let whole = sent.is_ok() || read >= blob.size;
         if whole && (actual.to_string() != blob.digest || read != blob.size) {
             return Err(Error::LocalBlobCorrupt {
                 digest: blob.digest.to_string(),
