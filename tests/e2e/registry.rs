@@ -338,6 +338,61 @@ fn bearer_tokens_per_scope_from_a_token_service() {
     assert!(!run.stderr.contains("nope-nope"));
 }
 
+/// Issue 11: a token that expires while an upload session is open. The registry answers the
+/// upload's `PUT` with 401; the client asks the token service again and completes the push.
+#[test]
+fn a_token_that_expires_during_an_upload_is_refreshed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (user, password) = ("ci", "short-lived-456");
+    let registry = Registry::start(
+        &tmp.path().join("registry"),
+        None,
+        Auth::Token {
+            user: user.into(),
+            password: password.into(),
+        },
+    );
+    let issuer = registry.issuer.as_ref().unwrap();
+    issuer.set_lifetime(3);
+    // The first blob upload's PUT reaches the registry 6 s after its session began: its token
+    // has expired by then.
+    let proxy = StallingProxy::start(registry.port, std::time::Duration::from_secs(6));
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let config = docker_config(&tmp.path().join("docker"), &host, user, password);
+    let reference = format!("{host}/expiring/hello:v1");
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference, "--message-format", "json"],
+        &[("DOCKER_CONFIG", &config)],
+    );
+    let events = run.events();
+    assert_eq!(pushed(&events)["uploaded"], 4, "{}", run.stderr);
+    assert_eq!(proxy.stalled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        registry.answered("PUT", "/v2/expiring/hello/blobs/uploads/", 401) >= 1,
+        "the stalled upload was refused with 401:\n{}",
+        registry.log()
+    );
+    let issued = issuer.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        issued >= 2,
+        "a token, then a new one after the 401: {issued}"
+    );
+    issuer.set_lifetime(600);
+    assert_eq!(
+        skopeo_digest(&[
+            "--tls-verify=false",
+            "--creds",
+            &format!("{user}:{password}"),
+            &format!("docker://{}/expiring/hello:v1", registry.host()),
+        ]),
+        image_digest(&events)
+    );
+}
+
 #[test]
 fn a_registry_that_is_down_or_drops_connections() {
     let tmp = tempfile::tempdir().unwrap();

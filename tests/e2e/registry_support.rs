@@ -1,13 +1,14 @@
 //! A real `docker-registry` (the reference distribution server) on 127.0.0.1 for the registry
 //! tests, with optional TLS, htpasswd basic auth, or token auth backed by a small issuer the
-//! harness runs; and a TCP proxy that drops the first blob upload midway.
+//! harness runs (its tokens' lifetime can be cut short); and TCP proxies that drop the first
+//! blob upload midway, hold it back for a while, or answer the first requests themselves.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -235,18 +236,33 @@ impl Registry {
 
     /// Access-log lines whose request line starts with `method` and contains `path_part`.
     pub(crate) fn requests(&self, method: &str, path_part: &str) -> usize {
+        self.access(method, path_part).count()
+    }
+
+    /// Such requests that the registry answered with `status`.
+    pub(crate) fn answered(&self, method: &str, path_part: &str, status: u16) -> usize {
+        let status = status.to_string();
+        self.access(method, path_part)
+            .filter(|after| after.split_whitespace().next() == Some(status.as_str()))
+            .count()
+    }
+
+    /// For each access-log line of a `method` request whose path contains `path_part`: the text
+    /// after its request line (`401 87 "" "imgbuild/…"`).
+    fn access(&self, method: &str, path_part: &str) -> impl Iterator<Item = String> {
         let needle = format!("\"{method} ");
+        let path_part = path_part.to_string();
         self.log()
             .lines()
-            .filter(|l| {
-                l.find(&needle).is_some_and(|i| {
-                    l[i..]
-                        .split('"')
-                        .nth(1)
-                        .is_some_and(|r| r.contains(path_part))
-                })
+            .filter_map(move |l| {
+                let i = l.find(&needle)?;
+                let mut parts = l[i..].splitn(3, '"');
+                let request = parts.nth(1)?;
+                let after = parts.next()?;
+                request.contains(&path_part).then(|| after.to_string())
             })
-            .count()
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
@@ -300,12 +316,18 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, how: Shutdown) {
 }
 
 /// A token service for the registry's `token` auth: checks basic credentials and returns an
-/// RS256 JWT (signed with `openssl dgst`) granting what was asked.
+/// RS256 JWT (signed with `openssl dgst`) granting what was asked, valid for 600 s unless
+/// [`TokenIssuer::set_lifetime`] says otherwise.
 pub(crate) struct TokenIssuer {
     server: Server,
     cert: PathBuf,
     pub(crate) issued: Arc<AtomicUsize>,
+    lifetime: Arc<AtomicU64>,
 }
+
+/// How long past a token's `exp` the registry still accepts it: distribution's
+/// `token.Leeway` (clock skew allowance).
+const REGISTRY_LEEWAY_SECS: u64 = 60;
 
 impl TokenIssuer {
     fn start(dir: &Path, user: &str, password: &str) -> Self {
@@ -341,15 +363,28 @@ impl TokenIssuer {
         };
         let issued = Arc::new(AtomicUsize::new(0));
         let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
-        let (issued2, key2) = (issued.clone(), key.clone());
+        let lifetime = Arc::new(AtomicU64::new(600));
+        let (issued2, key2, lifetime2) = (issued.clone(), key.clone(), lifetime.clone());
         let server = Server::start("127.0.0.1", move |stream| {
-            serve_token(stream, &expected, &key2, &der, &issued2)
+            let signer = Signer {
+                key: &key2,
+                x5c: &der,
+                lifetime: lifetime2.load(Ordering::SeqCst),
+            };
+            serve_token(stream, &expected, &signer, &issued2)
         });
         Self {
             server,
             cert,
             issued,
+            lifetime,
         }
+    }
+
+    /// Tokens issued from now on are accepted by the registry for about `secs` seconds (at
+    /// least `secs - 1`: `exp` has a one-second resolution).
+    pub(crate) fn set_lifetime(&self, secs: u64) {
+        self.lifetime.store(secs, Ordering::SeqCst);
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -357,7 +392,14 @@ impl TokenIssuer {
     }
 }
 
-fn serve_token(mut stream: TcpStream, expected: &str, key: &Path, x5c: &str, issued: &AtomicUsize) {
+/// What a token is signed with, and how long it lives.
+struct Signer<'a> {
+    key: &'a Path,
+    x5c: &'a str,
+    lifetime: u64,
+}
+
+fn serve_token(mut stream: TcpStream, expected: &str, signer: &Signer<'_>, issued: &AtomicUsize) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -409,10 +451,11 @@ fn serve_token(mut stream: TcpStream, expected: &str, key: &Path, x5c: &str, iss
         .unwrap()
         .as_secs();
     let n = issued.fetch_add(1, Ordering::SeqCst);
-    let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{x5c}"]}}"#);
+    let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{}"]}}"#, signer.x5c);
     let claims = format!(
         r#"{{"iss":"imgbuild-test-issuer","sub":"tester","aud":"imgbuild-test-registry","exp":{},"nbf":{},"iat":{},"jti":"t{n}","access":[{}]}}"#,
-        now + 600,
+        // The registry accepts a token until `exp` plus its leeway.
+        (now + signer.lifetime).saturating_sub(REGISTRY_LEEWAY_SECS),
         now - 10,
         now - 10,
         access.join(",")
@@ -423,7 +466,7 @@ fn serve_token(mut stream: TcpStream, expected: &str, key: &Path, x5c: &str, iss
         URL_SAFE_NO_PAD.encode(claims)
     );
     let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+        .args(["dgst", "-sha256", "-sign", signer.key.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -491,11 +534,7 @@ impl FlakyProxy {
                         Ok(n) => n,
                     };
                     let data = &chunk[..n];
-                    if counting.is_none()
-                        && armed.load(Ordering::SeqCst)
-                        && data.windows(4).any(|w| w == b"PUT ")
-                        && data.windows(15).any(|w| w == b"/blobs/uploads/")
-                    {
+                    if counting.is_none() && armed.load(Ordering::SeqCst) && is_upload_put(data) {
                         counting = Some(0);
                     }
                     if let Some(sent) = counting.as_mut() {
@@ -515,6 +554,63 @@ impl FlakyProxy {
             });
         });
         Self { server, cuts }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.server.port
+    }
+}
+
+/// Whether `data` (what a client sent) holds the start of a blob upload's `PUT`.
+fn is_upload_put(data: &[u8]) -> bool {
+    data.windows(4).any(|w| w == b"PUT ") && data.windows(15).any(|w| w == b"/blobs/uploads/")
+}
+
+/// A TCP proxy to `upstream` that holds the first blob upload (`PUT …/blobs/uploads/…`) back
+/// for `delay` before forwarding it: a short-lived token taken for the upload session expires
+/// before the upload ends.
+pub(crate) struct StallingProxy {
+    server: Server,
+    pub(crate) stalled: Arc<AtomicUsize>,
+}
+
+impl StallingProxy {
+    pub(crate) fn start(upstream: u16, delay: Duration) -> Self {
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let counted = stalled.clone();
+        let server = Server::start("127.0.0.1", move |client| {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            pipe(
+                server.try_clone().unwrap(),
+                client.try_clone().unwrap(),
+                Shutdown::Both,
+            );
+            let stalled = counted.clone();
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (client, server);
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    let n = match from.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if is_upload_put(&chunk[..n])
+                        && stalled
+                            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        std::thread::sleep(delay);
+                    }
+                    if to.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(Shutdown::Write);
+            });
+        });
+        Self { server, stalled }
     }
 
     pub(crate) fn port(&self) -> u16 {

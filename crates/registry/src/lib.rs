@@ -3,15 +3,28 @@
 //! - [`mod@reference`]: image references (pure);
 //! - [`auth`]: authentication challenges (pure) and credentials from docker's and podman's
 //!   auth files and credential helpers (reads files, runs helpers);
-//! - [`client`]: one registry connection: TLS trust, HTTPS or local plain HTTP, anonymous /
-//!   basic / bearer-token auth per scope, retries with backoff (network);
+//! - [`client`]: one registry connection: HTTPS or local plain HTTP, and the one loop every
+//!   request goes through (authorize, try, retry or refresh the token) (network);
+//! - `retry`: the retry policy, a pure decision from a try's outcome (pure);
+//! - `token`: the auth scheme a challenge asks for and bearer tokens per scope set (pure);
+//! - `http`: methods, URLs, sending one request and reading its reply, classifying transport
+//!   errors (one try, network);
+//! - `tls`: the CA certificates trusted for a registry (reads files);
+//! - `transfer`: streamed blob uploads and downloads, hashed as they go (network, files);
+//! - [`progress`]: what a push or pull reports, per blob and per byte (pure);
 //! - [`push`]: push only what the registry lacks (HEAD, cross-repository mount, streamed
 //!   upload, manifest by digest then tag) and pull with verification (network, layout).
 
 pub mod auth;
 pub mod client;
+mod http;
+pub mod progress;
 pub mod push;
 pub mod reference;
+mod retry;
+mod tls;
+mod token;
+mod transfer;
 
 pub use client::{Client, ClientOptions};
 pub use reference::Reference;

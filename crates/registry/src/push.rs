@@ -6,45 +6,18 @@
 //! tag points at it. A pull verifies every byte against its digest before the blob becomes
 //! visible in the layout.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 
-use imgbuild_oci::digest::HashingWriter;
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 
-use crate::client::{Body, Client, encode};
+use crate::client::Client;
+use crate::http::{Body, Method, encode};
 use crate::reference::Reference;
+use crate::transfer::Upload;
 use crate::{Error, Result};
 
-/// What happened to one blob of a push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlobOutcome {
-    /// The repository already had it.
-    Present,
-    /// Mounted from another repository of the same registry.
-    Mounted {
-        /// The repository it came from.
-        from: String,
-    },
-    /// Uploaded.
-    Uploaded,
-    /// Downloaded (pulls).
-    Downloaded,
-}
-
-/// Receives progress during a push or pull.
-pub trait Progress {
-    /// A blob was handled.
-    fn blob(&self, digest: &str, size: u64, outcome: &BlobOutcome);
-}
-
-/// Ignores progress.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn blob(&self, _: &str, _: u64, _: &BlobOutcome) {}
-}
+pub use crate::progress::{BlobOutcome, NoProgress, Progress};
 
 /// What a push did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,7 +45,7 @@ fn pull_scope(repository: &str) -> String {
 /// Whether the repository has the blob.
 pub fn has_blob(client: &Client, repository: &str, digest: &str) -> Result<bool> {
     let reply = client.request(
-        "HEAD",
+        Method::Head,
         &format!("/v2/{repository}/blobs/{digest}"),
         &[push_scope(repository)],
         &[],
@@ -88,7 +61,7 @@ pub fn has_blob(client: &Client, repository: &str, digest: &str) -> Result<bool>
 /// Tries a cross-repository mount; `true` when the registry mounted the blob.
 fn mount(client: &Client, repository: &str, digest: &str, from: &str) -> Result<bool> {
     let reply = client.request(
-        "POST",
+        Method::Post,
         &format!(
             "/v2/{repository}/blobs/uploads/?mount={}&from={}",
             encode(digest),
@@ -145,7 +118,14 @@ pub fn push(
                 layout.open_blob(blob.digest())?,
             )))
         };
-        client.upload(repository, &digest, blob.size(), &scopes, &open)?;
+        let upload = Upload {
+            repository,
+            digest: &digest,
+            size: blob.size(),
+            scopes: &scopes,
+            open: &open,
+        };
+        client.upload(&upload, progress)?;
         report.uploaded += 1;
         report.uploaded_bytes += blob.size();
         progress.blob(&digest, blob.size(), &BlobOutcome::Uploaded);
@@ -158,7 +138,7 @@ pub fn push(
     }
     for reference in targets {
         let reply = client.request(
-            "PUT",
+            Method::Put,
             &format!("/v2/{repository}/manifests/{reference}"),
             &scopes,
             &[],
@@ -186,7 +166,7 @@ pub fn fetch_manifest(
     reference: &str,
 ) -> Result<Option<(String, Vec<u8>, Digest)>> {
     let reply = client.request(
-        "GET",
+        Method::Get,
         &format!("/v2/{repository}/manifests/{reference}"),
         &[pull_scope(repository)],
         &[("Accept", ACCEPT.to_string())],
@@ -236,10 +216,6 @@ pub fn pull_blob(
         return Ok(false);
     }
     let digest = desc.digest().to_string();
-    let mut body = client.get_stream(
-        &format!("/v2/{repository}/blobs/{digest}"),
-        &[pull_scope(repository)],
-    )?;
     let dir = layout.root().join("blobs").join("sha256");
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-pull-")
@@ -249,21 +225,14 @@ pub fn pull_blob(
             path: dir.clone(),
             source,
         })?;
-    let (actual, size) = {
-        let mut out = HashingWriter::new(BufWriter::new(tmp.as_file_mut()));
-        std::io::copy(&mut body, &mut out).map_err(|e| Error::Unreachable {
-            registry: client.registry().to_string(),
-            attempts: 1,
-            reason: format!("reading blob {digest}: {e}"),
-        })?;
-        let (mut w, actual, size) = out.finish();
-        w.flush().map_err(|source| Error::Io {
-            action: "writing",
-            path: dir.clone(),
-            source,
-        })?;
-        (actual, size)
-    };
+    let path = tmp.path().to_path_buf();
+    let (actual, size) = client.download(
+        repository,
+        &digest,
+        &[pull_scope(repository)],
+        (tmp.as_file_mut(), &path),
+        progress,
+    )?;
     if actual != *desc.digest() || size != desc.size() {
         return Err(Error::RemoteDigestMismatch {
             registry: client.registry().to_string(),
