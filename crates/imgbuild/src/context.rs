@@ -119,7 +119,7 @@ impl Context<'_> {
 
 /// Reads the workspace and selects the binaries `options` name.
 pub(crate) fn prepare(options: &BuildOptions, scope: Scope) -> Result<Context<'_>> {
-    let cache = CacheDir::new(&options.cache_dir);
+    let cache = options.cache_dir.clone();
     let env = Env::capture();
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
     let script = run::WrapperScript::install(&cache.tools())?;

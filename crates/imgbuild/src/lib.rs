@@ -1,57 +1,54 @@
 //! imgbuild: reproducible OCI images from Cargo projects, without a daemon.
 //!
-//! The library the `imgbuild` command is built on. The pipeline, each step a function from one
-//! value to the next:
+//! The library behind the `imgbuild` command, for a workspace's `cargo xtask` or any Rust
+//! program that ships containers. Its entry points:
+//!
+//! | to | call |
+//! | --- | --- |
+//! | build an image (into the local store and any outputs) | [`build`] |
+//! | build if needed, then push to a registry | [`push`] |
+//! | see each binary's cache keys and why they changed | [`plan::plan`] |
+//! | check that a build is reproducible | [`verify::verify`] |
+//! | list and prune the cache | [`store::list`], [`store::prune`] |
+//!
+//! Every one takes [`BuildOptions`] (or the [`CacheDir`]) and reports progress to an
+//! [`event::Reporter`]: the [`event::Event`]s the command line prints, or
+//! [`event::Silent`]. Errors are one [`Error`] enum whose messages name the problem and the fix.
+//!
+//! ## What a build does
+//!
+//! Each stage is a function from one named value to the next:
 //!
 //! ```text
-//! Cargo project ─metadata→ Workspace ─select→ BinaryTarget ─cargo build→ executable
-//!   ─closure→ shared libraries ─layers→ rootfs | libraries | app ─assemble→ config + manifest
-//!   ─store→ local OCI layout ─outputs→ oci: | oci-archive: | docker-archive: | docker://
+//! BuildOptions ─prepare→ workspace, binary, image config, epoch ─setup→ dependency key,
+//!   base image, app-cache key ─app cache→ (hit: the stored image, nothing compiled)
+//!   ─restore→ compiled dependencies in target/ ─compile→ executable ─save→ cache entry
+//!   ─layers→ rootfs | shared libraries | app ─assemble→ config + manifest ─record→ app entry
+//!   ─outputs→ local store, oci: | oci-archive: | docker-archive: | docker://
 //! ```
 //!
-//! The compiled dependencies are cached per binary ([`depcache`], shared through a registry
-//! with [`publish::RemoteCache`]); the compile step is hermetic ([`hermetic`]); base images
-//! come from registries ([`base`]).
+//! The same inputs give the same bytes: every timestamp is `SOURCE_DATE_EPOCH` (default: the
+//! last commit's time), the compile runs with an allowlisted environment and no network, and
+//! paths are remapped so the checkout's location does not reach the binary.
 //!
-//! Build an image into an OCI layout from a workspace's `xtask`:
+//! ## Example
 //!
-//! ```no_run
-//! use imgbuild::{BuildOptions, event::Silent, output::Output};
+//! Build `examples/hello` into an OCI layout:
 //!
-//! let mut options = BuildOptions::new(imgbuild::default_cache_dir());
-//! options.manifest_path = Some("examples/hello/Cargo.toml".into());
-//! options.outputs.push("oci:target/images/hello".parse::<Output>()?);
+//! ```
+//! use imgbuild::{BuildOptions, event::Silent};
+//! # let dir = tempfile::tempdir()?;
+//! # let project = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello");
+//! # let cache_dir = dir.path().join("cache");
+//! # let layout = format!("oci:{}", dir.path().join("hello").display());
+//!
+//! let options = BuildOptions::new(cache_dir)
+//!     .manifest_path(project)
+//!     .output(layout.parse()?);
 //! let image = imgbuild::build(&options, &Silent)?;
+//! assert_eq!(image.reference, "hello:latest");
 //! println!("{}", image.manifest.digest());
-//! # Ok::<(), imgbuild::Error>(())
-//! ```
-//!
-//! Push it to a registry (credentials from the docker config or a credential helper), sharing
-//! compiled dependencies through the same registry:
-//!
-//! ```no_run
-//! use imgbuild::{BuildOptions, event::Silent};
-//!
-//! let mut options = BuildOptions::new(imgbuild::default_cache_dir());
-//! options.package = Some("api".into());
-//! options.outputs.push("docker://ghcr.io/example/api:1.0".parse()?);
-//! options.cache_repo = Some(imgbuild::Reference::parse("ghcr.io/example/cache")?);
-//! imgbuild::build(&options, &Silent)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! Print each binary's dependency key, or check that a build is reproducible:
-//!
-//! ```no_run
-//! use imgbuild::{BuildOptions, event::Silent};
-//!
-//! let options = BuildOptions::new(imgbuild::default_cache_dir());
-//! for plan in imgbuild::plan::plan(&options, false)? {
-//!     println!("{}/{} {}", plan.package, plan.bin, plan.dependency_key);
-//! }
-//! let verdict = imgbuild::verify::verify(&options, &Silent)?;
-//! assert!(verdict.reproducible, "{:?}", verdict.differences);
-//! # Ok::<(), imgbuild::Error>(())
 //! ```
 
 mod appcache;
@@ -87,8 +84,36 @@ pub(crate) use error::io_err;
 pub use image::{Layer, LayerRole};
 pub use imgbuild_cargo::config::ImageConfig;
 pub use imgbuild_registry::Reference;
-pub use options::{BuildOptions, BuiltImage};
-pub use publish::{RegistryOptions, push};
+pub use options::{BuildOptions, BuiltImage, CacheMode, FeatureSelection};
+pub use publish::RegistryOptions;
+
+/// Builds the image `options` describe (nothing is compiled when an image from the same inputs
+/// is stored) and pushes it to `reference`: only blobs the registry lacks are uploaded, blobs
+/// of other repositories on the same registry are mounted. A reference without a tag gets the
+/// image's own tag. Credentials come from the docker or podman configuration and credential
+/// helpers.
+///
+/// ```no_run
+/// use imgbuild::{BuildOptions, Reference, event::Silent};
+///
+/// let options = BuildOptions::new(imgbuild::default_cache_dir())
+///     .package("api")
+///     .cache_repo(Reference::parse("ghcr.io/example/cache")?);
+/// let image = imgbuild::push(&options, &Reference::parse("ghcr.io/example/api:1.0")?, &Silent)?;
+/// println!("pushed {}", image.manifest.digest());
+/// # Ok::<(), imgbuild::Error>(())
+/// ```
+pub fn push(
+    options: &BuildOptions,
+    reference: &Reference,
+    reporter: &dyn event::Reporter,
+) -> Result<BuiltImage> {
+    let mut options = options.clone();
+    options.outputs.push(output::Output::Registry {
+        reference: reference.clone(),
+    });
+    build(&options, reporter)
+}
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

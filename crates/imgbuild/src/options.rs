@@ -8,11 +8,88 @@ use imgbuild_cargo::config::ImageConfig;
 use imgbuild_cargo::run;
 use imgbuild_oci::spec::Descriptor;
 
+use crate::cachedir::CacheDir;
 use crate::image::Layer;
 use crate::output::Output;
+use crate::publish::RegistryOptions;
 
-/// What to build and where to put it.
+/// Which cargo features a build enables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FeatureSelection {
+    /// The default features and these (`--features`).
+    Default(Vec<String>),
+    /// Only these (`--no-default-features --features …`).
+    NoDefault(Vec<String>),
+    /// Every feature (`--all-features`).
+    All,
+}
+
+impl Default for FeatureSelection {
+    fn default() -> Self {
+        FeatureSelection::Default(Vec::new())
+    }
+}
+
+impl FeatureSelection {
+    /// The selection cargo's three flags make (`--all-features` wins over the others).
+    pub fn from_flags(features: Vec<String>, all: bool, no_default: bool) -> Self {
+        match (all, no_default) {
+            (true, _) => FeatureSelection::All,
+            (false, true) => FeatureSelection::NoDefault(features),
+            (false, false) => FeatureSelection::Default(features),
+        }
+    }
+
+    /// The listed features.
+    pub fn listed(&self) -> &[String] {
+        match self {
+            FeatureSelection::Default(f) | FeatureSelection::NoDefault(f) => f,
+            FeatureSelection::All => &[],
+        }
+    }
+
+    /// Cargo's flags for this selection.
+    pub(crate) fn cargo(&self) -> run::Features<'_> {
+        run::Features {
+            list: self.listed(),
+            all: matches!(self, FeatureSelection::All),
+            no_default: matches!(self, FeatureSelection::NoDefault(_)),
+        }
+    }
+}
+
+/// How a build uses the caches (the dependency cache and the app cache, local and shared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheMode {
+    /// Restore compiled dependencies, return a stored image built from the same inputs without
+    /// compiling, store what was built.
+    #[default]
+    Use,
+    /// Compile even when an image built from the same inputs is stored (dependencies are still
+    /// restored); store the result again.
+    Rebuild,
+    /// Neither restore nor store anything (the image still goes to the local store).
+    Off,
+}
+
+/// What to build and where to put it. Start from [`BuildOptions::new`] and set what differs,
+/// with the chaining setters or the fields.
+///
+/// ```
+/// use imgbuild::{BuildOptions, CacheMode, FeatureSelection};
+///
+/// let options = BuildOptions::new(imgbuild::default_cache_dir())
+///     .manifest_path("examples/hello/Cargo.toml")
+///     .features(FeatureSelection::Default(vec!["tls".into()]))
+///     .cache(CacheMode::Rebuild)
+///     .output("oci:target/images/hello".parse()?);
+/// assert_eq!(options.profile, "release");
+/// # Ok::<(), imgbuild::Error>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOptions {
     /// A Cargo.toml or a directory; `None`: the current directory.
     pub manifest_path: Option<PathBuf>,
@@ -22,29 +99,23 @@ pub struct BuildOptions {
     pub bin: Option<String>,
     /// Cargo profile (default `release`).
     pub profile: String,
-    /// `--features`.
-    pub features: Vec<String>,
-    /// `--all-features`.
-    pub all_features: bool,
-    /// `--no-default-features`.
-    pub no_default_features: bool,
+    /// The cargo features.
+    pub features: FeatureSelection,
     /// Settings that override the metadata tables (from the command line).
     pub overrides: ImageConfig,
     /// Timestamp for every file in the layers and for the image's `created`; `None`: the last
     /// commit's time, else 0.
     pub source_date_epoch: Option<u64>,
     /// The cache directory (see [`crate::default_cache_dir`]).
-    pub cache_dir: PathBuf,
+    pub cache_dir: CacheDir,
     /// Extra destinations; the image always goes to the local store.
     pub outputs: Vec<Output>,
-    /// Restore and store compiled dependencies in the local store (default `true`).
-    pub dependency_cache: bool,
+    /// How the caches are used.
+    pub cache: CacheMode,
     /// Registry connection settings (for `docker://` outputs and the cache repository).
-    pub registry: crate::publish::RegistryOptions,
-    /// A registry repository that shares dependency-cache entries between machines.
+    pub registry: RegistryOptions,
+    /// A registry repository that shares cache entries between machines.
     pub cache_repo: Option<imgbuild_registry::Reference>,
-    /// Compile even when an image built from the same inputs is cached (it is stored again).
-    pub rebuild: bool,
     /// Use this target directory instead of cargo's (`imgbuild verify` gives each of its two
     /// builds its own).
     pub target_dir: Option<PathBuf>,
@@ -57,42 +128,96 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// The feature flags, as cargo commands take them.
-    pub fn cargo_features(&self) -> run::Features<'_> {
-        run::Features {
-            list: &self.features,
-            all: self.all_features,
-            no_default: self.no_default_features,
-        }
-    }
-
-    /// Defaults: current directory, release profile, no outputs beyond the local store.
-    pub fn new(cache_dir: PathBuf) -> Self {
+    /// Defaults: current directory, release profile, default features, caches in use, no
+    /// outputs beyond the local store.
+    pub fn new(cache_dir: impl Into<CacheDir>) -> Self {
         Self {
             manifest_path: None,
             package: None,
             bin: None,
             profile: "release".to_string(),
-            features: Vec::new(),
-            all_features: false,
-            no_default_features: false,
+            features: FeatureSelection::default(),
             overrides: ImageConfig::default(),
             source_date_epoch: None,
-            cache_dir,
+            cache_dir: cache_dir.into(),
             outputs: Vec::new(),
-            dependency_cache: true,
-            registry: crate::publish::RegistryOptions::default(),
+            cache: CacheMode::default(),
+            registry: RegistryOptions::default(),
             cache_repo: None,
             allow_network: false,
             pass_env: Vec::new(),
             target_dir: None,
-            rebuild: false,
         }
+    }
+
+    /// The project: a Cargo.toml or its directory.
+    pub fn manifest_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.manifest_path = Some(path.into());
+        self
+    }
+
+    /// The package holding the binary (`-p`).
+    pub fn package(mut self, name: impl Into<String>) -> Self {
+        self.package = Some(name.into());
+        self
+    }
+
+    /// The binary (`--bin`).
+    pub fn bin(mut self, name: impl Into<String>) -> Self {
+        self.bin = Some(name.into());
+        self
+    }
+
+    /// The cargo profile.
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = name.into();
+        self
+    }
+
+    /// The cargo features.
+    pub fn features(mut self, features: FeatureSelection) -> Self {
+        self.features = features;
+        self
+    }
+
+    /// One more destination.
+    pub fn output(mut self, output: Output) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
+    /// How the caches are used.
+    pub fn cache(mut self, mode: CacheMode) -> Self {
+        self.cache = mode;
+        self
+    }
+
+    /// The registry repository that shares cache entries between machines.
+    pub fn cache_repo(mut self, repository: imgbuild_registry::Reference) -> Self {
+        self.cache_repo = Some(repository);
+        self
+    }
+
+    /// The timestamp of every file and of the image.
+    pub fn source_date_epoch(mut self, seconds: u64) -> Self {
+        self.source_date_epoch = Some(seconds);
+        self
+    }
+
+    /// The feature flags, as cargo commands take them.
+    pub(crate) fn cargo_features(&self) -> run::Features<'_> {
+        self.features.cargo()
+    }
+
+    /// Whether the caches are read and written at all.
+    pub(crate) fn caching(&self) -> bool {
+        self.cache != CacheMode::Off
     }
 }
 
 /// A built image, in the local store.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuiltImage {
     /// The manifest's descriptor; its digest is the image's identity.
     pub manifest: Descriptor,
@@ -106,4 +231,25 @@ pub struct BuiltImage {
     pub executable: PathBuf,
     /// The local store.
     pub store: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargos_flags_map_to_one_selection() {
+        let f = || vec!["a".to_string()];
+        assert_eq!(
+            FeatureSelection::from_flags(f(), true, true),
+            FeatureSelection::All
+        );
+        assert_eq!(
+            FeatureSelection::from_flags(f(), false, true),
+            FeatureSelection::NoDefault(f())
+        );
+        let d = FeatureSelection::from_flags(f(), false, false);
+        let cargo = d.cargo();
+        assert_eq!((cargo.list, cargo.all, cargo.no_default), (&f()[..], false, false));
+    }
 }

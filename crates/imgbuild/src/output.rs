@@ -125,7 +125,7 @@ impl fmt::Display for Output {
 
 /// Writes the image `manifest` from `store` to `output`. `name` and `tag` are the image's own,
 /// used where the output names none. Nothing half-written is left on failure.
-pub fn write(
+pub(crate) fn write(
     store: &Layout,
     manifest: &Descriptor,
     name: &str,

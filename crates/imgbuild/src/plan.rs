@@ -44,7 +44,20 @@ pub struct BinaryPlan {
 }
 
 /// Plans every binary in scope: its key, inputs and (with `explain`) the change since its last
-/// build.
+/// build. Runs `cargo tree` and `rustc -vV`; compiles nothing.
+///
+/// ```
+/// use imgbuild::BuildOptions;
+/// # let dir = tempfile::tempdir()?;
+/// # let project = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello");
+///
+/// let options = BuildOptions::new(dir.path()).manifest_path(project);
+/// for plan in imgbuild::plan::plan(&options, true)? {
+///     println!("{}/{} {}", plan.package, plan.bin, plan.dependency_key);
+///     assert!(!plan.app_hit, "nothing was built with this cache yet");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
     let cx = context::prepare(options, Scope::All)?;
     let keys = KeyContext::gather(&cx)?;

@@ -89,7 +89,7 @@ impl RegistryOptions {
 
 /// Pushes `manifest` (in `store`) to `reference`, tagged `default_tag` when the reference
 /// names no tag or digest.
-pub fn push(
+pub(crate) fn push(
     store: &Layout,
     manifest: &Descriptor,
     reference: &Reference,

@@ -27,6 +27,7 @@ use crate::Result;
 
 /// One dependency-cache entry, as `cache ls` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EntrySummary {
     /// The dependency key.
     pub key: String,
@@ -47,6 +48,7 @@ pub struct EntrySummary {
 
 /// What `cache ls` reports.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Listing {
     /// The entries, most recently used first.
     pub entries: Vec<EntrySummary>,
@@ -96,9 +98,19 @@ fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-/// Lists the dependency-cache entries of the store under `cache_dir`.
-pub fn list(cache_dir: &Path) -> Result<Listing> {
-    let cache = CacheDir::new(cache_dir);
+/// Lists the cache entries of the store under `cache`.
+///
+/// ```
+/// use imgbuild::CacheDir;
+/// # let dir = tempfile::tempdir()?;
+///
+/// let listing = imgbuild::store::list(&CacheDir::new(dir.path()))?;
+/// for entry in &listing.entries {
+///     println!("{} {} {} bytes", entry.key, entry.binary, entry.size);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn list(cache: &CacheDir) -> Result<Listing> {
     let root = cache.store();
     if !root.join("oci-layout").exists() {
         return Ok(Listing {
@@ -134,7 +146,7 @@ pub fn list(cache_dir: &Path) -> Result<Listing> {
             }
         };
         entries.push(EntrySummary {
-            last_used: last_used(&cache, &key, &store, &desc),
+            last_used: last_used(cache, &key, &store, &desc),
             size: blobs.iter().filter_map(|b| sizes.get(b)).sum(),
             key,
             binary,
@@ -152,6 +164,7 @@ pub fn list(cache_dir: &Path) -> Result<Listing> {
 
 /// What to prune.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PrunePolicy {
     /// Remove entries not used for longer than this.
     pub older_than: Option<Duration>,
@@ -159,10 +172,24 @@ pub struct PrunePolicy {
     pub max_size: Option<u64>,
 }
 
+impl PrunePolicy {
+    /// Removes entries not used for longer than `age`.
+    pub fn older_than(mut self, age: Duration) -> Self {
+        self.older_than = Some(age);
+        self
+    }
+
+    /// Then removes the least recently used entries until the store is at most `bytes` big.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+}
+
 /// Chooses the entries to remove (pure): those unused for longer than `older_than`, then the
 /// least recently used until the blobs still referenced (by the kept entries and by
 /// `pinned`, the images' blobs) total at most `max_size`.
-pub fn select(
+pub(crate) fn select(
     entries: &[EntrySummary],
     pinned: &BTreeSet<String>,
     sizes: &BTreeMap<String, u64>,
@@ -202,6 +229,7 @@ pub fn select(
 
 /// What `cache prune` did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Keys of the entries removed.
     pub removed: Vec<String>,
@@ -219,6 +247,7 @@ pub struct PruneReport {
 
 /// A file `cache prune` could not remove.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RemoveFailure {
     /// The file.
     pub path: PathBuf,
@@ -231,15 +260,28 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// Removes the entries `policy` selects, then every blob nothing in the index references.
 /// Waits for running builds (they hold the store's writer lock) before deleting blobs.
-pub fn prune(cache_dir: &Path, policy: PrunePolicy) -> Result<PruneReport> {
-    let cache = CacheDir::new(cache_dir);
+///
+/// ```
+/// use std::time::Duration;
+/// use imgbuild::{CacheDir, store::PrunePolicy};
+/// # let dir = tempfile::tempdir()?;
+///
+/// let policy = PrunePolicy::default()
+///     .older_than(Duration::from_secs(30 * 24 * 3600))
+///     .max_size(10 << 30);
+/// let report = imgbuild::store::prune(&CacheDir::new(dir.path()), policy)?;
+/// assert!(report.failures.is_empty());
+/// println!("freed {} bytes", report.bytes_freed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn prune(cache: &CacheDir, policy: PrunePolicy) -> Result<PruneReport> {
     let root = cache.store();
     if !root.join("oci-layout").exists() {
         return Ok(PruneReport::default());
     }
     let store = Layout::open(root)?;
     let _gc = store.gc_lock()?;
-    let listing = list(cache_dir)?;
+    let listing = list(cache)?;
     let sizes = blob_sizes(&store)?;
     let index = store.read_index()?;
     let pinned: BTreeSet<String> = index

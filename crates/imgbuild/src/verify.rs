@@ -14,7 +14,9 @@ use imgbuild_oci::spec::Descriptor;
 use serde::Serialize;
 
 use crate::build::build;
+use crate::cachedir::CacheDir;
 use crate::context::{self, Scope};
+use crate::options::CacheMode;
 use crate::event::Reporter;
 use crate::image::LayerRole;
 use crate::options::{BuildOptions, BuiltImage};
@@ -35,7 +37,7 @@ pub struct Verdict {
 
 /// One entry of a layer, as compared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryFacts {
+pub(crate) struct EntryFacts {
     /// `file`, `dir`, `symlink -> target`, …
     pub kind: String,
     /// Permission bits.
@@ -45,7 +47,7 @@ pub struct EntryFacts {
 }
 
 /// Differences between two listings of the same layer (pure).
-pub fn compare_entries(
+pub(crate) fn compare_entries(
     a: &BTreeMap<String, EntryFacts>,
     b: &BTreeMap<String, EntryFacts>,
 ) -> Vec<(String, String)> {
@@ -150,7 +152,19 @@ fn read_config(store: &Layout, image: &BuiltImage) -> Result<serde_json::Value> 
     })
 }
 
-/// Builds twice and compares. `options` selects the project and binary; its outputs, cache
+/// Builds twice and compares.
+///
+/// ```
+/// use imgbuild::{BuildOptions, event::Silent};
+/// # let dir = tempfile::tempdir()?;
+/// # let project = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello");
+///
+/// let options = BuildOptions::new(dir.path()).manifest_path(project);
+/// let verdict = imgbuild::verify::verify(&options, &Silent)?;
+/// assert!(verdict.reproducible, "{:?}", verdict.differences);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+/// `options` selects the project and binary; its outputs, cache
 /// directory and dependency cache are not used (each build starts from nothing).
 pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict> {
     let cx = context::prepare(options, Scope::One)?;
@@ -182,11 +196,11 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
         copy_tree(&workspace.root, root, &skip)?;
         let mut o = options.clone();
         o.manifest_path = Some(root.join(&relative));
-        o.cache_dir = tmp.path().join(format!("cache-{i}"));
+        o.cache_dir = CacheDir::new(tmp.path().join(format!("cache-{i}")));
         o.target_dir = Some(tmp.path().join(format!("target-{i}")));
         o.source_date_epoch = Some(epoch);
         o.outputs.clear();
-        o.dependency_cache = false;
+        o.cache = CacheMode::Off;
         o.cache_repo = None;
         images.push(build(&o, reporter)?);
     }

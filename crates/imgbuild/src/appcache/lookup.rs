@@ -17,6 +17,7 @@ use crate::event::{Event, Reporter};
 use crate::image::{Layer, LayerRole, StoredImage};
 use crate::keys::{self, Record};
 use crate::names::CacheName;
+use crate::options::{CacheMode, FeatureSelection};
 use crate::{Error, Result};
 
 /// The static key of `selected`: everything known before compiling that changes the image.
@@ -41,9 +42,9 @@ pub(crate) fn static_key_of(
         format!("profile {}", o.profile),
         format!(
             "features [{}] all={} no-default={}",
-            o.features.join(","),
-            o.all_features,
-            o.no_default_features
+            o.features.listed().join(","),
+            o.features == FeatureSelection::All,
+            matches!(o.features, FeatureSelection::NoDefault(_))
         ),
         format!("epoch {}", cx.epoch),
         format!("revision {}", cx.revision.as_deref().unwrap_or("-")),
@@ -144,7 +145,7 @@ pub(crate) fn lookup(
     s: &AppCache<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Option<StoredImage>> {
-    if !cx.options.dependency_cache || cx.options.rebuild {
+    if cx.options.cache != CacheMode::Use {
         return Ok(None);
     }
     let miss = |key: &str| {

@@ -26,7 +26,7 @@ pub(crate) fn record(
     image: &StoredImage,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    if !cx.options.dependency_cache {
+    if !cx.options.caching() {
         return Ok(());
     }
     let workspace = &cx.workspace;

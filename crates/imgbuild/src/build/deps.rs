@@ -39,7 +39,7 @@ struct RestoredEntry {
 /// Runs the `restore` stage (nothing to do with the dependency cache off).
 pub(crate) fn restore(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Restored> {
     let lock = depcache::lock_build_dir(&cx.workspace.build_dir)?;
-    let entry = if cx.options.dependency_cache {
+    let entry = if cx.options.caching() {
         lookup(cx, s, reporter)?
     } else {
         None
@@ -144,7 +144,7 @@ pub(crate) fn save(
     compiled: &Compiled,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    if !cx.options.dependency_cache {
+    if !cx.options.caching() {
         return Ok(());
     }
     let deps = &compiled.dependencies;

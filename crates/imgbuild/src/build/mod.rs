@@ -28,7 +28,23 @@ use crate::options::{BuildOptions, BuiltImage};
 
 pub(crate) use setup::Setup;
 
-/// Builds the image described by `options`, reporting progress to `reporter`.
+/// Builds the image described by `options`, reporting progress to `reporter`. The image is
+/// tagged `name:tag` in the local store and written to every output; when the store (or the
+/// cache repository) has an image built from exactly the same inputs, nothing is compiled.
+///
+/// ```
+/// use imgbuild::{BuildOptions, CacheMode, event::Silent};
+/// # let dir = tempfile::tempdir()?;
+/// # let project = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello");
+/// # let cache_dir = dir.path().join("cache");
+///
+/// let options = BuildOptions::new(cache_dir).manifest_path(project);
+/// let first = imgbuild::build(&options, &Silent)?;
+/// // Compiling again gives the same image, bit for bit.
+/// let again = imgbuild::build(&options.clone().cache(CacheMode::Rebuild), &Silent)?;
+/// assert_eq!(first.manifest.digest(), again.manifest.digest());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
     let cx = context::prepare(options, Scope::One)?;
     let setup = setup::setup(&cx, reporter)?;

@@ -118,7 +118,7 @@ fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCac
     let repo = options
         .cache_repo
         .as_ref()
-        .filter(|_| options.dependency_cache)?;
+        .filter(|_| options.caching())?;
     match RemoteCache::connect(repo, &options.registry, &cx.cache) {
         Ok(remote) => Some(remote),
         Err(e) => {

@@ -92,7 +92,7 @@ fn run_cache(command: CacheCommand) -> Result<()> {
     match command {
         CacheCommand::Ls(args) => {
             let dir = args.cache_dir.unwrap_or_else(imgbuild::default_cache_dir);
-            let listing = imgbuild::store::list(&dir)?;
+            let listing = imgbuild::store::list(&dir.into())?;
             match args.message_format {
                 MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&listing)?)?,
                 MessageFormat::Human => {
@@ -143,13 +143,10 @@ fn run_cache(command: CacheCommand) -> Result<()> {
                 .store
                 .cache_dir
                 .unwrap_or_else(imgbuild::default_cache_dir);
-            let report = imgbuild::store::prune(
-                &dir,
-                imgbuild::store::PrunePolicy {
-                    older_than,
-                    max_size,
-                },
-            )?;
+            let mut policy = imgbuild::store::PrunePolicy::default();
+            policy.older_than = older_than;
+            policy.max_size = max_size;
+            let report = imgbuild::store::prune(&dir.into(), policy)?;
             match args.store.message_format {
                 MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
                 MessageFormat::Human => {
@@ -356,9 +353,11 @@ impl Selection {
         options.package = self.package;
         options.bin = self.bin;
         options.profile = self.profile;
-        options.features = self.features;
-        options.all_features = self.all_features;
-        options.no_default_features = self.no_default_features;
+        options.features = imgbuild::FeatureSelection::from_flags(
+            self.features,
+            self.all_features,
+            self.no_default_features,
+        );
         options
     }
 }
@@ -714,8 +713,11 @@ fn run_build(args: BuildArgs) -> Result<()> {
     options.overrides = overrides;
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
-    options.dependency_cache = !args.no_dependency_cache;
-    options.rebuild = args.rebuild;
+    options.cache = match (args.no_dependency_cache, args.rebuild) {
+        (true, _) => imgbuild::CacheMode::Off,
+        (false, true) => imgbuild::CacheMode::Rebuild,
+        (false, false) => imgbuild::CacheMode::Use,
+    };
     options.registry.insecure = args.insecure_registry.clone();
     options.allow_network = args.allow_network;
     options.pass_env = args.pass_env.clone();
