@@ -83,6 +83,57 @@ fn write_record(cache: &CacheDir, reference: &str, digest: &str) -> Result<()> {
     Ok(())
 }
 
+/// The manifest of the base image `digest` when the store has it and every blob it names.
+fn in_store(store: &Layout, digest: &str) -> Option<Descriptor> {
+    let d: imgbuild_oci::spec::Digest = digest.parse().ok()?;
+    let bytes = store.read_blob(&d).ok()?;
+    let m: ImageManifest = serde_json::from_slice(&bytes).ok()?;
+    let all_there = std::iter::once(m.config())
+        .chain(m.layers())
+        .all(|b| store.has_blob(b.digest()));
+    all_there.then(|| Descriptor::new(MediaType::ImageManifest, bytes.len() as u64, d))
+}
+
+/// Pulls `text` (the host platform's image of an index) into the store; when the registry
+/// cannot be reached, falls back to the digest it last resolved to, with a warning.
+fn pull(
+    store: &Layout,
+    text: &str,
+    reference: &Reference,
+    options: &RegistryOptions,
+    cache: &CacheDir,
+    reporter: &dyn Reporter,
+) -> Result<Descriptor> {
+    let arch = crate::image::host_arch().to_string();
+    let progress = crate::publish::progress(reporter, reference);
+    let fetched =
+        Client::connect(reference, options.client_options(reference)).and_then(|client| {
+            imgbuild_registry::push::pull(&client, store, reference, "linux", &arch, &progress)
+        });
+    match fetched {
+        Ok(Some(pulled)) => Ok(pulled.manifest),
+        Ok(None) => Err(Error::Registry(imgbuild_registry::Error::NotFound {
+            registry: reference.registry.clone(),
+            repository: reference.repository.clone(),
+            what: format!("base image {text}"),
+            message: "no such manifest".into(),
+        })),
+        Err(e @ imgbuild_registry::Error::Unreachable { .. }) => {
+            let Some(desc) = read_record(cache)?
+                .get(text)
+                .and_then(|d| in_store(store, d))
+            else {
+                return Err(e.into());
+            };
+            reporter.report(&Event::Warning {
+                message: format!("{e}; using {text} as last resolved ({})", desc.digest()),
+            });
+            Ok(desc)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Resolves `text` to a base image in `store`: by digest from the store when it is there,
 /// else from its registry (an index gives the `linux/<host arch>` image). Blobs the store has
 /// are not downloaded again. When the registry cannot be reached, the digest this reference
@@ -96,54 +147,9 @@ pub(crate) fn resolve(
 ) -> Result<BaseImage> {
     let reference = Reference::parse(text)?;
     let arch = crate::image::host_arch().to_string();
-    let local = |digest: &str| -> Option<Descriptor> {
-        let d: imgbuild_oci::spec::Digest = digest.parse().ok()?;
-        let bytes = store.read_blob(&d).ok()?;
-        let m: ImageManifest = serde_json::from_slice(&bytes).ok()?;
-        let all_there = std::iter::once(m.config())
-            .chain(m.layers())
-            .all(|b| store.has_blob(b.digest()));
-        all_there.then(|| Descriptor::new(MediaType::ImageManifest, bytes.len() as u64, d))
-    };
-    let pinned = reference.digest.as_deref().and_then(local);
-    let manifest_desc = match pinned {
+    let manifest_desc = match reference.digest.as_deref().and_then(|d| in_store(store, d)) {
         Some(desc) => desc,
-        None => {
-            let progress = crate::publish::progress(reporter, &reference);
-            let fetched = Client::connect(&reference, options.client_options(&reference)).and_then(
-                |client| {
-                    imgbuild_registry::push::pull(
-                        &client, store, &reference, "linux", &arch, &progress,
-                    )
-                },
-            );
-            match fetched {
-                Ok(Some(pulled)) => pulled.manifest,
-                Ok(None) => {
-                    return Err(Error::Registry(imgbuild_registry::Error::NotFound {
-                        registry: reference.registry.clone(),
-                        repository: reference.repository.clone(),
-                        what: format!("base image {text}"),
-                        message: "no such manifest".into(),
-                    }));
-                }
-                Err(e @ imgbuild_registry::Error::Unreachable { .. }) => {
-                    match read_record(cache)?.get(text).and_then(|d| local(d)) {
-                        Some(desc) => {
-                            reporter.report(&Event::Warning {
-                                message: format!(
-                                    "{e}; using {text} as last resolved ({})",
-                                    desc.digest()
-                                ),
-                            });
-                            desc
-                        }
-                        None => return Err(e.into()),
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        None => pull(store, text, &reference, options, cache, reporter)?,
     };
     let manifest = store.read_manifest(manifest_desc.digest())?;
     let config_bytes = store.read_blob(manifest.config().digest())?;

@@ -250,6 +250,9 @@ mod tests {
         );
         let d = FeatureSelection::from_flags(f(), false, false);
         let cargo = d.cargo();
-        assert_eq!((cargo.list, cargo.all, cargo.no_default), (&f()[..], false, false));
+        assert_eq!(
+            (cargo.list, cargo.all, cargo.no_default),
+            (&f()[..], false, false)
+        );
     }
 }

@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::build::build;
 use crate::cachedir::CacheDir;
 use crate::context::{self, Scope};
-use crate::options::CacheMode;
 use crate::event::Reporter;
 use crate::image::LayerRole;
+use crate::options::CacheMode;
 use crate::options::{BuildOptions, BuiltImage};
 use crate::{Error, Result};
 
@@ -152,7 +152,8 @@ fn read_config(store: &Layout, image: &BuiltImage) -> Result<serde_json::Value> 
     })
 }
 
-/// Builds twice and compares.
+/// Builds twice and compares: `options` select the project and binary; the two builds get
+/// their own copies of the workspace, target and cache directories, and no cache.
 ///
 /// ```
 /// use imgbuild::{BuildOptions, event::Silent};
@@ -164,17 +165,7 @@ fn read_config(store: &Layout, image: &BuiltImage) -> Result<serde_json::Value> 
 /// assert!(verdict.reproducible, "{:?}", verdict.differences);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-/// `options` selects the project and binary; its outputs, cache
-/// directory and dependency cache are not used (each build starts from nothing).
 pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict> {
-    let cx = context::prepare(options, Scope::One)?;
-    let workspace = &cx.workspace;
-    let relative = cx
-        .manifest_path
-        .strip_prefix(&workspace.root)
-        .unwrap_or(Path::new("Cargo.toml"))
-        .to_path_buf();
-    let epoch = cx.epoch;
     let tmp = tempfile::Builder::new()
         .prefix("imgbuild-verify-")
         .tempdir()
@@ -182,38 +173,56 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
             "creating a temporary directory in",
             &std::env::temp_dir(),
         ))?;
-    let skip = cx.cargo_dirs.to_vec();
-    // Two folders of different depth and name, so that paths leaking into the output show.
-    let roots = [
-        tmp.path().join("a").join("src"),
-        tmp.path()
-            .join("second-build")
-            .join("checkout")
-            .join("workspace"),
-    ];
-    let mut images = Vec::new();
-    for (i, root) in roots.iter().enumerate() {
-        copy_tree(&workspace.root, root, &skip)?;
-        let mut o = options.clone();
-        o.manifest_path = Some(root.join(&relative));
-        o.cache_dir = CacheDir::new(tmp.path().join(format!("cache-{i}")));
-        o.target_dir = Some(tmp.path().join(format!("target-{i}")));
-        o.source_date_epoch = Some(epoch);
-        o.outputs.clear();
-        o.cache = CacheMode::Off;
-        o.cache_repo = None;
-        images.push(build(&o, reporter)?);
-    }
-    let (first, second) = (&images[0], &images[1]);
+    let [first, second] = build_twice(options, tmp.path(), reporter)?;
     let mut verdict = Verdict {
         reproducible: first.manifest.digest() == second.manifest.digest(),
         first: first.manifest.digest().to_string(),
         second: second.manifest.digest().to_string(),
         differences: Vec::new(),
     };
-    if verdict.reproducible {
-        return Ok(verdict);
+    if !verdict.reproducible {
+        verdict.differences = differences(&first, &second)?;
     }
+    Ok(verdict)
+}
+
+/// The two builds, in two folders of different depth and name under `tmp`, so that paths
+/// leaking into the output show.
+fn build_twice(
+    options: &BuildOptions,
+    tmp: &Path,
+    reporter: &dyn Reporter,
+) -> Result<[BuiltImage; 2]> {
+    let cx = context::prepare(options, Scope::One)?;
+    let workspace = &cx.workspace;
+    let relative = cx
+        .manifest_path
+        .strip_prefix(&workspace.root)
+        .unwrap_or(Path::new("Cargo.toml"))
+        .to_path_buf();
+    let skip = cx.cargo_dirs.to_vec();
+    let roots = [
+        tmp.join("a").join("src"),
+        tmp.join("second-build").join("checkout").join("workspace"),
+    ];
+    let build_in = |i: usize, root: &Path| -> Result<BuiltImage> {
+        copy_tree(&workspace.root, root, &skip)?;
+        let mut o = options.clone();
+        o.manifest_path = Some(root.join(&relative));
+        o.cache_dir = CacheDir::new(tmp.join(format!("cache-{i}")));
+        o.target_dir = Some(tmp.join(format!("target-{i}")));
+        o.source_date_epoch = Some(cx.epoch);
+        o.outputs.clear();
+        o.cache = CacheMode::Off;
+        o.cache_repo = None;
+        build(&o, reporter)
+    };
+    Ok([build_in(0, &roots[0])?, build_in(1, &roots[1])?])
+}
+
+/// What differs between two images: config fields, then layer by layer, file by file.
+fn differences(first: &BuiltImage, second: &BuiltImage) -> Result<Vec<String>> {
+    let mut out = Vec::new();
     let (store_a, store_b) = (Layout::open(&first.store)?, Layout::open(&second.store)?);
     let (config_a, config_b) = (
         read_config(&store_a, first)?,
@@ -221,59 +230,57 @@ pub fn verify(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Verdict
     );
     for key in ["created", "architecture", "os"] {
         if config_a[key] != config_b[key] {
-            verdict.differences.push(format!(
+            out.push(format!(
                 "image config: `{key}` is {} vs {}",
                 config_a[key], config_b[key]
             ));
         }
     }
     if config_a["config"] != config_b["config"] {
-        verdict.differences.push(format!(
+        out.push(format!(
             "image config: runtime settings differ: {} vs {}",
             config_a["config"], config_b["config"]
         ));
     }
     let binary = format!("{}/", crate::image::APP_DIR);
+    let executable = first
+        .executable
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
     for (i, (la, lb)) in first.layers.iter().zip(&second.layers).enumerate() {
         if la.diff_id == lb.diff_id {
             continue;
         }
-        let n = i + 1;
+        let (n, role) = (i + 1, la.role);
         let files = compare_entries(
             &listing(&store_a, &la.descriptor)?,
             &listing(&store_b, &lb.descriptor)?,
         );
         if files.is_empty() {
-            verdict.differences.push(format!(
-                "layer {n} ({}): same files, different tar bytes",
-                la.role
+            out.push(format!(
+                "layer {n} ({role}): same files, different tar bytes"
             ));
         }
         for (path, what) in files {
-            let note = if la.role == LayerRole::App
+            let is_binary = role == LayerRole::App
                 && path.starts_with(&binary)
-                && first
-                    .executable
-                    .file_name()
-                    .is_some_and(|f| path.ends_with(&*f.to_string_lossy()))
-            {
+                && executable.as_deref().is_some_and(|f| path.ends_with(f));
+            let note = if is_binary {
                 " — the compiled binary differs: rustc produced different bytes from the same source (a build script or macro embeds the time, randomness or a path)"
             } else {
                 ""
             };
-            verdict
-                .differences
-                .push(format!("layer {n} ({}): {path}: {what}{note}", la.role));
+            out.push(format!("layer {n} ({role}): {path}: {what}{note}"));
         }
     }
     if first.layers.len() != second.layers.len() {
-        verdict.differences.push(format!(
+        out.push(format!(
             "the images have {} and {} layers",
             first.layers.len(),
             second.layers.len()
         ));
     }
-    Ok(verdict)
+    Ok(out)
 }
 
 #[cfg(test)]

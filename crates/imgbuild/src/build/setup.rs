@@ -115,10 +115,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
 /// reached is a warning and the build goes on without it.
 fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCache> {
     let options = cx.options;
-    let repo = options
-        .cache_repo
-        .as_ref()
-        .filter(|_| options.caching())?;
+    let repo = options.cache_repo.as_ref().filter(|_| options.caching())?;
     match RemoteCache::connect(repo, &options.registry, &cx.cache) {
         Ok(remote) => Some(remote),
         Err(e) => {
