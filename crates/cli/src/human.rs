@@ -1,0 +1,203 @@
+//! The two renderers of the library's events: status lines on stderr, or JSON lines on stdout
+//! (`--message-format json`).
+
+use std::io::Write;
+
+use imgbuild::event::{Event, Reporter};
+
+/// Renders events as status lines on stderr (colored on a terminal).
+pub(crate) struct Human {
+    pub(crate) color: bool,
+}
+
+impl Human {
+    pub(crate) fn status(&self, verb: &str, rest: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = if self.color {
+            writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {rest}")
+        } else {
+            writeln!(err, "{verb:>12} {rest}")
+        };
+    }
+}
+
+pub(crate) fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+impl Reporter for Human {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::BuildStarted {
+                package,
+                bin,
+                profile,
+            } => self.status(
+                "Building",
+                &format!("image for {package}/{bin} ({profile} profile)"),
+            ),
+            Event::Isolation {
+                network, method, ..
+            } => match network.as_str() {
+                "isolated" => self.status("Sandbox", &format!("no network for the build ({method})")),
+                "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+                _ => {} // the warning that follows says it
+            },
+            Event::AppCache {
+                key,
+                hit,
+                from_registry,
+                stored,
+            } => {
+                let what = match (hit, from_registry, stored) {
+                    (_, _, true) => "stored",
+                    (true, true, _) => "hit (pulled from the cache repository): nothing to compile",
+                    (true, false, _) => "hit: nothing to compile",
+                    _ => "miss",
+                };
+                self.status("App", &format!("{} {what}", &key[..12]))
+            }
+            Event::BaseResolved {
+                reference,
+                digest,
+                layers,
+            } => self.status(
+                "Base",
+                &format!("{reference} {} ({layers} layers)", short(digest)),
+            ),
+            Event::CacheLookup {
+                key,
+                hit,
+                nearest,
+                from_registry,
+            } => {
+                let what = match (hit, nearest) {
+                    (true, _) if *from_registry => "hit (pulled from the cache repository)".to_string(),
+                    (true, _) => "hit".to_string(),
+                    (false, Some(n)) => format!("miss; restoring the nearest entry {}", &n[..12]),
+                    (false, None) => "miss; no earlier entry for this binary".to_string(),
+                };
+                self.status("Cache", &format!("dependencies {} {what}", &key[..12]))
+            }
+            Event::CacheRestored {
+                present,
+                restored,
+                bytes,
+                ..
+            } => self.status(
+                "Restored",
+                &format!(
+                    "{restored} files ({}), {present} already in place",
+                    human_size(*bytes)
+                ),
+            ),
+            Event::CacheUnusable { key, message } => self.status(
+                "Warning",
+                &format!("cache entry {} not usable, treated as a miss: {message}", &key[..12]),
+            ),
+            Event::Compiled {
+                executable,
+                dependencies_compiled,
+                dependencies_fresh,
+                ..
+            } => self.status(
+                "Compiled",
+                &format!(
+                    "{executable} (dependencies: {dependencies_compiled} compiled, {dependencies_fresh} from cache or up to date)"
+                ),
+            ),
+            Event::CacheStored {
+                key,
+                layers,
+                files,
+                new_files,
+                new_layer_size,
+                squashed,
+            } => self.status(
+                "Cached",
+                &format!(
+                    "dependencies {}: {files} files in {layers} layer(s); new layer {new_files} files, {}{}",
+                    &key[..12],
+                    human_size(*new_layer_size),
+                    if *squashed { " (squashed)" } else { "" }
+                ),
+            ),
+            Event::Layer {
+                role,
+                digest,
+                size,
+                entries,
+                ..
+            } => self.status(
+                "Layer",
+                &format!(
+                    "{role:<9} {} {:>10} ({entries} entries)",
+                    short(digest),
+                    human_size(*size)
+                ),
+            ),
+            Event::Output { destination } => self.status("Wrote", destination),
+            Event::ImageBuilt {
+                digest,
+                reference,
+                size,
+                ..
+            } => self.status(
+                "Image",
+                &format!("{reference} {digest} ({} compressed)", human_size(*size)),
+            ),
+            Event::Blob {
+                digest,
+                size,
+                outcome,
+                from,
+                ..
+            } => {
+                let how = match (outcome.as_str(), from) {
+                    ("mounted", Some(from)) => format!("mounted from {from}"),
+                    ("present", _) => "already there".to_string(),
+                    (other, _) => other.to_string(),
+                };
+                self.status(
+                    "Blob",
+                    &format!("{} {:>10} {how}", short(digest), human_size(*size)),
+                )
+            }
+            Event::Pushed {
+                reference,
+                uploaded,
+                uploaded_bytes,
+                mounted,
+                present,
+                ..
+            } => self.status(
+                "Pushed",
+                &format!(
+                    "{reference} ({uploaded} uploaded, {}; {mounted} mounted; {present} already there)",
+                    human_size(*uploaded_bytes)
+                ),
+            ),
+            Event::Warning { message } => self.status("Warning", message),
+        }
+    }
+}
+
+/// Prints each event as one JSON line on stdout.
+pub(crate) struct Json;
+
+impl Reporter for Json {
+    fn report(&self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}

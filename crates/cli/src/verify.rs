@@ -1,0 +1,46 @@
+//! `imgbuild verify`: two builds in two folders, compared.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Result, bail};
+
+use crate::args::{MessageFormat, VerifyArgs};
+use crate::human::Human;
+
+pub(crate) fn run_verify(args: VerifyArgs) -> Result<()> {
+    let format = args.selection.message_format;
+    let mut options = args.selection.options();
+    options.pass_env = args.pass_env;
+    options.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
+        _ => None,
+    };
+    let human = Human {
+        color: std::io::stderr().is_terminal(),
+    };
+    let verdict = match format {
+        MessageFormat::Json => imgbuild::verify::verify(&options, &imgbuild::event::Silent)?,
+        MessageFormat::Human => imgbuild::verify::verify(&options, &human)?,
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&verdict)?)?,
+        MessageFormat::Human if verdict.reproducible => {
+            human.status(
+                "Verified",
+                "reproducible: two builds in different folders gave the same image",
+            );
+            writeln!(out, "reproducible {}", verdict.first)?;
+        }
+        MessageFormat::Human => {}
+    }
+    if !verdict.reproducible {
+        bail!(
+            "not reproducible: the two builds gave {} and {}:\n  {}",
+            verdict.first,
+            verdict.second,
+            verdict.differences.join("\n  ")
+        );
+    }
+    Ok(())
+}
