@@ -1,13 +1,14 @@
 //! `imgbuild build` (and `push`, a build with one more output): the override flags as a
 //! configuration layer, the build, the digest on stdout.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use imgbuild::ImageConfig;
 use imgbuild::output::Output;
 
 use crate::args::{BuildArgs, MessageFormat};
+use crate::console::Console;
 use crate::human::{Human, Json};
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -85,7 +86,7 @@ fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
     )?)
 }
 
-pub(crate) fn run_build(args: BuildArgs) -> Result<()> {
+pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
     let outputs = args
         .outputs
         .iter()
@@ -117,12 +118,7 @@ pub(crate) fn run_build(args: BuildArgs) -> Result<()> {
             imgbuild::build(&options, &Json)?;
         }
         MessageFormat::Human => {
-            let image = imgbuild::build(
-                &options,
-                &Human {
-                    color: std::io::stderr().is_terminal(),
-                },
-            )?;
+            let image = imgbuild::build(&options, &Human { console })?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
         }

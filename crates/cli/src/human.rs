@@ -5,19 +5,16 @@ use std::io::Write;
 
 use imgbuild::event::{Event, Reporter};
 
-/// Renders events as status lines on stderr (colored on a terminal).
-pub(crate) struct Human {
-    pub(crate) color: bool,
+use crate::console::Console;
+
+/// Renders events as status lines and warnings on the [`Console`].
+pub(crate) struct Human<'a> {
+    pub(crate) console: &'a Console,
 }
 
-impl Human {
-    pub(crate) fn status(&self, verb: &str, rest: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = if self.color {
-            writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {rest}")
-        } else {
-            writeln!(err, "{verb:>12} {rest}")
-        };
+impl Human<'_> {
+    fn status(&self, verb: &str, rest: &str) {
+        self.console.status(verb, rest);
     }
 }
 
@@ -33,7 +30,7 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
 }
 
-impl Reporter for Human {
+impl Reporter for Human<'_> {
     fn report(&self, event: &Event) {
         match event {
             Event::BuildStarted {
@@ -99,10 +96,10 @@ impl Reporter for Human {
                     human_size(*bytes)
                 ),
             ),
-            Event::CacheUnusable { key, message } => self.status(
-                "Warning",
-                &format!("cache entry {} not usable, treated as a miss: {message}", &key[..12]),
-            ),
+            Event::CacheUnusable { key, message } => self.console.warning(&format!(
+                "cache entry {} not usable, treated as a miss: {message}",
+                &key[..12]
+            )),
             Event::Compiled {
                 executable,
                 dependencies_compiled,
@@ -185,7 +182,7 @@ impl Reporter for Human {
                     human_size(*uploaded_bytes)
                 ),
             ),
-            Event::Warning { message } => self.status("Warning", message),
+            Event::Warning { message } => self.console.warning(message),
         }
     }
 }

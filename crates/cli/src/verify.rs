@@ -1,13 +1,14 @@
 //! `imgbuild verify`: two builds in two folders, compared.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{Result, bail};
 
 use crate::args::{MessageFormat, VerifyArgs};
+use crate::console::Console;
 use crate::human::Human;
 
-pub(crate) fn run_verify(args: VerifyArgs) -> Result<()> {
+pub(crate) fn run_verify(args: VerifyArgs, console: &Console) -> Result<()> {
     let format = args.selection.message_format;
     let mut options = args.selection.options();
     options.pass_env = args.pass_env;
@@ -15,9 +16,7 @@ pub(crate) fn run_verify(args: VerifyArgs) -> Result<()> {
         Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
         _ => None,
     };
-    let human = Human {
-        color: std::io::stderr().is_terminal(),
-    };
+    let human = Human { console };
     let verdict = match format {
         MessageFormat::Json => imgbuild::verify::verify(&options, &imgbuild::event::Silent)?,
         MessageFormat::Human => imgbuild::verify::verify(&options, &human)?,
@@ -26,7 +25,7 @@ pub(crate) fn run_verify(args: VerifyArgs) -> Result<()> {
     match format {
         MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&verdict)?)?,
         MessageFormat::Human if verdict.reproducible => {
-            human.status(
+            console.status(
                 "Verified",
                 "reproducible: two builds in different folders gave the same image",
             );
