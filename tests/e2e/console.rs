@@ -153,3 +153,88 @@ fn an_invalid_store_index_is_one_error_with_its_cause_once() {
         "the cause is already in the message: {error}"
     );
 }
+
+/// `text` without its ANSI escape sequences (CSI sequences: ESC [ … final byte).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every frame of the compile's progress bar on the terminal (`    Building [==>  ] 3/9: x`),
+/// as (done, total).
+fn bar_frames(screen: &str) -> Vec<(usize, usize)> {
+    strip_ansi(screen)
+        .split(['\r', '\n'])
+        .filter_map(|segment| {
+            let rest = segment.strip_prefix("    Building [")?;
+            let (_, counts) = rest.split_once("] ")?;
+            let counts = counts.split([':', ' ']).next()?;
+            let (done, total) = counts.split_once('/')?;
+            Some((done.parse().ok()?, total.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_compile_shows_live_progress_on_a_terminal_and_nothing_more_in_a_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Into a pipe: cargo's own lines as cargo prints them, no bar, no escape codes.
+    let project = cached_fixture(tmp.path(), "piped");
+    let run = imgbuild(&project, &tmp.path().join("cache-piped"), &["build"]);
+    run.digest();
+    assert!(
+        run.stderr.contains("\n   Compiling serde "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("Building ["),
+        "a bar in a pipe: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "escape codes: {:?}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
+
+    // The same build on a terminal: a bar counting cargo's units up to its total.
+    let project = cached_fixture(tmp.path(), "terminal");
+    let screen = on_a_terminal(
+        &project,
+        &tmp.path().join("cache-terminal"),
+        &["build"],
+        &[],
+    );
+    let frames = bar_frames(&screen);
+    assert!(!frames.is_empty(), "no progress bar: {screen:?}");
+    assert!(
+        frames.iter().all(|(done, total)| done <= total),
+        "{frames:?}"
+    );
+    // The fixture has more than five units (serde, serde_json and their build scripts...).
+    assert!(frames.iter().any(|(done, _)| *done > 5), "{frames:?}");
+    // Cargo's lines reach the terminal whole, printed above the bar, not through it.
+    let plain = strip_ansi(&screen);
+    assert!(
+        plain
+            .split(['\r', '\n'])
+            .any(|l| l.starts_with("   Compiling serde ")),
+        "{plain:?}"
+    );
+}

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use crate::args::{CacheCommand, MessageFormat};
+use crate::args::{CacheCommand, MessageFormat, PruneArgs, StoreArgs};
 use crate::human::human_size;
 
 fn ago(seconds: u64) -> String {
@@ -22,82 +22,89 @@ fn ago(seconds: u64) -> String {
 pub(crate) fn run_cache(command: CacheCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        CacheCommand::Ls(args) => {
-            let dir = args.cache_dir.unwrap_or_else(imgbuild::default_cache_dir);
-            let listing = imgbuild::store::list(&dir)?;
-            match args.message_format {
-                MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&listing)?)?,
-                MessageFormat::Human => {
-                    writeln!(
-                        out,
-                        "{:<12}  {:<28} {:>6} {:>6} {:>10}  LAST USED",
-                        "KEY", "BINARY", "LAYERS", "FILES", "SIZE"
-                    )?;
-                    for e in &listing.entries {
-                        writeln!(
-                            out,
-                            "{:<12}  {:<28} {:>6} {:>6} {:>10}  {}",
-                            &e.key[..e.key.len().min(12)],
-                            e.binary,
-                            e.layers,
-                            e.files,
-                            human_size(e.size),
-                            ago(e.last_used)
-                        )?;
-                    }
-                    writeln!(
-                        out,
-                        "{} entries; the store (entries and images, shared blobs once) holds {}",
-                        listing.entries.len(),
-                        human_size(listing.store_size)
-                    )?;
-                }
-            }
-        }
-        CacheCommand::Prune(args) => {
-            let older_than = match &args.older_than {
-                Some(text) => Some(imgbuild::store::parse_duration(text).with_context(|| {
-                    format!("--older-than {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d")
-                })?),
-                None if args.max_size.is_none() && !args.all => {
-                    Some(std::time::Duration::from_secs(30 * 86_400))
-                }
-                None => None,
-            };
-            let max_size = match &args.max_size {
-                Some(text) => Some(imgbuild::store::parse_size(text).with_context(|| {
-                    format!("--max-size {text:?}: expected a whole number with an optional unit (K, M, G, T), e.g. 10G")
-                })?),
-                None if args.all => Some(0),
-                None => None,
-            };
-            let dir = args
-                .store
-                .cache_dir
-                .unwrap_or_else(imgbuild::default_cache_dir);
-            let report = imgbuild::store::prune(
-                &dir,
-                imgbuild::store::PrunePolicy {
-                    older_than,
-                    max_size,
-                },
+        CacheCommand::Ls(args) => ls(args, &mut out),
+        CacheCommand::Prune(args) => prune(args, &mut out),
+    }
+}
+
+/// `cache ls`.
+fn ls(args: StoreArgs, out: &mut impl Write) -> Result<()> {
+    let dir = args.cache_dir.unwrap_or_else(imgbuild::default_cache_dir);
+    let listing = imgbuild::store::list(&dir)?;
+    match args.message_format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&listing)?)?,
+        MessageFormat::Human => {
+            writeln!(
+                out,
+                "{:<12}  {:<28} {:>6} {:>6} {:>10}  LAST USED",
+                "KEY", "BINARY", "LAYERS", "FILES", "SIZE"
             )?;
-            match args.store.message_format {
-                MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-                MessageFormat::Human => {
-                    for key in &report.removed {
-                        writeln!(out, "removed {key}")?;
-                    }
-                    writeln!(
-                        out,
-                        "{} entries removed, {} blobs deleted, {} freed; the store holds {}",
-                        report.removed.len(),
-                        report.blobs_deleted,
-                        human_size(report.bytes_freed),
-                        human_size(report.store_size)
-                    )?;
-                }
+            for e in &listing.entries {
+                writeln!(
+                    out,
+                    "{:<12}  {:<28} {:>6} {:>6} {:>10}  {}",
+                    &e.key[..e.key.len().min(12)],
+                    e.binary,
+                    e.layers,
+                    e.files,
+                    human_size(e.size),
+                    ago(e.last_used)
+                )?;
             }
+            writeln!(
+                out,
+                "{} entries; the store (entries and images, shared blobs once) holds {}",
+                listing.entries.len(),
+                human_size(listing.store_size)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `cache prune`.
+fn prune(args: PruneArgs, out: &mut impl Write) -> Result<()> {
+    let older_than = match &args.older_than {
+        Some(text) => Some(imgbuild::store::parse_duration(text).with_context(|| {
+            format!("--older-than {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d")
+        })?),
+        None if args.max_size.is_none() && !args.all => {
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        }
+        None => None,
+    };
+    let max_size = match &args.max_size {
+        Some(text) => Some(imgbuild::store::parse_size(text).with_context(|| {
+            format!("--max-size {text:?}: expected a whole number with an optional unit (K, M, G, T), e.g. 10G")
+        })?),
+        None if args.all => Some(0),
+        None => None,
+    };
+    let dir = args
+        .store
+        .cache_dir
+        .unwrap_or_else(imgbuild::default_cache_dir);
+    let report = imgbuild::store::prune(
+        &dir,
+        imgbuild::store::PrunePolicy {
+            older_than,
+            max_size,
+        },
+    )?;
+    match args.store.message_format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        MessageFormat::Human => {
+            for key in &report.removed {
+                writeln!(out, "removed {key}")?;
+            }
+            writeln!(
+                out,
+                "{} entries removed, {} blobs deleted, {} freed; the store holds {}",
+                report.removed.len(),
+                report.blobs_deleted,
+                human_size(report.bytes_freed),
+                human_size(report.store_size)
+            )?;
         }
     }
     Ok(())

@@ -2,12 +2,16 @@
 //! style — green bold status words right-aligned in 12 columns, `warning:` in bold yellow,
 //! `error:` in bold red followed by its causes (`Caused by:`). Colour only where it belongs:
 //! `--color always|never`, else `CARGO_TERM_COLOR`, else automatic (a terminal, and neither
-//! `NO_COLOR` nor `CLICOLOR=0`; anstream decides as cargo does).
+//! `NO_COLOR` nor `CLICOLOR=0`; anstream decides as cargo does). On a terminal it also draws the
+//! live progress display ([`crate::live`]) and prints cargo's relayed stderr around it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anstream::{AutoStream, ColorChoice};
 use anstyle::{AnsiColor, Style};
+use imgbuild::event::Progress;
+
+use crate::live::Live;
 
 /// Status words (`   Compiling`).
 const STATUS: Style = AnsiColor::Green.on_default().bold();
@@ -43,6 +47,8 @@ impl ColorWhen {
 /// Human output on stderr.
 pub(crate) struct Console {
     color: bool,
+    /// The live display, when stderr is a terminal.
+    live: Option<Live>,
 }
 
 impl Console {
@@ -55,7 +61,40 @@ impl Console {
         };
         let color =
             AutoStream::new(std::io::stderr(), choice).current_choice() != ColorChoice::Never;
-        Self { color }
+        let live = std::io::stderr().is_terminal().then(Live::new);
+        Self { color, live }
+    }
+
+    /// Whether this console colours its output.
+    pub(crate) fn color(&self) -> bool {
+        self.color
+    }
+
+    /// Whether a live display can be drawn (stderr is a terminal).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Shows `progress` on the live display; nothing without a terminal.
+    pub(crate) fn progress(&self, progress: &Progress) {
+        if let Some(live) = &self.live {
+            live.update(progress, |verb| {
+                self.styled(&format!("{STATUS}{verb:>12}{STATUS:#}"))
+            });
+        }
+    }
+
+    /// `text` with its styles, or without them when this console does not colour.
+    fn styled(&self, text: &str) -> String {
+        match self.color {
+            true => text.to_string(),
+            false => anstream::adapter::strip_str(text).to_string(),
+        }
+    }
+
+    /// A line as it is (e.g. one of cargo's, already coloured as `--color` told cargo).
+    pub(crate) fn line(&self, text: &str) {
+        self.write_line(text);
     }
 
     /// Writes `text` (styled with anstyle; the styles are stripped without colour) and a
@@ -66,8 +105,14 @@ impl Console {
         } else {
             ColorChoice::Never
         };
-        let mut err = AutoStream::new(std::io::stderr().lock(), choice);
-        let _ = writeln!(err, "{text}");
+        let write = || {
+            let mut err = AutoStream::new(std::io::stderr().lock(), choice);
+            let _ = writeln!(err, "{text}");
+        };
+        match &self.live {
+            Some(live) => live.suspend(write),
+            None => write(),
+        }
     }
 
     /// `    Building rest`: a status word, right-aligned in 12 columns.
@@ -83,6 +128,9 @@ impl Console {
     /// `error: message`, then each cause not already part of the text above it as
     /// `Caused by:` and the cause indented, as cargo prints them.
     pub(crate) fn error(&self, err: &anyhow::Error) {
+        if let Some(live) = &self.live {
+            live.clear();
+        }
         let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
         self.write_line(&error_text(&chain));
     }

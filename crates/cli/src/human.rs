@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use imgbuild::event::{Event, Reporter};
+use imgbuild::event::{ChildOutput, Event, Progress, Reporter};
 
 use crate::console::Console;
 
@@ -30,24 +30,10 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
 }
 
-impl Reporter for Human<'_> {
-    fn report(&self, event: &Event) {
+impl Human<'_> {
+    /// The dependency and app cache events.
+    fn cache(&self, event: &Event) {
         match event {
-            Event::BuildStarted {
-                package,
-                bin,
-                profile,
-            } => self.status(
-                "Building",
-                &format!("image for {package}/{bin} ({profile} profile)"),
-            ),
-            Event::Isolation {
-                network, method, ..
-            } => match network.as_str() {
-                "isolated" => self.status("Sandbox", &format!("no network for the build ({method})")),
-                "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
-                _ => {} // the warning that follows says it
-            },
             Event::AppCache {
                 key,
                 hit,
@@ -62,14 +48,6 @@ impl Reporter for Human<'_> {
                 };
                 self.status("App", &format!("{} {what}", &key[..12]))
             }
-            Event::BaseResolved {
-                reference,
-                digest,
-                layers,
-            } => self.status(
-                "Base",
-                &format!("{reference} {} ({layers} layers)", short(digest)),
-            ),
             Event::CacheLookup {
                 key,
                 hit,
@@ -96,21 +74,6 @@ impl Reporter for Human<'_> {
                     human_size(*bytes)
                 ),
             ),
-            Event::CacheUnusable { key, message } => self.console.warning(&format!(
-                "cache entry {} not usable, treated as a miss: {message}",
-                &key[..12]
-            )),
-            Event::Compiled {
-                executable,
-                dependencies_compiled,
-                dependencies_fresh,
-                ..
-            } => self.status(
-                "Compiled",
-                &format!(
-                    "{executable} (dependencies: {dependencies_compiled} compiled, {dependencies_fresh} from cache or up to date)"
-                ),
-            ),
             Event::CacheStored {
                 key,
                 layers,
@@ -127,30 +90,13 @@ impl Reporter for Human<'_> {
                     if *squashed { " (squashed)" } else { "" }
                 ),
             ),
-            Event::Layer {
-                role,
-                digest,
-                size,
-                entries,
-                ..
-            } => self.status(
-                "Layer",
-                &format!(
-                    "{role:<9} {} {:>10} ({entries} entries)",
-                    short(digest),
-                    human_size(*size)
-                ),
-            ),
-            Event::Output { destination } => self.status("Wrote", destination),
-            Event::ImageBuilt {
-                digest,
-                reference,
-                size,
-                ..
-            } => self.status(
-                "Image",
-                &format!("{reference} {digest} ({} compressed)", human_size(*size)),
-            ),
+            _ => {}
+        }
+    }
+
+    /// The registry events.
+    fn registry(&self, event: &Event) {
+        match event {
             Event::Blob {
                 digest,
                 size,
@@ -182,8 +128,100 @@ impl Reporter for Human<'_> {
                     human_size(*uploaded_bytes)
                 ),
             ),
-            Event::Warning { message } => self.console.warning(message),
+            _ => {}
         }
+    }
+}
+
+impl Reporter for Human<'_> {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::BuildStarted {
+                package,
+                bin,
+                profile,
+            } => self.status(
+                "Building",
+                &format!("image for {package}/{bin} ({profile} profile)"),
+            ),
+            Event::Isolation {
+                network, method, ..
+            } => match network.as_str() {
+                "isolated" => self.status("Sandbox", &format!("no network for the build ({method})")),
+                "allowed" => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+                _ => {} // the warning that follows says it
+            },
+            Event::BaseResolved {
+                reference,
+                digest,
+                layers,
+            } => self.status(
+                "Base",
+                &format!("{reference} {} ({layers} layers)", short(digest)),
+            ),
+            Event::CacheUnusable { key, message } => self.console.warning(&format!(
+                "cache entry {} not usable, treated as a miss: {message}",
+                &key[..12]
+            )),
+            Event::Compiled {
+                executable,
+                dependencies_compiled,
+                dependencies_fresh,
+                ..
+            } => self.status(
+                "Compiled",
+                &format!(
+                    "{executable} (dependencies: {dependencies_compiled} compiled, {dependencies_fresh} from cache or up to date)"
+                ),
+            ),
+            Event::Layer {
+                role,
+                digest,
+                size,
+                entries,
+                ..
+            } => self.status(
+                "Layer",
+                &format!(
+                    "{role:<9} {} {:>10} ({entries} entries)",
+                    short(digest),
+                    human_size(*size)
+                ),
+            ),
+            Event::Output { destination } => self.status("Wrote", destination),
+            Event::ImageBuilt {
+                digest,
+                reference,
+                size,
+                ..
+            } => self.status(
+                "Image",
+                &format!("{reference} {digest} ({} compressed)", human_size(*size)),
+            ),
+            Event::Warning { message } => self.console.warning(message),
+            Event::AppCache { .. }
+            | Event::CacheLookup { .. }
+            | Event::CacheRestored { .. }
+            | Event::CacheStored { .. } => self.cache(event),
+            Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
+        }
+    }
+
+    fn progress(&self, progress: &Progress) {
+        self.console.progress(progress);
+    }
+
+    /// On a terminal cargo's stderr comes through the console, so that its lines are printed
+    /// above the live display; cargo colours as this console does.
+    fn child_output(&self) -> ChildOutput {
+        ChildOutput {
+            relay: self.console.is_live(),
+            color: Some(self.console.color()),
+        }
+    }
+
+    fn child_line(&self, line: &str) {
+        self.console.line(line);
     }
 }
 

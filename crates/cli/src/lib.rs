@@ -14,6 +14,7 @@ mod build;
 mod cache;
 mod console;
 mod human;
+mod live;
 mod plan;
 mod verify;
 

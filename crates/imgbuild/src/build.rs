@@ -356,6 +356,8 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
             env: &compile_env,
             sandbox: sandbox.as_ref(),
         }),
+        expected_units: dependency_key.packages(),
+        monitor: &crate::event::CargoMonitor(reporter),
     })?;
     drop(private);
     let deps = units::dependency_units(&outcome, &profile_dir);
