@@ -209,6 +209,44 @@ fn an_index_resolves_to_the_host_platform() {
     );
 }
 
+/// Issue #11: an error is printed once, even when its message already includes its cause.
+#[test]
+fn a_truncated_base_layer_in_the_store_is_one_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let base_ref = format!("{}/bases/hello:v1", registry.host());
+    push_hello(tmp.path(), &tmp.path().join("publisher-cache"), &base_ref);
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    imgbuild(&project, &cache, &["build", "--base", &base_ref]).digest();
+    // Cut a base layer in the store in half, and forget its cached file listing.
+    let layer = layers_remote(&base_ref)[1].clone();
+    let blob = cache
+        .join("store/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_dir_all(cache.join("base-files")).unwrap();
+    let run = imgbuild(
+        &project,
+        &cache,
+        &["build", "--base", &base_ref, "--rebuild"],
+    );
+    let error = run.the_error();
+    assert!(error.starts_with("error: reading base layer "), "{error}");
+    assert_eq!(
+        error.matches("incomplete deflate stream").count(),
+        1,
+        "{error}"
+    );
+    assert_eq!(
+        run.stderr.matches("incomplete deflate stream").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
 /// `sha256` of bytes, in hex, through the `sha256sum` tool (no hashing crate in the tests).
 mod sha2_free {
     pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

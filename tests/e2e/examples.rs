@@ -239,7 +239,7 @@ fn the_readmes_first_command_builds_the_hello_example() {
             "run",
             "-q",
             "-p",
-            "imgbuild",
+            "imgbuild-cli",
             "--",
             "build",
             "--manifest-path",

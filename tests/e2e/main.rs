@@ -12,6 +12,7 @@ mod appcache;
 mod base;
 mod build_outputs;
 mod cache;
+mod console;
 mod errors;
 mod examples;
 mod hermetic;

@@ -92,6 +92,16 @@ impl Run {
         self.stdout.lines().map(json).collect()
     }
 
+    /// Asserts a clean failure with exactly one `error:` line, and returns the error as printed:
+    /// that line and everything after it (its `Caused by:` sections).
+    pub(crate) fn the_error(&self) -> &str {
+        assert!(!self.status.success(), "expected failure:\n{}", self.stderr);
+        let errors = self.stderr.lines().filter(|l| l.starts_with("error:"));
+        assert_eq!(errors.count(), 1, "not one `error:` line:\n{}", self.stderr);
+        let start = self.stderr.find("error:").unwrap();
+        &self.stderr[start..]
+    }
+
     /// Asserts a clean failure: non-zero exit, an `error:` line containing every needle, no panic.
     pub(crate) fn fails_with(&self, needles: &[&str]) {
         assert!(
@@ -128,17 +138,25 @@ impl Run {
     }
 }
 
+/// Variables that change colouring: removed for every run unless a test sets them.
+pub(crate) const COLOR_VARS: [&str; 4] =
+    ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CARGO_TERM_COLOR"];
+
 /// Runs `imgbuild ARGS` in `dir` with its own cache dir `cache`.
 pub(crate) fn imgbuild(dir: &Path, cache: &Path, args: &[&str]) -> Run {
     imgbuild_env(dir, cache, args, &[])
 }
 
 pub(crate) fn imgbuild_env(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    cmd.args(args)
         .current_dir(dir)
         .env("IMGBUILD_CACHE_DIR", cache)
-        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("SOURCE_DATE_EPOCH");
+    for var in COLOR_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd
         .envs(env.iter().copied())
         .output()
         .expect("imgbuild runs");

@@ -197,7 +197,7 @@ pub(crate) fn bench(root: &Path) -> Result<(), String> {
     timed(
         root,
         &cargo,
-        &["build", "--release", "--locked", "-p", "imgbuild"],
+        &["build", "--release", "--locked", "-p", "imgbuild-cli"],
         &[],
     )?;
     let img = root.join("target/release/imgbuild");

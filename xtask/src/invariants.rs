@@ -50,6 +50,7 @@ const CRATES: &[&str] = &[
     "crates/cargo",
     "crates/registry",
     "crates/imgbuild",
+    "crates/cli",
 ];
 
 /// Runs every check; the violations, one per line.

@@ -95,7 +95,7 @@ impl imgbuild::event::Reporter for Log {
 fn image(root: &std::path::Path, args: Vec<String>) -> Result<(), String> {
     let mut options = imgbuild::BuildOptions::new(imgbuild::default_cache_dir());
     options.manifest_path = Some(root.join("Cargo.toml"));
-    options.package = Some("imgbuild".into());
+    options.package = Some("imgbuild-cli".into());
     options.bin = Some("imgbuild".into());
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {

@@ -118,6 +118,24 @@ pub struct DependencyKey {
     pub inputs: Vec<String>,
 }
 
+impl DependencyKey {
+    /// How many packages the binary's tree has, itself included: what cargo compiles at
+    /// least one unit for (an estimate of the build's units, for progress displays).
+    pub fn packages(&self) -> usize {
+        self.inputs
+            .iter()
+            .filter(|l| {
+                let mut words = l.split(' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("package"), ..) => true,
+                    (Some("member"), Some(_), Some(w)) => w.starts_with("features=["),
+                    _ => false,
+                }
+            })
+            .count()
+    }
+}
+
 /// Computes the dependency key.
 pub fn dependency_key(i: &KeyInputs<'_>) -> DependencyKey {
     let mut lines = vec![KEY_FORMAT.to_string()];
@@ -304,6 +322,12 @@ mod tests {
             base.inputs
                 .contains(&"profile-setting lto = true".to_string())
         );
+    }
+
+    #[test]
+    fn the_package_count_includes_the_member_once_and_every_dependency() {
+        // app (a member, with a declaration line), itoa, serde, serde_derive.
+        assert_eq!(key(&parse_tree(TREE), &lock(), &[]).packages(), 4);
     }
 
     #[test]

@@ -2,19 +2,23 @@
 //! starts a program; it also writes the small rustc wrapper script that cargo runs.
 //!
 //! Each child is named with its purpose in errors. Cargo's human output (progress, warnings,
-//! errors) goes straight to the user's stderr; its JSON messages on stdout are parsed here.
+//! errors) goes straight to the user's stderr, or, while a live display is drawn, through the
+//! caller's [`Monitor`]; its JSON messages on stdout are parsed here ([`build`], in `compile`).
 
 #![allow(clippy::disallowed_methods)] // the one place that starts processes
 
 use std::ffi::OsString;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cargo_metadata::{Message, Metadata};
+use cargo_metadata::Metadata;
 
 use crate::workspace::BinaryTarget;
 use crate::{Error, Result};
+
+mod compile;
+
+pub use compile::{BuildOutcome, BuildRequest, Monitor, Silent, Unit, UnitProgress, build};
 
 /// Where paths are remapped to inside compiled output (panic messages, debug info), so that
 /// the same project built in two folders gives the same bytes.
@@ -423,22 +427,6 @@ pub fn fetch(manifest: &Path, triple: &str) -> Result<()> {
     Ok(())
 }
 
-/// What to compile.
-#[derive(Debug, Clone)]
-pub struct BuildRequest<'a> {
-    /// The binary.
-    pub target: &'a BinaryTarget,
-    /// Cargo profile, e.g. `release`.
-    pub profile: &'a str,
-    /// Feature flags.
-    pub features: Features<'a>,
-    /// The rustc wrapper (remaps the workspace, cargo home and build dir).
-    pub wrapper: &'a Wrapper,
-    /// Hermetic settings: `--offline`, the allowlisted environment, the sandbox. `None`: the
-    /// caller's environment, network allowed.
-    pub isolation: Option<Isolation<'a>>,
-}
-
 /// Writes the rustc wrapper into `dir` (atomically, once) and returns its path.
 fn install_wrapper(dir: &Path) -> Result<PathBuf> {
     use std::io::Write;
@@ -476,126 +464,6 @@ fn tempfile_in(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
         source,
     })?;
     Ok((file, path))
-}
-
-/// One unit cargo built or found fresh, from its JSON messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unit {
-    /// Cargo's package id (`registry+https://…#name@version`, `path+file://…`).
-    pub package_id: String,
-    /// Whether cargo found the unit up to date (`false`: it ran the compiler or the script).
-    pub fresh: bool,
-    /// The files the unit produced (compiled artifacts), or its `OUT_DIR` (build-script runs).
-    pub paths: Vec<PathBuf>,
-}
-
-/// What `cargo build` did.
-#[derive(Debug, Clone)]
-pub struct BuildOutcome {
-    /// The executable.
-    pub executable: PathBuf,
-    /// Every compiled unit (`compiler-artifact` messages), fresh or not.
-    pub compiled: Vec<Unit>,
-    /// Every build-script run (`build-script-executed` messages); `fresh` is always `true`
-    /// because cargo does not say, and a re-run script makes its package's units non-fresh.
-    pub build_script_runs: Vec<Unit>,
-}
-
-/// Runs `cargo build --locked` for the binary and returns the executable's path and the units
-/// cargo reported. Cargo's diagnostics reach the user's stderr as cargo renders them.
-pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
-    let program = cargo_program();
-    let prefix = req
-        .isolation
-        .as_ref()
-        .and_then(|i| i.sandbox)
-        .and_then(Sandbox::prefix);
-    let mut cmd = match &prefix {
-        Some((sandbox, args)) => {
-            let mut c = Command::new(sandbox);
-            c.args(args).arg(&program);
-            c
-        }
-        None => Command::new(&program),
-    };
-    cmd.args([
-        "build",
-        "--locked",
-        "--message-format=json-render-diagnostics",
-        "--manifest-path",
-    ])
-    .arg(&req.target.package.manifest_path)
-    .args(["--bin", &req.target.bin, "--profile", req.profile]);
-    req.features.apply(&mut cmd);
-    if let Some(isolation) = &req.isolation {
-        cmd.arg("--offline");
-        cmd.env_clear();
-        cmd.envs(isolation.env.iter().map(|(k, v)| (k, v)));
-    }
-    req.wrapper.apply(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(spawn_err(
-        &program.to_string_lossy(),
-        "compiling the binary",
-    ))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut executable = None;
-    let mut compiled = Vec::new();
-    let mut build_script_runs = Vec::new();
-    for message in Message::parse_stream(BufReader::new(stdout)) {
-        let message = message.map_err(|source| Error::Io {
-            action: "reading cargo's messages from",
-            path: "cargo build".into(),
-            source,
-        })?;
-        match message {
-            Message::CompilerArtifact(artifact) => {
-                if artifact.target.name == req.target.bin
-                    && artifact
-                        .target
-                        .kind
-                        .contains(&cargo_metadata::TargetKind::Bin)
-                    && let Some(exe) = &artifact.executable
-                {
-                    executable = Some(exe.clone().into_std_path_buf());
-                }
-                compiled.push(Unit {
-                    package_id: artifact.package_id.repr,
-                    fresh: artifact.fresh,
-                    paths: artifact
-                        .filenames
-                        .into_iter()
-                        .map(|f| f.into_std_path_buf())
-                        .collect(),
-                });
-            }
-            Message::BuildScriptExecuted(script) => build_script_runs.push(Unit {
-                package_id: script.package_id.repr,
-                fresh: true,
-                paths: vec![script.out_dir.into_std_path_buf()],
-            }),
-            _ => {}
-        }
-    }
-    let status = child.wait().map_err(spawn_err(
-        &program.to_string_lossy(),
-        "compiling the binary",
-    ))?;
-    if !status.success() {
-        return Err(Error::BuildFailed {
-            status: status.to_string(),
-        });
-    }
-    let executable = executable.ok_or_else(|| Error::NoArtifact {
-        bin: req.target.bin.clone(),
-    })?;
-    Ok(BuildOutcome {
-        executable,
-        compiled,
-        build_script_runs,
-    })
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {

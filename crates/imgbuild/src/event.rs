@@ -1,6 +1,9 @@
 //! Progress events: what the library reports while it works. The CLI renders them as human lines
-//! on stderr or as JSON on stdout (`--message-format json`).
+//! on stderr or as JSON on stdout (`--message-format json`). Live progress ([`Progress`]) and
+//! cargo's own output go to the same [`Reporter`] through separate methods, so the event
+//! stream stays the same whether or not a display draws them.
 
+use imgbuild_cargo::run;
 use serde::Serialize;
 
 pub use crate::image::LayerRole;
@@ -51,7 +54,7 @@ macro_rules! display_as_serialized {
     ($($t:ty => { $($v:path => $s:literal),* $(,)? }),* $(,)?) => {$(
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(match self { $($v => $s),* })
+                f.pad(match self { $($v => $s),* })
             }
         }
     )*};
@@ -246,10 +249,93 @@ pub enum Event {
     },
 }
 
+/// How far a long step has come, for a live display on a terminal. Not an [`Event`]: never
+/// part of the event stream (`--message-format json` prints events only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The compile: units cargo finished (compiled or found fresh) out of an estimated total
+    /// that grows when needed and never falls below `done`. The last report of a compile has
+    /// `done == total`.
+    Units {
+        /// Units finished.
+        done: usize,
+        /// The estimated total.
+        total: usize,
+        /// The unit just finished (`serde`, `serde(build.rs)`, `serde(build)`); empty in the
+        /// last report.
+        unit: String,
+    },
+    /// Bytes moved by a restore, a pull or a push. Reports with the same `what` update one
+    /// display; `done == total` ends it.
+    Bytes {
+        /// The transfer, as a status verb and what it moves, e.g. `Restoring 1f6adfd997dd`
+        /// or `Pulling sha256:ab12…`: the verb is shown in the status column.
+        what: String,
+        /// Bytes moved so far.
+        done: u64,
+        /// Bytes to move.
+        total: u64,
+    },
+}
+
+impl From<&run::UnitProgress> for Progress {
+    fn from(p: &run::UnitProgress) -> Self {
+        Progress::Units {
+            done: p.done,
+            total: p.total,
+            unit: p.unit.clone(),
+        }
+    }
+}
+
+/// How a reporter wants the output of the cargo it runs (its stderr: warnings, `Compiling …`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChildOutput {
+    /// Relay each line through [`Reporter::child_line`] instead of letting cargo write to the
+    /// inherited stderr (a live display is drawn there and must not be garbled).
+    pub relay: bool,
+    /// Cargo's `--color`: `Some(true)` always, `Some(false)` never; `None`: cargo decides.
+    pub color: Option<bool>,
+}
+
 /// Receives events. Implementations must not block for long.
 pub trait Reporter {
     /// Called for every event, in order.
     fn report(&self, event: &Event);
+
+    /// Called as long steps advance, for a live display. Default: ignored.
+    fn progress(&self, _progress: &Progress) {}
+
+    /// How cargo's own output should reach the user. Default: inherited, cargo's colours.
+    fn child_output(&self) -> ChildOutput {
+        ChildOutput::default()
+    }
+
+    /// One line of cargo's stderr (without its newline), when [`ChildOutput::relay`] is set.
+    fn child_line(&self, _line: &str) {}
+}
+
+/// A reporter as the compile step's [`run::Monitor`]: finished units become
+/// [`Progress::Units`], and cargo's stderr and colours follow [`Reporter::child_output`].
+#[derive(Clone, Copy)]
+pub struct CargoMonitor<'a>(pub &'a dyn Reporter);
+
+impl run::Monitor for CargoMonitor<'_> {
+    fn progress(&self, progress: &run::UnitProgress) {
+        self.0.progress(&progress.into());
+    }
+
+    fn relay_stderr(&self) -> bool {
+        self.0.child_output().relay
+    }
+
+    fn stderr_line(&self, line: &str) {
+        self.0.child_line(line);
+    }
+
+    fn color(&self) -> Option<bool> {
+        self.0.child_output().color
+    }
 }
 
 /// Discards events.

@@ -163,7 +163,7 @@ impl LayerRole {
 
 impl std::fmt::Display for LayerRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

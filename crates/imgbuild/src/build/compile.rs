@@ -11,7 +11,7 @@ use imgbuild_cargo::units::{self, DependencyUnits};
 use crate::Result;
 use crate::build::Setup;
 use crate::context::Context;
-use crate::event::{Event, IsolationMethod, NetworkAccess, Reporter};
+use crate::event::{CargoMonitor, Event, IsolationMethod, NetworkAccess, Reporter};
 
 /// What cargo built.
 pub(crate) struct Compiled {
@@ -52,6 +52,8 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
             env: &compile_env,
             sandbox: sandbox.as_ref(),
         }),
+        expected_units: s.dependency_key.packages(),
+        monitor: &CargoMonitor(reporter),
     })?;
     drop(private);
     let dependencies = units::dependency_units(&outcome, &s.profile_dir);

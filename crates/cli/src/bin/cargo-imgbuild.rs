@@ -1,9 +1,6 @@
 //! `cargo imgbuild …`: the same command line as `imgbuild`, as a cargo subcommand. Cargo runs
 //! `cargo-imgbuild imgbuild ARGS`; the subcommand's own name is dropped.
 
-#[path = "../cli/mod.rs"]
-mod cli;
-
 fn main() -> std::process::ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "imgbuild") {
@@ -12,5 +9,5 @@ fn main() -> std::process::ExitCode {
     if let Some(first) = args.first_mut() {
         *first = "cargo imgbuild".into();
     }
-    cli::main(args)
+    imgbuild_cli::main(args)
 }

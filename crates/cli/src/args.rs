@@ -1,0 +1,201 @@
+//! The flags of every subcommand (clap's derive types) and how they become [`BuildOptions`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use imgbuild::BuildOptions;
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Compile a binary and build its image (into the local store and any --output).
+    Build(Box<BuildArgs>),
+    /// Build, then push the image to a registry: `imgbuild push REGISTRY/REPOSITORY[:TAG]`.
+    Push(Box<PushArgs>),
+    /// Print each binary's dependency-tree cache key and the inputs it hashes.
+    Plan(PlanArgs),
+    /// Build twice in two temporary folders and check that both images are identical.
+    Verify(VerifyArgs),
+    /// Inspect and prune the dependency cache in the local store.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CacheCommand {
+    /// List dependency-cache entries: key, binary, layers, size, last use.
+    Ls(StoreArgs),
+    /// Remove entries unused for a while or beyond a total size, then unreferenced blobs.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct StoreArgs {
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) message_format: MessageFormat,
+}
+
+#[derive(Args)]
+pub(crate) struct PruneArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Remove entries not used for longer than this (e.g. 30d, 12h, 90m; default 30d unless
+    /// --max-size or --all is given).
+    #[arg(long, value_name = "AGE")]
+    pub(crate) older_than: Option<String>,
+    /// Then remove the least recently used entries until the store is at most this big
+    /// (e.g. 10G, 500M).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_size: Option<String>,
+    /// Remove every dependency-cache entry (images in the store are kept).
+    #[arg(long, conflicts_with_all = ["older_than", "max_size"])]
+    pub(crate) all: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct PushArgs {
+    /// Where to push, e.g. localhost:5000/team/app:1.0 (the tag defaults to the image's).
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    #[command(flatten)]
+    pub(crate) build: BuildArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) selection: Selection,
+    /// Pass this environment variable to the compile step (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) pass_env: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub(crate) selection: Selection,
+    /// Say what changed in each key's inputs since that binary's last build.
+    #[arg(long)]
+    pub(crate) explain: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum MessageFormat {
+    Human,
+    Json,
+}
+
+/// The flags `build` and `plan` share: which binary, how cargo compiles it, where the cache
+/// is, and what stdout carries.
+#[derive(Args)]
+pub(crate) struct Selection {
+    /// Path to Cargo.toml (or its directory); default: the current directory.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest_path: Option<PathBuf>,
+    /// Package holding the binary.
+    #[arg(short, long, value_name = "SPEC")]
+    pub(crate) package: Option<String>,
+    /// Binary to package (required by `build` when there are several).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) bin: Option<String>,
+    /// Cargo profile.
+    #[arg(long, default_value = "release", value_name = "PROFILE")]
+    pub(crate) profile: String,
+    /// Features to activate (comma-separated or repeated).
+    #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
+    pub(crate) features: Vec<String>,
+    /// Activate all features.
+    #[arg(long)]
+    pub(crate) all_features: bool,
+    /// Do not activate the default feature.
+    #[arg(long)]
+    pub(crate) no_default_features: bool,
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Output format for stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) message_format: MessageFormat,
+}
+
+impl Selection {
+    /// Build options carrying these flags (and nothing else set).
+    pub(crate) fn options(self) -> BuildOptions {
+        let mut options =
+            BuildOptions::new(self.cache_dir.unwrap_or_else(imgbuild::default_cache_dir));
+        options.manifest_path = self.manifest_path;
+        options.package = self.package;
+        options.bin = self.bin;
+        options.profile = self.profile;
+        options.features = imgbuild::FeatureSelection::from_flags(
+            self.features,
+            self.all_features,
+            self.no_default_features,
+        );
+        options
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    #[command(flatten)]
+    pub(crate) selection: Selection,
+    /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    #[arg(short, long = "output", value_name = "DEST")]
+    pub(crate) outputs: Vec<String>,
+    /// Neither restore compiled dependencies from the cache nor store them (nor reuse a
+    /// stored image).
+    #[arg(long)]
+    pub(crate) no_dependency_cache: bool,
+    /// Compile even when an image built from exactly these inputs is cached.
+    #[arg(long)]
+    pub(crate) rebuild: bool,
+    /// Share the dependency cache through this registry repository (pull missing entries,
+    /// push new ones), e.g. ghcr.io/org/app-cache.
+    #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
+    pub(crate) cache_repo: Option<String>,
+    /// Let build scripts and proc macros reach the network (no sandbox; the image is
+    /// annotated as not hermetic and shares no compiled dependencies with hermetic builds).
+    #[arg(long)]
+    pub(crate) allow_network: bool,
+    /// Pass this environment variable to the compile step (repeatable); it becomes a
+    /// dependency-key input. Otherwise only a fixed allowlist passes.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) pass_env: Vec<String>,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registry: Vec<String>,
+    /// Image name (default: the binary's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Image tag (default: latest).
+    #[arg(long)]
+    pub(crate) tag: Option<String>,
+    /// Entrypoint: a program path, or a JSON array of arguments.
+    #[arg(long, value_name = "ARGV")]
+    pub(crate) entrypoint: Option<String>,
+    /// Default arguments: one argument, or a JSON array.
+    #[arg(long, value_name = "ARGV")]
+    pub(crate) cmd: Option<String>,
+    /// Environment variable for the image (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Image label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// Port to expose, e.g. 8080 or 53/udp (repeatable).
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    pub(crate) expose: Vec<String>,
+    /// User to run as (default 65532).
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// Working directory inside the image.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// Base image (e.g. debian:12-slim, or scratch for none; default: scratch).
+    #[arg(long, value_name = "REF")]
+    pub(crate) base: Option<String>,
+}

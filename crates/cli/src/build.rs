@@ -1,0 +1,130 @@
+//! `imgbuild build` (and `push`, a build with one more output): the override flags as a
+//! configuration layer, the build, the digest on stdout.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use imgbuild::ImageConfig;
+use imgbuild::output::Output;
+
+use crate::args::{BuildArgs, MessageFormat};
+use crate::console::Console;
+use crate::human::{Human, Json};
+
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{flag} {s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        bail!("{flag} {s:?}: the key is empty");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn argv(flag: &str, s: &str) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("{flag} {s:?}: not a JSON array of strings"));
+    }
+    Ok(vec![s.to_string()])
+}
+
+/// Turns the override flags into a configuration layer, validated like a metadata table.
+fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
+    let mut table = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        table.insert(k.to_string(), v);
+    };
+    if let Some(v) = &args.name {
+        put("name", v.clone().into());
+    }
+    if let Some(v) = &args.tag {
+        put("tag", v.clone().into());
+    }
+    if let Some(v) = &args.entrypoint {
+        put("entrypoint", argv("--entrypoint", v)?.into());
+    }
+    if let Some(v) = &args.cmd {
+        put("cmd", argv("--cmd", v)?.into());
+    }
+    if let Some(v) = &args.user {
+        put("user", v.clone().into());
+    }
+    if let Some(v) = &args.workdir {
+        put("workdir", v.clone().into());
+    }
+    if let Some(v) = &args.base {
+        put("base", v.clone().into());
+    }
+    if !args.env.is_empty() {
+        let map: serde_json::Map<_, _> = args
+            .env
+            .iter()
+            .map(|s| key_value("--env", s).map(|(k, v)| (k, v.into())))
+            .collect::<Result<_>>()?;
+        put("env", map.into());
+    }
+    if !args.labels.is_empty() {
+        let map: serde_json::Map<_, _> = args
+            .labels
+            .iter()
+            .map(|s| key_value("--label", s).map(|(k, v)| (k, v.into())))
+            .collect::<Result<_>>()?;
+        put("labels", map.into());
+    }
+    if !args.expose.is_empty() {
+        put("expose", args.expose.clone().into());
+    }
+    let origin = imgbuild_cargo::config::Origin {
+        table: "command-line flags",
+        manifest: std::path::Path::new("(command line)"),
+    };
+    Ok(imgbuild_cargo::config::parse_table(
+        &serde_json::Value::Object(table),
+        &origin,
+        None,
+    )?)
+}
+
+pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
+        _ => None,
+    };
+    let overrides = overrides(&args)?;
+    let format = args.selection.message_format;
+    let mut options = args.selection.options();
+    options.overrides = overrides;
+    options.source_date_epoch = source_date_epoch;
+    options.outputs = outputs;
+    options.cache = match (args.no_dependency_cache, args.rebuild) {
+        (true, _) => imgbuild::CacheMode::Off,
+        (false, true) => imgbuild::CacheMode::Rebuild,
+        (false, false) => imgbuild::CacheMode::Use,
+    };
+    options.registry.insecure = args.insecure_registry.clone();
+    options.allow_network = args.allow_network;
+    options.pass_env = args.pass_env.clone();
+    options.cache_repo = args
+        .cache_repo
+        .as_deref()
+        .map(imgbuild_registry::Reference::parse)
+        .transpose()
+        .context("--cache-repo")?;
+    match format {
+        MessageFormat::Json => {
+            imgbuild::build(&options, &Json)?;
+        }
+        MessageFormat::Human => {
+            let image = imgbuild::build(&options, &Human { console })?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
+        }
+    }
+    Ok(())
+}

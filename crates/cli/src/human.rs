@@ -1,0 +1,240 @@
+//! The two renderers of the library's events: status lines on stderr, or JSON lines on stdout
+//! (`--message-format json`).
+
+use std::io::Write;
+
+use imgbuild::event::{BlobOutcome, ChildOutput, Event, NetworkAccess, Progress, Reporter};
+
+use crate::console::Console;
+
+/// Renders events as status lines and warnings on the [`Console`].
+pub(crate) struct Human<'a> {
+    pub(crate) console: &'a Console,
+}
+
+impl Human<'_> {
+    fn status(&self, verb: &str, rest: &str) {
+        self.console.status(verb, rest);
+    }
+}
+
+pub(crate) fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+impl Human<'_> {
+    /// The dependency and app cache events.
+    fn cache(&self, event: &Event) {
+        match event {
+            Event::AppCache {
+                key,
+                hit,
+                from_registry,
+                stored,
+            } => {
+                let what = match (hit, from_registry, stored) {
+                    (_, _, true) => "stored",
+                    (true, true, _) => "hit (pulled from the cache repository): nothing to compile",
+                    (true, false, _) => "hit: nothing to compile",
+                    _ => "miss",
+                };
+                self.status("App", &format!("{} {what}", &key[..12]))
+            }
+            Event::CacheLookup {
+                key,
+                hit,
+                nearest,
+                from_registry,
+            } => {
+                let what = match (hit, nearest) {
+                    (true, _) if *from_registry => "hit (pulled from the cache repository)".to_string(),
+                    (true, _) => "hit".to_string(),
+                    (false, Some(n)) => format!("miss; restoring the nearest entry {}", &n[..12]),
+                    (false, None) => "miss; no earlier entry for this binary".to_string(),
+                };
+                self.status("Cache", &format!("dependencies {} {what}", &key[..12]))
+            }
+            Event::CacheRestored {
+                present,
+                restored,
+                bytes,
+                ..
+            } => self.status(
+                "Restored",
+                &format!(
+                    "{restored} files ({}), {present} already in place",
+                    human_size(*bytes)
+                ),
+            ),
+            Event::CacheStored {
+                key,
+                layers,
+                files,
+                new_files,
+                new_layer_size,
+                squashed,
+            } => self.status(
+                "Cached",
+                &format!(
+                    "dependencies {}: {files} files in {layers} layer(s); new layer {new_files} files, {}{}",
+                    &key[..12],
+                    human_size(*new_layer_size),
+                    if *squashed { " (squashed)" } else { "" }
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The registry events.
+    fn registry(&self, event: &Event) {
+        match event {
+            Event::Blob {
+                digest,
+                size,
+                outcome,
+                from,
+                ..
+            } => {
+                let how = match (outcome, from) {
+                    (BlobOutcome::Mounted, Some(from)) => format!("mounted from {from}"),
+                    (BlobOutcome::Present, _) => "already there".to_string(),
+                    (other, _) => other.to_string(),
+                };
+                self.status(
+                    "Blob",
+                    &format!("{} {:>10} {how}", short(digest), human_size(*size)),
+                )
+            }
+            Event::Pushed {
+                reference,
+                uploaded,
+                uploaded_bytes,
+                mounted,
+                present,
+                ..
+            } => self.status(
+                "Pushed",
+                &format!(
+                    "{reference} ({uploaded} uploaded, {}; {mounted} mounted; {present} already there)",
+                    human_size(*uploaded_bytes)
+                ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl Reporter for Human<'_> {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::BuildStarted {
+                package,
+                bin,
+                profile,
+            } => self.status(
+                "Building",
+                &format!("image for {package}/{bin} ({profile} profile)"),
+            ),
+            Event::Isolation {
+                network, method, ..
+            } => match network {
+                NetworkAccess::Isolated => self.status("Sandbox", &format!("no network for the build ({method})")),
+                NetworkAccess::Allowed => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+                _ => {} // the warning that follows says it
+            },
+            Event::BaseResolved {
+                reference,
+                digest,
+                layers,
+            } => self.status(
+                "Base",
+                &format!("{reference} {} ({layers} layers)", short(digest)),
+            ),
+            Event::CacheUnusable { key, message } => self.console.warning(&format!(
+                "cache entry {} not usable, treated as a miss: {message}",
+                &key[..12]
+            )),
+            Event::Compiled {
+                executable,
+                dependencies_compiled,
+                dependencies_fresh,
+                ..
+            } => self.status(
+                "Compiled",
+                &format!(
+                    "{executable} (dependencies: {dependencies_compiled} compiled, {dependencies_fresh} from cache or up to date)"
+                ),
+            ),
+            Event::Layer {
+                role,
+                digest,
+                size,
+                entries,
+                ..
+            } => self.status(
+                "Layer",
+                &format!(
+                    "{role:<9} {} {:>10} ({entries} entries)",
+                    short(digest),
+                    human_size(*size)
+                ),
+            ),
+            Event::Output { destination } => self.status("Wrote", destination),
+            Event::ImageBuilt {
+                digest,
+                reference,
+                size,
+                ..
+            } => self.status(
+                "Image",
+                &format!("{reference} {digest} ({} compressed)", human_size(*size)),
+            ),
+            Event::Warning { message } => self.console.warning(message),
+            Event::AppCache { .. }
+            | Event::CacheLookup { .. }
+            | Event::CacheRestored { .. }
+            | Event::CacheStored { .. } => self.cache(event),
+            Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
+            // Events a newer library adds are shown in JSON output only.
+            _ => {}
+        }
+    }
+
+    fn progress(&self, progress: &Progress) {
+        self.console.progress(progress);
+    }
+
+    /// On a terminal cargo's stderr comes through the console, so that its lines are printed
+    /// above the live display; cargo colours as this console does.
+    fn child_output(&self) -> ChildOutput {
+        ChildOutput {
+            relay: self.console.is_live(),
+            color: Some(self.console.color()),
+        }
+    }
+
+    fn child_line(&self, line: &str) {
+        self.console.line(line);
+    }
+}
+
+/// Prints each event as one JSON line on stdout.
+pub(crate) struct Json;
+
+impl Reporter for Json {
+    fn report(&self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}

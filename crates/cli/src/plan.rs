@@ -1,0 +1,66 @@
+//! `imgbuild plan`: each binary's dependency key and its inputs, or what changed since the last
+//! build (`--explain`).
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::args::{MessageFormat, PlanArgs};
+
+pub(crate) fn run_plan(args: PlanArgs) -> Result<()> {
+    let format = args.selection.message_format;
+    let options = args.selection.options();
+    let plans = imgbuild::plan::plan(&options, args.explain)?;
+    let mut out = std::io::stdout().lock();
+    for p in &plans {
+        match format {
+            MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(p)?)?,
+            MessageFormat::Human => {
+                writeln!(
+                    out,
+                    "{}/{} dependency-key {}",
+                    p.package, p.bin, p.dependency_key
+                )?;
+                match (&p.changes, args.explain) {
+                    (_, false) => {
+                        for line in &p.inputs {
+                            writeln!(out, "    {line}")?;
+                        }
+                    }
+                    (None, true) => writeln!(
+                        out,
+                        "    no earlier build of this binary is recorded in this cache"
+                    )?,
+                    (Some(changes), true) if changes.is_empty() => {
+                        writeln!(out, "    unchanged since the last build")?
+                    }
+                    (Some(changes), true) => {
+                        writeln!(out, "    changed since the last build:")?;
+                        for line in changes {
+                            writeln!(out, "    {line}")?;
+                        }
+                    }
+                }
+                let status = if p.app_hit {
+                    "hit: a build would compile nothing"
+                } else {
+                    "miss"
+                };
+                match &p.app_key {
+                    Some(key) => writeln!(out, "{}/{} app-key {key} {status}", p.package, p.bin)?,
+                    None => writeln!(out, "{}/{} app-key (none yet) {status}", p.package, p.bin)?,
+                }
+                if let Some(changes) = &p.app_changes
+                    && !changes.is_empty()
+                    && !p.app_hit
+                {
+                    writeln!(out, "    app inputs changed since the stored build:")?;
+                    for line in changes {
+                        writeln!(out, "    {line}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
