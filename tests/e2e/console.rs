@@ -238,3 +238,40 @@ fn the_compile_shows_live_progress_on_a_terminal_and_nothing_more_in_a_pipe() {
         "{plain:?}"
     );
 }
+
+/// Frames of the byte bars with status `verb` (`   Restoring [==>  ] 1.05 MiB/4.99 MiB …`).
+fn byte_frames<'a>(plain: &'a str, verb: &str) -> Vec<&'a str> {
+    plain
+        .split(['\r', '\n'])
+        .filter(|segment| segment.trim_start().starts_with(&format!("{verb} [")))
+        .collect()
+}
+
+#[test]
+fn a_restore_shows_bytes_and_rate_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    // Fill the dependency cache, then build a fresh copy: its dependencies are restored.
+    let first = cached_fixture(tmp.path(), "first");
+    imgbuild(&first, &cache, &["build"]).digest();
+    let fresh = cached_fixture(tmp.path(), "fresh");
+    let screen = on_a_terminal(&fresh, &cache, &["build", "--rebuild"], &[]);
+    let plain = strip_ansi(&screen);
+    let frames = byte_frames(&plain, "Restoring");
+    assert!(!frames.is_empty(), "no restore bar: {plain:?}");
+    // Bytes done of the total, and a rate.
+    assert!(
+        frames.iter().all(|f| f.contains("B/") && f.contains("B/s")),
+        "{frames:?}"
+    );
+    assert!(plain.contains("Restored"), "{plain:?}");
+    // In a pipe the same restore prints its one line and no bar.
+    let piped = cached_fixture(tmp.path(), "piped");
+    let run = imgbuild(&piped, &cache, &["build", "--rebuild"]);
+    assert!(run.stderr.contains("Restored"), "{}", run.stderr);
+    assert!(
+        byte_frames(&run.stderr, "Restoring").is_empty(),
+        "{}",
+        run.stderr
+    );
+}

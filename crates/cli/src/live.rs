@@ -71,7 +71,11 @@ impl Live {
                 let mut bars = self.bytes.borrow_mut();
                 let bar = bars.entry(what.clone()).or_insert_with(|| {
                     let (verb, rest) = what.split_once(' ').unwrap_or((what, ""));
-                    let bar = self.bar(status(verb), "{bytes}/{total_bytes}", *total);
+                    let bar = self.bar(
+                        status(verb),
+                        "{bytes}/{total_bytes} {binary_bytes_per_sec}",
+                        *total,
+                    );
                     bar.set_message(format!(" {rest}"));
                     bar
                 });

@@ -4,7 +4,8 @@
 //! repository of each registry holds which blob (`<cache>/registries/<host>.json`), so that a
 //! push to a new repository mounts blobs the registry already has instead of uploading them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::Descriptor;
@@ -37,18 +38,53 @@ fn write_homes(cache: &CacheDir, registry: &str, homes: &BlobHomes) {
     }
 }
 
-/// Turns registry progress into [`Event::Blob`] events.
+/// Turns registry progress into [`Event::Blob`] events, and the bytes of each transfer into
+/// [`crate::event::Progress::Bytes`] for a live display.
 pub(crate) struct Reporting<'a> {
     reporter: &'a dyn Reporter,
     reference: String,
+    /// `Pushing` or `Pulling`: the display's status word.
+    verb: &'static str,
+    /// Blob digest → (bytes moved, bytes to move).
+    transfers: Mutex<HashMap<String, (u64, u64)>>,
 }
 
-/// Progress for transfers of `reference`, reported as events.
-pub(crate) fn progress<'a>(reporter: &'a dyn Reporter, reference: &Reference) -> Reporting<'a> {
-    Reporting {
-        reporter,
-        reference: reference.to_string(),
+impl<'a> Reporting<'a> {
+    fn new(reporter: &'a dyn Reporter, reference: &Reference, verb: &'static str) -> Self {
+        Self {
+            reporter,
+            reference: reference.to_string(),
+            verb,
+            transfers: Mutex::default(),
+        }
     }
+
+    /// Updates `digest`'s transfer and reports it.
+    fn transfer(&self, digest: &str, update: impl FnOnce(&mut (u64, u64))) {
+        let (done, total) = {
+            let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = transfers.entry(digest.to_string()).or_default();
+            update(entry);
+            entry.1 = entry.1.max(entry.0);
+            *entry
+        };
+        let short = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.reporter.progress(&crate::event::Progress::Bytes {
+            what: format!("{} {}", self.verb, &short[..short.len().min(12)]),
+            done,
+            total,
+        });
+    }
+}
+
+/// Progress for pulls from `reference`.
+pub(crate) fn progress<'a>(reporter: &'a dyn Reporter, reference: &Reference) -> Reporting<'a> {
+    Reporting::new(reporter, reference, "Pulling")
+}
+
+/// Progress for pushes to `reference`.
+fn push_progress<'a>(reporter: &'a dyn Reporter, reference: &Reference) -> Reporting<'a> {
+    Reporting::new(reporter, reference, "Pushing")
 }
 
 impl Progress for Reporting<'_> {
@@ -67,6 +103,18 @@ impl Progress for Reporting<'_> {
             outcome,
             from,
         });
+    }
+
+    fn transfer_started(&self, digest: &str, total: Option<u64>) {
+        self.transfer(digest, |t| *t = (0, total.unwrap_or(0)));
+    }
+
+    fn transfer_advanced(&self, digest: &str, bytes: u64) {
+        self.transfer(digest, |t| t.0 += bytes);
+    }
+
+    fn transfer_finished(&self, digest: &str) {
+        self.transfer(digest, |t| t.0 = t.1);
     }
 }
 
@@ -115,10 +163,7 @@ pub(crate) fn push(
         .collect();
     candidates.sort();
     candidates.dedup();
-    let progress = Reporting {
-        reporter,
-        reference: target.to_string(),
-    };
+    let progress = push_progress(reporter, &target);
     let report =
         imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?;
     for blob in &blobs {
@@ -235,10 +280,7 @@ impl RemoteCache {
         reporter: &dyn Reporter,
     ) -> Result<imgbuild_registry::push::PushReport> {
         let target = self.repository.with_tag(&CacheName::Deps(key).tag());
-        let progress = Reporting {
-            reporter,
-            reference: target.to_string(),
-        };
+        let progress = push_progress(reporter, &target);
         let report =
             imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
         self.remember(store, manifest);
@@ -307,7 +349,7 @@ impl RemoteCache {
         reporter: &dyn Reporter,
     ) -> Result<()> {
         let target = self.repository.with_tag(tag);
-        let progress = progress(reporter, &target);
+        let progress = push_progress(reporter, &target);
         imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
         self.remember(store, manifest);
         Ok(())

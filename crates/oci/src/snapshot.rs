@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -140,13 +140,29 @@ impl Layout {
         root: &Path,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<Restored> {
+        self.restore_snapshot_reporting(digest, root, wanted, &|_| {})
+    }
+
+    /// [`Layout::restore_snapshot`], calling `read` with the number of compressed bytes each
+    /// time some are read from the blob (for a progress display).
+    pub fn restore_snapshot_reporting(
+        &self,
+        digest: &Digest,
+        root: &Path,
+        wanted: &dyn Fn(&str) -> bool,
+        read: &dyn Fn(u64),
+    ) -> Result<Restored> {
         let blob_path = self.blob_path(digest);
         fs::create_dir_all(root).map_err(io_err("creating directory", root))?;
         let staging = tempfile::Builder::new()
             .prefix(".imgbuild-restore-")
             .tempdir_in(root)
             .map_err(io_err("creating temporary directory in", root))?;
-        let mut hashing = HashingReader::new(BufReader::new(self.open_blob(digest)?));
+        let blob = Counting {
+            inner: self.open_blob(digest)?,
+            read,
+        };
+        let mut hashing = HashingReader::new(BufReader::new(blob));
         let mut staged: Vec<(String, u64)> = Vec::new();
         let unpacked = unpack_into(&mut hashing, staging.path(), wanted, &mut staged);
         // Hash whatever the decoder did not need (or everything, after a decoding error).
@@ -234,6 +250,22 @@ fn is_plain_relative(path: &str) -> bool {
 /// A path under `root` for `rel`, refusing anything that would leave `root`.
 pub fn join_relative(root: &Path, rel: &str) -> Option<PathBuf> {
     is_plain_relative(rel).then(|| root.join(rel))
+}
+
+/// A reader that tells `read` how many bytes went through it.
+struct Counting<'a, R> {
+    inner: R,
+    read: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            (self.read)(n as u64);
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option
     let Some(entry) = entry else {
         return Ok(None);
     };
-    match depcache::restore(&s.store, &entry, &s.profile_dir) {
+    match depcache::restore(&s.store, &entry, &s.profile_dir, reporter) {
         Ok(stats) => {
             reporter.report(&Event::CacheRestored {
                 key: entry.config.key.clone(),

@@ -20,6 +20,7 @@ use imgbuild_oci::snapshot::{self, FileState};
 use imgbuild_oci::spec::{Descriptor, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Progress, Reporter};
 use crate::io_err as io;
 use crate::names::CacheName;
 use crate::{Error, Result};
@@ -223,7 +224,12 @@ pub(crate) struct RestoreStats {
 /// Restores `entry`'s files into `profile_dir`, skipping those already there with the same size
 /// and mtime. Each layer is verified before any of its files is moved into place; a corrupt
 /// layer is deleted from the store (so that it is written again) and reported as an error.
-pub(crate) fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Result<RestoreStats> {
+pub(crate) fn restore(
+    store: &Layout,
+    entry: &Entry,
+    profile_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
     let mut needed: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
     for (path, file) in &entry.config.files {
@@ -233,9 +239,23 @@ pub(crate) fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Resu
             needed.entry(file.layer).or_default().insert(path);
         }
     }
+    // Progress in compressed bytes read, over the layers that hold a needed file.
+    let total: u64 = needed.keys().map(|&l| entry.layers[l].size()).sum();
+    let done = std::cell::Cell::new(0u64);
+    let key = &entry.config.key;
+    let report = |bytes: u64| {
+        done.set((done.get() + bytes).min(total));
+        reporter.progress(&Progress::Bytes {
+            what: format!("Restoring {}", &key[..key.len().min(12)]),
+            done: done.get(),
+            total,
+        });
+    };
     for (layer, paths) in needed {
         let digest = entry.layers[layer].digest();
-        match store.restore_snapshot(digest, profile_dir, &|p| paths.contains(p)) {
+        let restored =
+            store.restore_snapshot_reporting(digest, profile_dir, &|p| paths.contains(p), &report);
+        match restored {
             Ok(done) => {
                 stats.restored += done.files;
                 stats.bytes += done.bytes;
@@ -247,6 +267,9 @@ pub(crate) fn restore(store: &Layout, entry: &Entry, profile_dir: &Path) -> Resu
                 return Err(e.into());
             }
         }
+    }
+    if done.get() < total {
+        report(total - done.get());
     }
     Ok(stats)
 }
