@@ -1,6 +1,6 @@
 //! Where images go, named like skopeo's transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-//! `docker-archive:FILE[:NAME:TAG]`, `docker://REF`. Parsing is pure; [`write()`] touches the
-//! filesystem (registries are written by [`crate::publish`]).
+//! `docker-archive:FILE[:NAME:TAG]`, `docker://REF`. Parsing is pure; `write` touches the
+//! filesystem (registries are written by `publish`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `imgbuild plan`: each binary's dependency-tree key, its inputs, its app key, and why they
 //! changed since the last build — computed exactly as a build would, without building.
 //!
-//! Runs what [`crate::keys`] runs (`cargo tree`, `rustc -vV`) and reads the key records and the
+//! Runs what the `keys` module runs (`cargo tree`, `rustc -vV`) and reads the key records and the
 //! local store.
 
 use std::collections::HashMap;

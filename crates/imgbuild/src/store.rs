@@ -4,7 +4,7 @@
 //! (left behind when a tag moved to a newer image) are collected.
 //!
 //! Reads and writes the local store and the usage markers. The choice of what to remove is
-//! pure ([`select`]).
+//! pure (`select`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! differ.
 //!
 //! Copies the workspace (without its target directory and `.git`), runs two builds, and reads
-//! both stores. The comparison of two layer listings is pure ([`compare_entries`]).
+//! both stores. The comparison of two layer listings is pure (`compare_entries`).
 
 use std::collections::BTreeMap;
 use std::io::Read;

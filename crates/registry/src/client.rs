@@ -1,7 +1,7 @@
 //! One connection to a registry: [`Client`]. It picks HTTPS (or plain HTTP, only for a local
 //! registry or one the caller marks insecure, and only when HTTPS does not answer), reads the
 //! registry's authentication challenge, and runs every request through one loop: authorize
-//! ([`crate::token`]), try once ([`crate::http`]), then do what [`crate::retry::decide`] says —
+//! (`token`), try once (`http`), then do what `retry::decide` says —
 //! accept, wait and retry, refresh the token and retry, or give up.
 //!
 //! Talks to the network. Credentials and tokens are sent only in headers and never appear in
