@@ -83,7 +83,7 @@ fn referenced(store: &Layout, desc: &Descriptor) -> Vec<String> {
 
 /// Size on disk of every blob in the store, by digest string.
 fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
-    let dir = store.root().join("blobs").join("sha256");
+    let dir = store.blob_dir();
     let mut out = BTreeMap::new();
     let entries = std::fs::read_dir(&dir).map_err(crate::io_err("reading directory", &dir))?;
     for entry in entries.flatten() {
@@ -317,7 +317,7 @@ pub fn prune(cache: &CacheDir, policy: PrunePolicy) -> Result<PruneReport> {
         .iter()
         .flat_map(|d| referenced(&store, d))
         .collect();
-    let dir = store.root().join("blobs").join("sha256");
+    let dir = store.blob_dir();
     delete_unreferenced(&dir, &sizes, &live, &mut report);
     remove_stale_temps(&dir, &mut report);
     report.store_size = blob_sizes(&store)?.values().sum();

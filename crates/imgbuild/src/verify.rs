@@ -35,11 +35,32 @@ pub struct Verdict {
     pub differences: Vec<String>,
 }
 
+/// What a layer entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A regular file (or anything else with content).
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link and its target.
+    Symlink(String),
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryKind::File => f.write_str("file"),
+            EntryKind::Dir => f.write_str("dir"),
+            EntryKind::Symlink(target) => write!(f, "symlink -> {target}"),
+        }
+    }
+}
+
 /// One entry of a layer, as compared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EntryFacts {
-    /// `file`, `dir`, `symlink -> target`, …
-    pub kind: String,
+    /// What it is.
+    pub kind: EntryKind,
     /// Permission bits.
     pub mode: u32,
     /// sha256 of the content (files).
@@ -118,18 +139,17 @@ fn listing(store: &Layout, layer: &Descriptor) -> Result<BTreeMap<String, EntryF
         let header = entry.header();
         let mode = header.mode().map_err(io)?;
         let kind = match header.entry_type() {
-            tar::EntryType::Directory => "dir".to_string(),
-            tar::EntryType::Symlink => format!(
-                "symlink -> {}",
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink(
                 entry
                     .link_name()
                     .map_err(io)?
                     .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             ),
-            _ => "file".to_string(),
+            _ => EntryKind::File,
         };
-        let digest = if kind == "file" {
+        let digest = if kind == EntryKind::File {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(io)?;
             Some(imgbuild_oci::digest::sha256(&bytes).to_string())
@@ -289,7 +309,7 @@ mod tests {
 
     fn file(d: &str) -> EntryFacts {
         EntryFacts {
-            kind: "file".into(),
+            kind: EntryKind::File,
             mode: 0o755,
             digest: Some(d.into()),
         }

@@ -132,7 +132,8 @@ impl Layout {
         self.blob_path(digest).is_file()
     }
 
-    pub(crate) fn blob_dir(&self) -> PathBuf {
+    /// The directory holding the sha256 blobs (temporary files start with `.`).
+    pub fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
 

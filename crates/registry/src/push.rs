@@ -216,7 +216,7 @@ pub fn pull_blob(
         return Ok(false);
     }
     let digest = desc.digest().to_string();
-    let dir = layout.root().join("blobs").join("sha256");
+    let dir = layout.blob_dir();
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-pull-")
         .tempfile_in(&dir)
