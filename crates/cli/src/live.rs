@@ -84,6 +84,8 @@ impl Live {
                     self.end(bars.remove(what));
                 }
             }
+            // Kinds of progress a newer library adds are not drawn.
+            _ => {}
         }
     }
 

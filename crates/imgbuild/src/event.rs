@@ -252,6 +252,7 @@ pub enum Event {
 /// How far a long step has come, for a live display on a terminal. Not an [`Event`]: never
 /// part of the event stream (`--message-format json` prints events only).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Progress {
     /// The compile: units cargo finished (compiled or found fresh) out of an estimated total
     /// that grows when needed and never falls below `done`. The last report of a compile has
@@ -318,7 +319,7 @@ pub trait Reporter {
 /// A reporter as the compile step's [`run::Monitor`]: finished units become
 /// [`Progress::Units`], and cargo's stderr and colours follow [`Reporter::child_output`].
 #[derive(Clone, Copy)]
-pub struct CargoMonitor<'a>(pub &'a dyn Reporter);
+pub(crate) struct CargoMonitor<'a>(pub(crate) &'a dyn Reporter);
 
 impl run::Monitor for CargoMonitor<'_> {
     fn progress(&self, progress: &run::UnitProgress) {

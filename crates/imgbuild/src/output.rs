@@ -13,6 +13,7 @@ use crate::{Error, Result};
 
 /// One output destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// An OCI image layout directory, the image tagged `tag` (default: the image's tag).
     Oci {

@@ -120,6 +120,7 @@ impl Progress for Reporting<'_> {
 
 /// Connection settings for registries.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) where plain HTTP is allowed besides localhost.
     pub insecure: Vec<String>,

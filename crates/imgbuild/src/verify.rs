@@ -24,6 +24,7 @@ use crate::{Error, Result};
 
 /// The outcome of `verify`.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Verdict {
     /// Whether both builds gave the same image.
     pub reproducible: bool,
