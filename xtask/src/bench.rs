@@ -292,29 +292,44 @@ impl Bench {
         })
     }
 
-    /// One line of app code changes in both copies.
+    /// One line of app code changes in both copies, three times (medians: one run of each is
+    /// too noisy on a 2-core machine). The copies end with the line as the later scenarios
+    /// expect it.
     fn app_change(&self, base: &Baseline, warm: &ImgRun) -> Result<Row, String> {
-        eprintln!("==> app-only change");
-        edit(
-            &base.bare.join("src/main.rs"),
-            "Hello, {name}!",
-            "Hi there, {name}!",
-        )?;
+        eprintln!("==> app-only change (median of 3)");
         edit(
             &base.second.join("src/main.rs"),
             "Hello there, {name}!",
-            "Hi there, {name}!",
+            "Hello, {name}!",
         )?;
-        let cargo_app = self.cargo_build(&base.bare)?;
-        let app = self.imgbuild(&base.second, &self.cache)?;
-        let ratio = app.time.as_secs_f64() / cargo_app.as_secs_f64();
+        let lines = [
+            "Hello, {name}!",
+            "Hey there, {name}!",
+            "Yo there, {name}!",
+            "Hi there, {name}!",
+        ];
+        let (mut cargo_times, mut runs) = (Vec::new(), Vec::new());
+        for step in lines.windows(2) {
+            for dir in [&base.bare, &base.second] {
+                edit(&dir.join("src/main.rs"), step[0], step[1])?;
+            }
+            cargo_times.push(self.cargo_build(&base.bare)?);
+            runs.push(self.imgbuild(&base.second, &self.cache)?);
+        }
+        cargo_times.sort();
+        let mut times: Vec<Duration> = runs.iter().map(|r| r.time).collect();
+        times.sort();
+        let (app_time, cargo_app) = (times[1], cargo_times[1]);
+        let ratio = app_time.as_secs_f64() / cargo_app.as_secs_f64();
+        let compiled: u64 = runs.iter().map(|r| r.compiled).sum();
+        let changed = runs.iter().all(|r| r.digest != warm.digest && r.ran_cargo);
         Ok(Row {
-            scenario: "app-only change",
-            imgbuild: app.time,
+            scenario: "app-only change (median of 3)",
+            imgbuild: app_time,
             cargo: Some(cargo_app),
             target: "<= 1.10x cargo".into(),
-            met: ratio <= 1.1 && app.compiled == 0 && app.digest != warm.digest,
-            note: format!("{} dependency units compiled", app.compiled),
+            met: ratio <= 1.1 && compiled == 0 && changed,
+            note: format!("{compiled} dependency units compiled"),
         })
     }
 
@@ -452,22 +467,31 @@ fn print_table(project: &Path, units: u64, rows: &[Row]) -> bool {
     rows.iter().all(|r| r.met)
 }
 
-pub(crate) fn bench(root: &Path) -> Result<(), String> {
+/// `cargo xtask bench [--imgbuild PATH]`: with `--imgbuild`, that binary is measured instead of
+/// this checkout's (an A/B of two versions with the same scenarios).
+pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     let project = Project {
         dir: root.join("examples/axum-service"),
         bump: ("ryu", "1.0.23"),
     };
-    eprintln!("==> building imgbuild (release)");
-    let args = ["build", "--release", "--locked", "-p", "imgbuild-cli"];
-    timed(root, &cargo, &args, &[])?;
+    let img = match args {
+        [flag, path] if flag == "--imgbuild" => PathBuf::from(path),
+        [] => {
+            eprintln!("==> building imgbuild (release)");
+            let build = ["build", "--release", "--locked", "-p", "imgbuild-cli"];
+            timed(root, &cargo, &build, &[])?;
+            root.join("target/release/imgbuild")
+        }
+        _ => return Err("usage: cargo xtask bench [--imgbuild PATH]".into()),
+    };
     eprintln!("==> fetching {} (not timed)", project.dir.display());
     timed(&project.dir, &cargo, &["fetch", "--locked"], &[])?;
     let work = std::env::temp_dir().join(format!("imgbuild-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let bench = Bench {
         cargo,
-        img: root.join("target/release/imgbuild"),
+        img,
         cache: work.join("cache"),
         work,
         project,

@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1);
     let result = match task.as_deref() {
         Some("ci") => ci(),
-        Some("bench") => bench::bench(&root()),
+        Some("bench") => bench::bench(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("invariants") => check_invariants(&root()),
         Some("image") => image(&root(), std::env::args().skip(2).collect()),
         _ => Err(
