@@ -106,3 +106,58 @@ fn keys_are_per_binary_and_a_bump_is_explained() {
         explain.stdout
     );
 }
+
+/// Issue #12: the host's C compiler is a key input. A `cc` that reports another version (a
+/// wrapper script first on `PATH`) gives another dependency key, `plan --explain` names the
+/// line, and the build records it.
+#[test]
+fn another_c_compiler_is_another_key_and_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    imgbuild(&project, &cache, &["build"]).digest();
+    let before = imgbuild(&project, &cache, &["plan", "--explain"]);
+    assert!(before.status.success(), "{}", before.stderr);
+    let real_cc = tool("sh", &["-c", "command -v cc"]);
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = bin.join("cc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'cc (Imgbuild Test) 99.1.0'; exit 0; fi\nexec {} \"$@\"\n",
+            real_cc.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let after = imgbuild_env(&project, &cache, &["plan", "--explain"], &[("PATH", &path)]);
+    assert!(after.status.success(), "{}", after.stderr);
+    assert_ne!(
+        key_of(&after.stdout, "hello/hello"),
+        key_of(&before.stdout, "hello/hello"),
+        "another C compiler, another key"
+    );
+    assert!(
+        after
+            .stdout
+            .contains("+ machine cc cc: cc (Imgbuild Test) 99.1.0"),
+        "{}",
+        after.stdout
+    );
+    assert!(
+        after.stdout.contains("- machine cc cc: "),
+        "the old compiler line is named too: {}",
+        after.stdout
+    );
+    let inputs = imgbuild(&project, &cache, &["plan"]);
+    for line in [
+        "machine cc-target ",
+        "machine linker cc: ",
+        "machine libc glibc ",
+    ] {
+        assert!(inputs.stdout.contains(line), "{line}: {}", inputs.stdout);
+    }
+}

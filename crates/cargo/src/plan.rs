@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::lockfile::LockedPackage;
 
 /// Version of the key's text format; bump it whenever the text changes meaning.
-pub const KEY_FORMAT: &str = "imgbuild-dependency-key v1";
+pub const KEY_FORMAT: &str = "imgbuild-dependency-key v2";
 
 /// Environment variables that change how dependencies compile.
 pub const KEY_ENV_VARS: &[&str] = &[
@@ -101,6 +101,10 @@ pub struct KeyInputs<'a> {
     pub target: &'a str,
     /// `rustc -vV` output.
     pub rustc: &'a str,
+    /// What else the code is built with, one line each: the host's C compiler, linker and C
+    /// library (`machine …`, see [`crate::run::machine_lines`]), or the build environment's
+    /// digest (`build-env …`), which stands for all of them.
+    pub machine: &'a [String],
     /// `(name, value)` of the set [`KEY_ENV_VARS`] and `CARGO_PROFILE_*` variables (and those
     /// passed with `--pass-env`).
     pub env: &'a [(String, String)],
@@ -152,6 +156,7 @@ pub fn dependency_key(i: &KeyInputs<'_>) -> DependencyKey {
     for l in i.rustc.lines().map(str::trim).filter(|l| !l.is_empty()) {
         lines.push(format!("rustc {l}"));
     }
+    lines.extend(i.machine.iter().cloned());
     for (k, v) in i.env {
         lines.push(format!("env {k}={v}"));
     }
@@ -252,11 +257,26 @@ mod tests {
         m
     }
 
+    const MACHINE: &[&str] = &[
+        "machine cc cc: cc (Debian 12.2.0-14+deb12u1) 12.2.0",
+        "machine libc glibc 2.36",
+    ];
+
     fn key(
         tree: &[TreeEntry],
         lock: &BTreeMap<(String, String), LockedPackage>,
         env: &[(String, String)],
     ) -> DependencyKey {
+        key_on(tree, lock, env, MACHINE)
+    }
+
+    fn key_on(
+        tree: &[TreeEntry],
+        lock: &BTreeMap<(String, String), LockedPackage>,
+        env: &[(String, String)],
+        machine: &[&str],
+    ) -> DependencyKey {
+        let machine: Vec<String> = machine.iter().map(|l| l.to_string()).collect();
         let members =
             BTreeMap::from([("app".to_string(), vec!["dep serde ^1 normal".to_string()])]);
         dependency_key(&KeyInputs {
@@ -267,6 +287,7 @@ mod tests {
             profile_settings: "[profile.release]\nlto = true\n",
             target: "x86_64-unknown-linux-gnu",
             rustc: "rustc 1.95.0\nhost: x86_64-unknown-linux-gnu\n",
+            machine: &machine,
             env,
             network_allowed: false,
         })
@@ -321,6 +342,28 @@ mod tests {
         assert!(
             base.inputs
                 .contains(&"profile-setting lto = true".to_string())
+        );
+    }
+
+    #[test]
+    fn another_c_compiler_or_libc_is_another_key_and_explain_names_it() {
+        let base = key(&parse_tree(TREE), &lock(), &[]);
+        let newer = key_on(
+            &parse_tree(TREE),
+            &lock(),
+            &[],
+            &[
+                "machine cc cc: cc (Debian 14.2.0-19) 14.2.0",
+                "machine libc glibc 2.36",
+            ],
+        );
+        assert_ne!(base.key, newer.key);
+        assert_eq!(
+            explain(&base.inputs, &newer.inputs),
+            [
+                "- machine cc cc: cc (Debian 12.2.0-14+deb12u1) 12.2.0",
+                "+ machine cc cc: cc (Debian 14.2.0-19) 14.2.0",
+            ]
         );
     }
 

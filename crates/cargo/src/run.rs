@@ -17,8 +17,10 @@ use crate::workspace::BinaryTarget;
 use crate::{Error, Result};
 
 mod compile;
+mod machine;
 
 pub use compile::{BuildOutcome, BuildRequest, Monitor, Silent, Unit, UnitProgress, build};
+pub use machine::{MachineTools, machine_lines};
 
 /// Where paths are remapped to inside compiled output (panic messages, debug info), so that
 /// the same project built in two folders gives the same bytes.

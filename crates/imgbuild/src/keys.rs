@@ -40,6 +40,7 @@ pub(crate) struct KeyContext {
     profile: String,
     network_allowed: bool,
     rustc: String,
+    machine: Vec<String>,
     triple: String,
     lock: BTreeMap<(String, String), LockedPackage>,
     profile_settings: String,
@@ -48,16 +49,19 @@ pub(crate) struct KeyContext {
 }
 
 impl KeyContext {
-    /// Runs `rustc -vV`, reads Cargo.lock, the root manifest's profiles and the environment.
+    /// Runs `rustc -vV` and the machine probes (C compiler, linker, libc), reads Cargo.lock, the root manifest's profiles and the environment.
     pub(crate) fn gather(cx: &Context<'_>) -> Result<Self> {
         let read =
             |path: &Path| std::fs::read_to_string(path).map_err(crate::io_err("reading", path));
         let rustc = run::rustc_version()?;
+        let triple = run::host_triple(&rustc).unwrap_or_else(|| "unknown".into());
+        let tools = run::MachineTools::from_env(&|k| cx.env.get(k).map(String::from), &triple);
         let workspace = &cx.workspace;
         Ok(Self {
             profile: cx.options.profile.clone(),
             network_allowed: cx.options.allow_network,
-            triple: run::host_triple(&rustc).unwrap_or_else(|| "unknown".into()),
+            machine: run::machine_lines(&tools),
+            triple,
             rustc,
             lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
             profile_settings: profile_sections(&read(&workspace.root_manifest)?),
@@ -86,6 +90,7 @@ impl KeyContext {
             profile_settings: &self.profile_settings,
             target: &self.triple,
             rustc: &self.rustc,
+            machine: &self.machine,
             env: &self.env,
             network_allowed: self.network_allowed,
         })

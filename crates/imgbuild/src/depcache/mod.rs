@@ -144,15 +144,23 @@ pub(crate) fn find(store: &Layout, key: &str) -> Result<Option<Entry>> {
     read_entry(store, &desc).map(Some)
 }
 
-/// The lines that must be equal for an entry to be worth restoring: the toolchain, target and
-/// profile. Entries that differ there share no compiled unit.
+/// The lines that must be equal for an entry to be worth restoring: the toolchain (rustc, and
+/// the machine's C compiler, linker and libc or the build environment), target and profile.
+/// Entries that differ there share no compiled unit, or would mix code from two toolchains.
 fn toolchain_lines(inputs: &[String]) -> Vec<&String> {
     inputs
         .iter()
         .filter(|l| {
-            ["rustc ", "target ", "profile ", "env "]
-                .iter()
-                .any(|p| l.starts_with(p))
+            [
+                "rustc ",
+                "machine ",
+                "build-env ",
+                "target ",
+                "profile ",
+                "env ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
         })
         .collect()
 }
