@@ -7,7 +7,9 @@
 //! - [`media`]: layer media types as a closed set, and the one decoder from a layer blob to its tar;
 //! - [`layout`]: the OCI image layout on disk (content-addressed blobs, `index.json`, tags);
 //! - [`archive`]: single-file exports (`oci-archive`, `docker-archive`);
-//! - [`snapshot`]: host files (modes and mtimes kept) as tar+zstd layers, restored verified.
+//! - [`snapshot`]: host files (modes and mtimes kept) as tar+zstd layers, restored verified;
+//! - [`unpack`]: an image's layers unpacked into a directory (a sandbox's root filesystem),
+//!   whiteouts applied, staged and renamed, nothing written outside it or through a symlink.
 //!
 //! The spec types themselves come from [`oci_spec`], re-exported as [`spec`].
 
@@ -18,6 +20,7 @@ pub mod layer;
 pub mod layout;
 pub mod media;
 pub mod snapshot;
+pub mod unpack;
 
 pub use oci_spec::OciSpecError;
 pub use oci_spec::image as spec;
@@ -94,6 +97,17 @@ pub enum Error {
     UnknownLayerMediaType {
         /// The media type found.
         media_type: String,
+    },
+    /// A layer could not be unpacked ([`unpack`]); `source` says which entry or read failed.
+    #[error("unpacking layer {index} ({name}): {source}")]
+    UnpackFailed {
+        /// The layer's position, 0 for the bottom layer.
+        index: usize,
+        /// What the caller calls the layer (its blob's path or digest).
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
     /// A layer entry is not acceptable (absolute escape, bad path, ...).
     #[error("invalid layer entry {path:?}: {reason}")]
