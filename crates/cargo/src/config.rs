@@ -5,6 +5,7 @@
 //! name = "hello"                     # image name (default: the binary's name)
 //! tag = "latest"
 //! base = "gcr.io/distroless/cc-debian12@sha256:…"   # default: "scratch" (no base)
+//! build-env = "registry.example/rust-env@sha256:…"  # compile inside this image (default: the host)
 //! entrypoint = ["/app/hello"]        # default: ["/app/<binary>"]
 //! cmd = ["--port", "8080"]
 //! env = { RUST_LOG = "info" }
@@ -39,6 +40,9 @@ pub struct ImageConfig {
     pub tag: Option<String>,
     /// Base image reference; `"scratch"` (or none) for no base.
     pub base: Option<String>,
+    /// The build environment: an image whose toolchain compiles the binary (a registry
+    /// reference, `oci:DIR[:TAG]`, or a name in the local store); `None`: the host's.
+    pub build_env: Option<String>,
     /// Entrypoint (argv).
     pub entrypoint: Option<Vec<String>>,
     /// Default arguments.
@@ -75,6 +79,8 @@ struct Table {
     name: Option<String>,
     tag: Option<String>,
     base: Option<String>,
+    #[serde(rename = "build-env")]
+    build_env: Option<String>,
     entrypoint: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
@@ -172,6 +178,13 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
             "base = {base:?}: give an image reference such as \"debian:12-slim\" or \"scratch\""
         )));
     }
+    if let Some(env) = &table.build_env
+        && (env.trim().is_empty() || env.contains(char::is_whitespace))
+    {
+        return Err(origin.err(format!(
+            "build-env = {env:?}: give an image reference such as \"registry.example/rust@sha256:…\" or \"oci:DIR:TAG\""
+        )));
+    }
     if let Some(name) = &table.name {
         validate_name(name).map_err(|m| origin.err(format!("name = {name:?}: {m}")))?;
     }
@@ -229,6 +242,7 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
         name: table.name,
         tag: table.tag,
         base: table.base,
+        build_env: table.build_env,
         entrypoint: table.entrypoint,
         cmd: table.cmd,
         env,
@@ -326,6 +340,42 @@ pub fn validate_tag(tag: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// The `build-env` values a Cargo.toml's text declares, read before cargo can run (cargo
+/// itself may come from the build environment): `(package, workspace)` from
+/// `[package.metadata.imgbuild]` and `[workspace.metadata.imgbuild]`. A pure line scan that
+/// understands `build-env = "…"` under those headers; the value cargo later reports is
+/// compared with it, so another spelling is an error, never a silent difference.
+pub fn scan_build_env(manifest: &str) -> (Option<String>, Option<String>) {
+    let (mut package, mut workspace) = (None, None);
+    let mut section = "";
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = match line {
+                "[package.metadata.imgbuild]" => "package",
+                "[workspace.metadata.imgbuild]" => "workspace",
+                _ => "",
+            };
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("build-env") else {
+            continue;
+        };
+        let Some(value) = rest.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let value = value.split('#').next().unwrap_or_default().trim();
+        let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+            continue;
+        };
+        match section {
+            "package" => package = Some(value.to_string()),
+            "workspace" => workspace = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    (package, workspace)
+}
+
 impl ImageConfig {
     /// The base image reference, unless it is `scratch` or unset.
     pub fn base_image(&self) -> Option<&str> {
@@ -340,6 +390,7 @@ impl ImageConfig {
         self.name = pick(self.name, over.name);
         self.tag = pick(self.tag, over.tag);
         self.base = pick(self.base, over.base);
+        self.build_env = pick(self.build_env, over.build_env);
         self.entrypoint = pick(self.entrypoint, over.entrypoint);
         self.cmd = pick(self.cmd, over.cmd);
         self.env.extend(over.env);
@@ -366,6 +417,19 @@ mod tests {
 
     fn parse(v: Value, bin: Option<&str>) -> Result<ImageConfig> {
         parse_table(&v, &origin(), bin)
+    }
+
+    #[test]
+    fn build_env_is_found_before_cargo_runs() {
+        let text = "[package]\nname = \"x\"\n\n[package.metadata.imgbuild]\nbuild-env = \"reg/env@sha256:ab\"  # pinned\n\n[workspace.metadata.imgbuild]\nbuild-env = \"oci:/envs:1\"\n[dependencies]\nbuild-env = \"not this\"\n";
+        assert_eq!(
+            scan_build_env(text),
+            (
+                Some("reg/env@sha256:ab".to_string()),
+                Some("oci:/envs:1".to_string())
+            )
+        );
+        assert_eq!(scan_build_env("[package]\nname = \"x\"\n"), (None, None));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub const TOOLCHAIN_VARS: &[&str] = &[
     "CARGO_TERM_COLOR",
 ];
 
+/// Toolchain variables that name the host's tools: inside a build environment the
+/// environment's own values (its image config's `ENV`) stand instead.
+pub const HOST_TOOLCHAIN_VARS: &[&str] = &["PATH", "RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"];
+
 /// What the compile environment is made of.
 #[derive(Debug, Clone)]
 pub struct CompileEnv<'a> {
@@ -47,6 +51,9 @@ pub struct CompileEnv<'a> {
     pub rustup_home: Option<&'a Path>,
     /// The build's `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: u64,
+    /// Inside a build environment: the variables its commands start from (the image's `ENV`);
+    /// the caller's [`HOST_TOOLCHAIN_VARS`] are then left out.
+    pub environment: Option<&'a [(String, String)]>,
 }
 
 /// Whether a caller variable passes into the compile step.
@@ -91,12 +98,15 @@ pub fn stable_value(
 
 /// The compile step's whole environment, sorted by name.
 pub fn compile_env(c: &CompileEnv<'_>) -> Vec<(String, String)> {
-    let mut env: std::collections::BTreeMap<String, String> = c
-        .caller
-        .iter()
-        .filter(|(k, _)| passes(k, c.pass))
-        .cloned()
-        .collect();
+    let mut env: std::collections::BTreeMap<String, String> =
+        c.environment.unwrap_or_default().iter().cloned().collect();
+    env.extend(
+        c.caller
+            .iter()
+            .filter(|(k, _)| passes(k, c.pass))
+            .filter(|(k, _)| c.environment.is_none() || !HOST_TOOLCHAIN_VARS.contains(&k.as_str()))
+            .cloned(),
+    );
     let path = |p: &Path| p.to_string_lossy().into_owned();
     env.insert("HOME".into(), path(c.home));
     env.insert("TMPDIR".into(), path(c.tmp));
@@ -136,6 +146,7 @@ mod tests {
             cargo_home: Path::new("/home/me/.cargo"),
             rustup_home: None,
             source_date_epoch: 7,
+            environment: None,
         });
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH"), Some("/usr/bin"));
@@ -164,5 +175,30 @@ mod tests {
             );
         }
         assert_eq!(stable_value("HOME", &lookup, &pass, 7), None);
+
+        // Inside a build environment its PATH stands; the caller's other choices pass.
+        let image = [
+            (
+                "PATH".to_string(),
+                "/usr/local/cargo/bin:/usr/bin".to_string(),
+            ),
+            ("RUSTUP_HOME".to_string(), "/usr/local/rustup".to_string()),
+        ];
+        let inside = compile_env(&CompileEnv {
+            caller: &caller,
+            pass: &[],
+            home: Path::new("/h"),
+            tmp: Path::new("/t"),
+            cargo_home: Path::new("/home/me/.cargo"),
+            rustup_home: None,
+            source_date_epoch: 7,
+            environment: Some(&image),
+        });
+        let get = |k: &str| inside.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some("/usr/local/cargo/bin:/usr/bin"));
+        assert_eq!(get("RUSTUP_HOME"), Some("/usr/local/rustup"));
+        assert_eq!(get("RUSTFLAGS"), Some("-Copt-level=2"));
+        assert_eq!(get("CARGO_HOME"), Some("/home/me/.cargo"));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), None);
     }
 }

@@ -18,9 +18,11 @@ use crate::{Error, Result};
 
 mod compile;
 mod machine;
+mod toolchain;
 
 pub use compile::{BuildOutcome, BuildRequest, Monitor, Silent, Unit, UnitProgress, build};
 pub use machine::{MachineTools, machine_lines};
+pub use toolchain::{EnvironmentRoot, Network, Program, Toolchain};
 
 /// Where paths are remapped to inside compiled output (panic messages, debug info), so that
 /// the same project built in two folders gives the same bytes.
@@ -140,6 +142,12 @@ pub fn manifest_path(given: Option<&Path>) -> Result<PathBuf> {
             source,
         })?,
     };
+    // Absolute: a build environment runs cargo from another directory.
+    let path = std::path::absolute(&path).map_err(|source| Error::Io {
+        action: "resolving the path",
+        path: path.clone(),
+        source,
+    })?;
     if path.is_dir() {
         // cargo searches parents for a manifest when started in a directory.
         let mut dir = Some(path.as_path());
@@ -159,8 +167,12 @@ pub fn manifest_path(given: Option<&Path>) -> Result<PathBuf> {
 
 /// Runs `cargo metadata --locked` on `manifest` and parses it. A missing or stale Cargo.lock
 /// gives [`Error::LockfileMissing`] or [`Error::LockfileStale`].
-pub fn metadata(manifest: &Path, wrapper: &WrapperScript) -> Result<Metadata> {
-    let mut cmd = Command::new(cargo_program());
+pub fn metadata(
+    manifest: &Path,
+    wrapper: &WrapperScript,
+    toolchain: &Toolchain,
+) -> Result<Metadata> {
+    let mut cmd = toolchain.command(Program::Cargo, Network::Off);
     cmd.args([
         "metadata",
         "--format-version",
@@ -169,14 +181,14 @@ pub fn metadata(manifest: &Path, wrapper: &WrapperScript) -> Result<Metadata> {
         "--manifest-path",
     ])
     .arg(manifest);
-    wrapper.apply(&mut cmd);
+    wrapper.apply(&mut cmd, toolchain);
     let output = capture(&mut cmd, "reading the workspace")?;
     if output.status.success() {
         return serde_json::from_slice(&output.stdout).map_err(Error::MetadataFormat);
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if stderr.contains("--locked") || stderr.contains("lock file") {
-        let root = workspace_root(manifest)
+        let root = workspace_root(manifest, toolchain)
             .unwrap_or_else(|| manifest.parent().unwrap_or(Path::new(".")).to_path_buf());
         let lockfile = root.join("Cargo.lock");
         if !lockfile.exists() {
@@ -202,8 +214,9 @@ pub fn metadata(manifest: &Path, wrapper: &WrapperScript) -> Result<Metadata> {
     })
 }
 
-fn workspace_root(manifest: &Path) -> Option<PathBuf> {
-    let output = Command::new(cargo_program())
+fn workspace_root(manifest: &Path, toolchain: &Toolchain) -> Option<PathBuf> {
+    let output = toolchain
+        .command(Program::Cargo, Network::Off)
         .args([
             "locate-project",
             "--workspace",
@@ -241,8 +254,11 @@ impl WrapperScript {
         &self.0
     }
 
-    fn apply(&self, cmd: &mut Command) {
-        if let Some(inner) = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
+    /// Sets the wrapper on `cmd`. The caller's own `RUSTC_WRAPPER` (sccache, say) runs inside
+    /// it on the host; a build environment has only its own tools, so there it is left out.
+    fn apply(&self, cmd: &mut Command, toolchain: &Toolchain) {
+        let inner = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty());
+        if let Some(inner) = inner.filter(|_| !toolchain.is_environment()) {
             cmd.env("IMGBUILD_INNER_WRAPPER", inner);
         } else {
             cmd.env_remove("IMGBUILD_INNER_WRAPPER");
@@ -269,8 +285,8 @@ impl Wrapper {
         }
     }
 
-    fn apply(&self, cmd: &mut Command) {
-        self.script.apply(cmd);
+    fn apply(&self, cmd: &mut Command, toolchain: &Toolchain) {
+        self.script.apply(cmd, toolchain);
         cmd.env("IMGBUILD_REMAP_WORKSPACE", &self.workspace_root)
             .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
             .env("IMGBUILD_REMAP_TARGET", &self.build_dir);
@@ -407,10 +423,31 @@ pub fn missing_downloads(
 }
 
 /// `cargo fetch --locked` for the host target, with the caller's environment (proxies, CAs and
-/// registry settings are what it needs). Cargo's progress goes to stderr.
-pub fn fetch(manifest: &Path, triple: &str) -> Result<()> {
+/// registry settings are what it needs). Cargo's progress goes to stderr. With a build
+/// environment the host's cargo fetches when the host has one (it only downloads); otherwise
+/// the environment's, with network.
+pub fn fetch(manifest: &Path, triple: &str, toolchain: &Toolchain) -> Result<()> {
     let program = cargo_program();
-    let status = Command::new(&program)
+    let host_has_cargo = std::env::var_os("CARGO").is_some() || find_program("cargo").is_some();
+    let mut cmd = if host_has_cargo {
+        Command::new(&program)
+    } else {
+        let mut cmd = toolchain.command(Program::Cargo, Network::On);
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+        ] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        cmd
+    };
+    let status = cmd
         .args(["fetch", "--locked", "--target", triple, "--manifest-path"])
         .arg(manifest)
         .stdin(Stdio::null())
@@ -489,16 +526,21 @@ pub fn git_commit_time(dir: &Path) -> Option<u64> {
     git(dir, &["log", "-1", "--format=%ct"])?.parse().ok()
 }
 
+/// The top directory of the git checkout holding `dir`.
+pub fn git_toplevel(dir: &Path) -> Option<PathBuf> {
+    git(dir, &["rev-parse", "--show-toplevel"]).map(PathBuf::from)
+}
+
 /// The commit id of `HEAD` in the git repository holding `dir`.
 pub fn git_revision(dir: &Path) -> Option<String> {
     git(dir, &["rev-parse", "HEAD"])
 }
 
-/// `rustc -vV` (of `$RUSTC`, else `rustc`), a dependency-key input.
-pub fn rustc_version() -> Result<String> {
-    let program = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+/// `rustc -vV` (of `$RUSTC`, else `rustc`, or the build environment's), a dependency-key
+/// input.
+pub fn rustc_version(toolchain: &Toolchain) -> Result<String> {
     checked_stdout(
-        Command::new(program).arg("-vV"),
+        toolchain.command(Program::Rustc, Network::Off).arg("-vV"),
         "reading the compiler version",
     )
 }
@@ -519,8 +561,9 @@ pub fn dependency_tree(
     triple: Option<&str>,
     features: Features<'_>,
     wrapper: &Wrapper,
+    toolchain: &Toolchain,
 ) -> Result<String> {
-    let mut cmd = Command::new(cargo_program());
+    let mut cmd = toolchain.command(Program::Cargo, Network::Off);
     cmd.args([
         "tree",
         "--locked",
@@ -537,6 +580,6 @@ pub fn dependency_tree(
         cmd.args(["--target", triple]);
     }
     features.apply(&mut cmd);
-    wrapper.apply(&mut cmd);
+    wrapper.apply(&mut cmd, toolchain);
     checked_stdout(&mut cmd, "resolving the dependency tree")
 }

@@ -116,6 +116,10 @@ pub(crate) struct Selection {
     /// Cache directory holding the local store.
     #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
+    /// Compile inside this build-environment image (registry reference, oci:DIR[:TAG] or a
+    /// name in the local store; pin it with @sha256:…); default: the host's toolchain.
+    #[arg(long, env = "IMGBUILD_BUILD_ENV", value_name = "REF")]
+    pub(crate) build_env: Option<String>,
     /// Output format for stdout.
     #[arg(long, value_enum, default_value = "human")]
     pub(crate) message_format: MessageFormat,
@@ -130,6 +134,7 @@ impl Selection {
         options.package = self.package;
         options.bin = self.bin;
         options.profile = self.profile;
+        options.build_env = self.build_env;
         options.features = imgbuild::FeatureSelection::from_flags(
             self.features,
             self.all_features,

@@ -159,6 +159,9 @@ impl Reporter for Human<'_> {
                 "Base",
                 &format!("{reference} {} ({layers} layers)", short(digest)),
             ),
+            Event::BuildEnvResolved { reference, digest } => {
+                self.status("Environment", &format!("{reference} {}", short(digest)))
+            }
             Event::CacheUnusable { key, message } => self.console.warning(&format!(
                 "cache entry {} not usable, treated as a miss: {message}",
                 &key[..12]

@@ -84,7 +84,7 @@ fn write_record(cache: &CacheDir, reference: &str, digest: &str) -> Result<()> {
 }
 
 /// The manifest of the base image `digest` when the store has it and every blob it names.
-fn in_store(store: &Layout, digest: &str) -> Option<Descriptor> {
+pub(crate) fn in_store(store: &Layout, digest: &str) -> Option<Descriptor> {
     let d: imgbuild_oci::spec::Digest = digest.parse().ok()?;
     let bytes = store.read_blob(&d).ok()?;
     let m: ImageManifest = serde_json::from_slice(&bytes).ok()?;
@@ -96,7 +96,7 @@ fn in_store(store: &Layout, digest: &str) -> Option<Descriptor> {
 
 /// Pulls `text` (the host platform's image of an index) into the store; when the registry
 /// cannot be reached, falls back to the digest it last resolved to, with a warning.
-fn pull(
+pub(crate) fn pull(
     store: &Layout,
     text: &str,
     reference: &Reference,

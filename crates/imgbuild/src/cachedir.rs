@@ -110,6 +110,11 @@ impl CacheDir {
         (self.root.join("registries"), format!("{name}.json"))
     }
 
+    /// Unpacked build environments, one directory per image digest (hex).
+    pub(crate) fn build_envs(&self) -> PathBuf {
+        self.root.join("build-envs")
+    }
+
     /// The parent of builds' private HOME and TMPDIR directories.
     pub(crate) fn sandbox(&self) -> PathBuf {
         self.root.join("sandbox")

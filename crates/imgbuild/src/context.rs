@@ -14,7 +14,9 @@ use imgbuild_cargo::run;
 use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
 
 use crate::Result;
+use crate::buildenv::{self, BuildEnv};
 use crate::cachedir::CacheDir;
+use crate::event::Reporter;
 use crate::options::BuildOptions;
 
 /// The process environment, read once. Everything downstream asks this snapshot, never
@@ -98,6 +100,10 @@ pub(crate) struct Context<'a> {
     pub(crate) epoch: u64,
     /// The checkout's git revision, if it is a git checkout.
     pub(crate) revision: Option<String>,
+    /// The build environment, when one is configured.
+    pub(crate) build_env: Option<BuildEnv>,
+    /// Where cargo and rustc run: the host, or inside the build environment.
+    pub(crate) toolchain: run::Toolchain,
 }
 
 impl Context<'_> {
@@ -117,13 +123,31 @@ impl Context<'_> {
     }
 }
 
-/// Reads the workspace and selects the binaries `options` name.
-pub(crate) fn prepare(options: &BuildOptions, scope: Scope) -> Result<Context<'_>> {
+/// Reads the workspace and selects the binaries `options` name. A build environment is
+/// resolved first: `cargo metadata` already runs in it.
+pub(crate) fn prepare<'a>(
+    options: &'a BuildOptions,
+    scope: Scope,
+    reporter: &dyn Reporter,
+) -> Result<Context<'a>> {
     let cache = options.cache_dir.clone();
     let env = Env::capture();
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
     let script = run::WrapperScript::install(&cache.tools())?;
-    let metadata = run::metadata(&manifest_path, &script)?;
+    let build_env = match (
+        &options.resolved_env,
+        buildenv::declared(options, &manifest_path)?,
+    ) {
+        (Some(resolved), _) => Some(resolved.clone()),
+        (None, Some(reference)) => Some(buildenv::resolve(&reference, options, &cache, reporter)?),
+        (None, None) => None,
+    };
+    let project = buildenv::project_root(&manifest_path);
+    let mut toolchain = match &build_env {
+        Some(b) => buildenv::toolchain(b, &env, &cache, &[&project])?,
+        None => run::Toolchain::Host,
+    };
+    let metadata = run::metadata(&manifest_path, &script, &toolchain)?;
     let mut workspace = Workspace::new(&metadata);
     let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
     let package_dirs = metadata
@@ -166,6 +190,15 @@ pub(crate) fn prepare(options: &BuildOptions, scope: Scope) -> Result<Context<'_
         let revision = run::git_revision(&workspace.root);
         (join(time), revision)
     });
+    buildenv::check_selected(build_env.as_ref(), options, &selected)?;
+    if let Some(b) = &build_env {
+        toolchain = buildenv::toolchain(
+            b,
+            &env,
+            &cache,
+            &[&project, &workspace.target_dir, &workspace.build_dir],
+        )?;
+    }
     let wrapper = run::Wrapper::new(script, &workspace.root, &workspace.build_dir);
     Ok(Context {
         options,
@@ -180,6 +213,8 @@ pub(crate) fn prepare(options: &BuildOptions, scope: Scope) -> Result<Context<'_
         selected,
         epoch: options.source_date_epoch.or(git_time).unwrap_or(0),
         revision,
+        build_env,
+        toolchain,
     })
 }
 

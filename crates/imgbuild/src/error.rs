@@ -66,6 +66,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A build environment cannot be used.
+    #[error("build environment {reference}: {reason}")]
+    BuildEnv {
+        /// The reference as configured.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
     /// The base image's glibc is older than the binary needs.
     #[error("base image {reference} has glibc up to {newest}, but {binary} needs {}; use a newer base image, build on a system with an older glibc, or link statically (--target x86_64-unknown-linux-musl)", missing.join(", "))]
     GlibcTooOld {

@@ -112,6 +112,13 @@ pub enum Event {
         /// Its number of layers.
         layers: usize,
     },
+    /// The build environment is in the local store and unpacked: cargo and rustc run in it.
+    BuildEnvResolved {
+        /// The reference as configured.
+        reference: String,
+        /// Its manifest digest.
+        digest: String,
+    },
     /// The app cache (zero-work rebuilds) was looked up, or a new entry stored.
     AppCache {
         /// The app key (or, when no record exists yet, the static key).

@@ -53,14 +53,22 @@ impl KeyContext {
     pub(crate) fn gather(cx: &Context<'_>) -> Result<Self> {
         let read =
             |path: &Path| std::fs::read_to_string(path).map_err(crate::io_err("reading", path));
-        let rustc = run::rustc_version()?;
+        let rustc = run::rustc_version(&cx.toolchain)?;
         let triple = run::host_triple(&rustc).unwrap_or_else(|| "unknown".into());
-        let tools = run::MachineTools::from_env(&|k| cx.env.get(k).map(String::from), &triple);
+        // A build environment's digest stands for its C toolchain and libc; on the host they
+        // are probed.
+        let machine = match &cx.build_env {
+            Some(env) => vec![env.key_line()],
+            None => run::machine_lines(&run::MachineTools::from_env(
+                &|k| cx.env.get(k).map(String::from),
+                &triple,
+            )),
+        };
         let workspace = &cx.workspace;
         Ok(Self {
             profile: cx.options.profile.clone(),
             network_allowed: cx.options.allow_network,
-            machine: run::machine_lines(&tools),
+            machine,
             triple,
             rustc,
             lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
@@ -104,6 +112,7 @@ pub(crate) fn tree(cx: &Context<'_>, target: &BinaryTarget) -> Result<String> {
         None,
         cx.options.cargo_features(),
         &cx.wrapper,
+        &cx.toolchain,
     )?)
 }
 

@@ -55,6 +55,7 @@ mod appcache;
 mod base;
 mod basefs;
 mod build;
+mod buildenv;
 mod cachedir;
 mod closure;
 mod context;

@@ -125,6 +125,12 @@ pub struct BuildOptions {
     /// Caller variables passed to the compile step besides the built-in allowlist (they are
     /// dependency-key inputs too).
     pub pass_env: Vec<String>,
+    /// The build environment (`--build-env`): an image whose toolchain compiles the binary,
+    /// entered with bubblewrap. `None`: the `build-env` of the metadata tables, else the host.
+    pub build_env: Option<String>,
+    /// A build environment already resolved (by `verify`, for its two builds, so that the
+    /// copies neither pull nor unpack it again).
+    pub(crate) resolved_env: Option<crate::buildenv::BuildEnv>,
 }
 
 impl BuildOptions {
@@ -147,6 +153,8 @@ impl BuildOptions {
             allow_network: false,
             pass_env: Vec::new(),
             target_dir: None,
+            build_env: None,
+            resolved_env: None,
         }
     }
 
@@ -195,6 +203,13 @@ impl BuildOptions {
     /// The registry repository that shares cache entries between machines.
     pub fn cache_repo(mut self, repository: imgbuild_registry::Reference) -> Self {
         self.cache_repo = Some(repository);
+        self
+    }
+
+    /// Compiles inside this build environment (a registry reference, `oci:DIR[:TAG]`, or a
+    /// name in the local store).
+    pub fn build_env(mut self, reference: impl Into<String>) -> Self {
+        self.build_env = Some(reference.into());
         self
     }
 

@@ -59,7 +59,7 @@ pub struct BinaryPlan {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
-    let cx = context::prepare(options, Scope::All)?;
+    let cx = context::prepare(options, Scope::All, &crate::event::Silent)?;
     let keys = KeyContext::gather(&cx)?;
     // Cargo resolves dependencies per package: binaries of one package share its key.
     let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();

@@ -1,6 +1,7 @@
 //! The minimal root filesystem layer: users, groups, `/tmp`, and CA certificates.
 //!
-//! Reads one host file: the CA bundle, when the build host has one.
+//! Reads one file of the build's root filesystem (the host's, or the build environment's):
+//! the CA bundle, when it has one.
 
 use std::path::{Path, PathBuf};
 
@@ -14,18 +15,18 @@ pub(crate) const NONROOT_UID: u32 = 65532;
 /// Where the CA bundle goes in the image (the path most TLS stacks look at first).
 pub(crate) const CA_BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Host CA bundles, in the order they are looked for.
-const HOST_CA_BUNDLES: &[&str] = &[
+/// CA bundles, in the order they are looked for.
+const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
 ];
 
-/// The first CA bundle found on the build host.
-pub(crate) fn host_ca_bundle() -> Option<PathBuf> {
-    HOST_CA_BUNDLES
+/// The first CA bundle found in the root filesystem `root` (`/` for the host), as a host path.
+pub(crate) fn ca_bundle(root: &Path) -> Option<PathBuf> {
+    CA_BUNDLES
         .iter()
-        .map(PathBuf::from)
+        .filter_map(|p| crate::closure::resolve_in_root(root, Path::new(p)))
         .find(|p| p.is_file())
 }
 

@@ -214,7 +214,7 @@ fn build_twice(
     tmp: &Path,
     reporter: &dyn Reporter,
 ) -> Result<[BuiltImage; 2]> {
-    let cx = context::prepare(options, Scope::One)?;
+    let cx = context::prepare(options, Scope::One, reporter)?;
     let workspace = &cx.workspace;
     let relative = cx
         .manifest_path
@@ -236,6 +236,7 @@ fn build_twice(
         o.outputs.clear();
         o.cache = CacheMode::Off;
         o.cache_repo = None;
+        o.resolved_env = cx.build_env.clone();
         build(&o, reporter)
     };
     Ok([build_in(0, &roots[0])?, build_in(1, &roots[1])?])

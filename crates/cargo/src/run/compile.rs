@@ -14,7 +14,9 @@ use std::sync::mpsc;
 
 use cargo_metadata::{Message, TargetKind};
 
-use super::{Features, Isolation, Sandbox, Wrapper, cargo_program, spawn_err};
+use super::{
+    Features, Isolation, Network, Program, Sandbox, Toolchain, Wrapper, cargo_program, spawn_err,
+};
 use crate::workspace::BinaryTarget;
 use crate::{Error, Result};
 
@@ -29,6 +31,9 @@ pub struct BuildRequest<'a> {
     pub features: Features<'a>,
     /// The rustc wrapper (remaps the workspace, cargo home and build dir).
     pub wrapper: &'a Wrapper,
+    /// Where cargo runs: the host, or a build environment (which is then also the network
+    /// sandbox: `isolation.sandbox` is not used).
+    pub toolchain: &'a Toolchain,
     /// Hermetic settings: `--offline`, the allowlisted environment, the sandbox. `None`: the
     /// caller's environment, network allowed.
     pub isolation: Option<Isolation<'a>>,
@@ -164,13 +169,20 @@ fn command(req: &BuildRequest<'_>, program: &std::ffi::OsStr, monitor: &dyn Moni
         .as_ref()
         .and_then(|i| i.sandbox)
         .and_then(Sandbox::prefix);
-    let mut cmd = match &prefix {
-        Some((sandbox, args)) => {
+    let mut cmd = match (req.toolchain, &prefix) {
+        (Toolchain::Environment(_), _) => {
+            let network = match req.isolation.as_ref().and_then(|i| i.sandbox) {
+                Some(_) => Network::Off,
+                None => Network::On,
+            };
+            req.toolchain.command(Program::Cargo, network)
+        }
+        (Toolchain::Host, Some((sandbox, args))) => {
             let mut c = Command::new(sandbox);
             c.args(args).arg(program);
             c
         }
-        None => Command::new(program),
+        (Toolchain::Host, None) => Command::new(program),
     };
     cmd.args([
         "build",
@@ -189,7 +201,7 @@ fn command(req: &BuildRequest<'_>, program: &std::ffi::OsStr, monitor: &dyn Moni
         cmd.env_clear();
         cmd.envs(isolation.env.iter().map(|(k, v)| (k, v)));
     }
-    req.wrapper.apply(&mut cmd);
+    req.wrapper.apply(&mut cmd, req.toolchain);
     let stderr = if monitor.relay_stderr() {
         Stdio::piped()
     } else {

@@ -36,6 +36,10 @@ pub(crate) fn assemble(cx: &Context<'_>, s: &Setup, layers: Layers) -> Result<St
             "false: built with --allow-network".into(),
         );
     }
+    if let Some(env) = &cx.build_env {
+        annotations.insert("dev.imgbuild.build-env.name".into(), env.reference.clone());
+        annotations.insert("dev.imgbuild.build-env.digest".into(), env.digest.clone());
+    }
     if let Some(b) = &s.base {
         annotations.insert(
             "org.opencontainers.image.base.name".into(),

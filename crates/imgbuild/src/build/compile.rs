@@ -27,12 +27,22 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
     let target = &cx.one().target;
     // Downloads happen here, with the caller's network settings; the compile is offline.
     if run::missing_downloads(s.keys.lock()) {
-        run::fetch(&target.package.manifest_path, s.keys.triple())?;
+        run::fetch(
+            &target.package.manifest_path,
+            s.keys.triple(),
+            &cx.toolchain,
+        )?;
     }
-    let sandbox = isolation(options.allow_network, reporter);
+    let sandbox = match &cx.toolchain {
+        run::Toolchain::Environment(_) => environment_isolation(options.allow_network, reporter),
+        run::Toolchain::Host => isolation(options.allow_network, reporter),
+    };
     let private = crate::hermetic::PrivateDirs::create(&cx.cache)?;
     let caller = caller_env(cx);
-    let rustup_home = cx.env.rustup_home();
+    let rustup_home = cx
+        .env
+        .rustup_home()
+        .filter(|_| !cx.toolchain.is_environment());
     let compile_env =
         imgbuild_cargo::hermetic::compile_env(&imgbuild_cargo::hermetic::CompileEnv {
             caller: &caller,
@@ -42,12 +52,14 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
             cargo_home: &run::cargo_home(),
             rustup_home: rustup_home.as_deref(),
             source_date_epoch: cx.epoch,
+            environment: cx.toolchain.base_env(),
         });
     let outcome = run::build(&run::BuildRequest {
         target,
         profile: &options.profile,
         features: options.cargo_features(),
         wrapper: &cx.wrapper,
+        toolchain: &cx.toolchain,
         isolation: Some(run::Isolation {
             env: &compile_env,
             sandbox: sandbox.as_ref(),
@@ -90,6 +102,21 @@ fn caller_env(cx: &Context<'_>) -> Vec<(String, String)> {
         ));
     }
     caller
+}
+
+/// Inside a build environment bubblewrap is the sandbox already (it is how the environment is
+/// entered): no probe, and the network is off unless `--allow-network`.
+fn environment_isolation(allow_network: bool, reporter: &dyn Reporter) -> Option<run::Sandbox> {
+    reporter.report(&Event::Isolation {
+        network: if allow_network {
+            NetworkAccess::Allowed
+        } else {
+            NetworkAccess::Isolated
+        },
+        method: IsolationMethod::Bubblewrap,
+        why: allow_network.then(|| "--allow-network".into()),
+    });
+    (!allow_network).then(|| run::Sandbox::Bubblewrap("bwrap".into()))
 }
 
 /// The network sandbox for the compile step (`None` with `--allow-network`), reported once.

@@ -44,7 +44,13 @@ pub(crate) fn layers(
 ) -> Result<Layers> {
     let selected = cx.one();
     let executable = compiled.outcome.executable.clone();
-    let closure = closure::resolve(&executable)?;
+    // The runtime comes from where the binary was built: the build environment's root
+    // filesystem, else the host's.
+    let root = cx
+        .build_env
+        .as_ref()
+        .map_or_else(|| PathBuf::from("/"), |b| b.root.clone());
+    let closure = closure::resolve(&executable, &root)?;
     let closure = match &s.base {
         Some(b) => {
             let on_base = closure.on_base(&b.fs);
@@ -54,7 +60,7 @@ pub(crate) fn layers(
         None => closure,
     };
     // A base image brings its own users, /tmp and CA certificates.
-    let ca_bundle = s.base.is_none().then(rootfs::host_ca_bundle).flatten();
+    let ca_bundle = s.base.is_none().then(|| rootfs::ca_bundle(&root)).flatten();
     let spec = image::runtime_spec(
         &selected.config,
         &selected.target,

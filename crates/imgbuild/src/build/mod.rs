@@ -46,7 +46,7 @@ pub(crate) use setup::Setup;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
-    let cx = context::prepare(options, Scope::One)?;
+    let cx = context::prepare(options, Scope::One, reporter)?;
     let setup = setup::setup(&cx, reporter)?;
     if let Some(hit) = appcache::lookup(&cx, &setup.app_cache(), reporter)? {
         return outputs::outputs(&cx, &setup, hit, reporter);
