@@ -11,6 +11,7 @@ mod support;
 mod appcache;
 mod base;
 mod build_outputs;
+mod buildenv;
 mod cache;
 mod console;
 mod errors;

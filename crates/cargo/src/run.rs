@@ -172,7 +172,8 @@ pub fn metadata(
     wrapper: &WrapperScript,
     toolchain: &Toolchain,
 ) -> Result<Metadata> {
-    let mut cmd = toolchain.command(Program::Cargo, Network::Off);
+    // Like on the host, `cargo metadata` downloads the packages it has not seen yet.
+    let mut cmd = toolchain.command(Program::Cargo, Network::On);
     cmd.args([
         "metadata",
         "--format-version",
@@ -432,20 +433,7 @@ pub fn fetch(manifest: &Path, triple: &str, toolchain: &Toolchain) -> Result<()>
     let mut cmd = if host_has_cargo {
         Command::new(&program)
     } else {
-        let mut cmd = toolchain.command(Program::Cargo, Network::On);
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "no_proxy",
-        ] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
-        cmd
+        toolchain.command(Program::Cargo, Network::On)
     };
     let status = cmd
         .args(["fetch", "--locked", "--target", triple, "--manifest-path"])

@@ -20,27 +20,7 @@ use crate::event::{Event, Reporter};
 use crate::options::BuildOptions;
 use crate::{Error, Result};
 
-/// A build environment resolved and unpacked.
-#[derive(Debug, Clone)]
-pub(crate) struct BuildEnv {
-    /// The reference as given.
-    pub(crate) reference: String,
-    /// The image manifest's digest (`sha256:…`): the key input that stands for the whole
-    /// toolchain.
-    pub(crate) digest: String,
-    /// The unpacked root filesystem.
-    pub(crate) root: PathBuf,
-    /// The image config's `Env`.
-    pub(crate) env: Vec<(String, String)>,
-}
-
-impl BuildEnv {
-    /// The dependency-key line naming this environment (it replaces the host's `machine`
-    /// lines: the digest fixes the C compiler, the linker and the libc).
-    pub(crate) fn key_line(&self) -> String {
-        format!("build-env {}", self.digest)
-    }
-}
+pub(crate) use crate::envimage::BuildEnv;
 
 /// The build environment a command uses, decided before cargo runs (cargo itself may come
 /// from it): `--build-env` / `IMGBUILD_BUILD_ENV`, else `build-env` in the
@@ -105,7 +85,7 @@ fn carried(name: &str) -> bool {
 /// the host's toolchain).
 pub(crate) fn toolchain(
     env: &BuildEnv,
-    caller: &crate::context::Env,
+    caller: &crate::procenv::Env,
     cache: &CacheDir,
     project: &[&Path],
 ) -> Result<imgbuild_cargo::run::Toolchain> {
@@ -149,39 +129,12 @@ pub(crate) fn toolchain(
     Ok(imgbuild_cargo::run::Toolchain::Environment(Box::new(root)))
 }
 
-fn which(caller: &crate::context::Env, program: &str) -> Option<PathBuf> {
+fn which(caller: &crate::procenv::Env, program: &str) -> Option<PathBuf> {
     caller
         .get("PATH")?
         .split(':')
         .map(|d| Path::new(d).join(program))
         .find(|p| p.is_file())
-}
-
-/// The environment cargo reported for the selected binaries must be the one used: a
-/// `build-env` written in a way the early scan does not read (another binary's table, an
-/// inline table) is an error naming the fix, never a build with the wrong toolchain.
-pub(crate) fn check_selected(
-    used: Option<&BuildEnv>,
-    options: &BuildOptions,
-    selected: &[crate::context::Selected],
-) -> Result<()> {
-    if options.build_env.is_some() {
-        return Ok(()); // the command line wins over every table
-    }
-    for s in selected {
-        let declared = s.config.build_env.as_deref();
-        let used_ref = used.map(|b| b.reference.as_str());
-        if declared != used_ref {
-            return Err(Error::BuildEnv {
-                reference: declared.or(used_ref).unwrap_or_default().to_string(),
-                reason: format!(
-                    "{}/{} declares build-env {:?} but imgbuild read {:?} from the manifests before running cargo; write `build-env = \"…\"` directly under [package.metadata.imgbuild] of the Cargo.toml you build (or [workspace.metadata.imgbuild]), or pass --build-env",
-                    s.target.package.name, s.target.bin, declared, used_ref
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Resolves `text` into the local store and unpacks it (once per digest).
@@ -279,7 +232,16 @@ fn locate(
     {
         return Ok(desc);
     }
-    crate::base::pull(store, text, &reference, &options.registry, cache, reporter)
+    crate::base::pull(store, text, &reference, &options.registry, cache, reporter).map_err(|e| {
+        match e {
+            // `pull` speaks of base images; this is the build environment.
+            Error::Base { reference, reason } => Error::BuildEnv { reference, reason },
+            other => Error::BuildEnv {
+                reference: text.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    })
 }
 
 /// Copies the image `oci:DIR[:TAG]` names into the store (every blob verified on the way).
@@ -296,7 +258,7 @@ fn import_layout(store: &Layout, text: &str, rest: &str) -> Result<Descriptor> {
     let desc = match tag {
         Some(tag) => layout.resolve(tag).map_err(|e| bad(e.to_string()))?,
         None => {
-            let index = layout.read_index()?;
+            let index = layout.read_index().map_err(|e| bad(e.to_string()))?;
             match index.manifests().as_slice() {
                 [one] => one.clone(),
                 _ => {
@@ -308,11 +270,17 @@ fn import_layout(store: &Layout, text: &str, rest: &str) -> Result<Descriptor> {
             }
         }
     };
-    let manifest = layout.read_manifest(desc.digest())?;
+    let manifest = layout
+        .read_manifest(desc.digest())
+        .map_err(|e| bad(e.to_string()))?;
     for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
-        layout.copy_blob(blob.digest(), store)?;
+        layout
+            .copy_blob(blob.digest(), store)
+            .map_err(|e| bad(e.to_string()))?;
     }
-    layout.copy_blob(desc.digest(), store)?;
+    layout
+        .copy_blob(desc.digest(), store)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Descriptor::new(
         imgbuild_oci::spec::MediaType::ImageManifest,
         desc.size(),

@@ -19,44 +19,7 @@ use crate::cachedir::CacheDir;
 use crate::event::Reporter;
 use crate::options::BuildOptions;
 
-/// The process environment, read once. Everything downstream asks this snapshot, never
-/// `std::env`, so one command sees one environment.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Env {
-    vars: BTreeMap<String, String>,
-}
-
-impl Env {
-    /// The current process's variables (those that are not UTF-8 are left out: cargo refuses
-    /// them for the variables imgbuild reads).
-    pub(crate) fn capture() -> Self {
-        Self {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
-        }
-    }
-
-    /// One variable's value.
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
-    }
-
-    /// Every variable, sorted by name.
-    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// Rustup's home: `$RUSTUP_HOME`, else `~/.rustup` when it exists (the toolchain proxies
-    /// need it once `HOME` is private).
-    pub(crate) fn rustup_home(&self) -> Option<PathBuf> {
-        if let Some(h) = self.get("RUSTUP_HOME").filter(|v| !v.is_empty()) {
-            return Some(PathBuf::from(h));
-        }
-        let home = PathBuf::from(self.get("HOME")?).join(".rustup");
-        home.is_dir().then_some(home)
-    }
-}
+pub(crate) use crate::procenv::Env;
 
 /// Which binaries a command works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +153,7 @@ pub(crate) fn prepare<'a>(
         let revision = run::git_revision(&workspace.root);
         (join(time), revision)
     });
-    buildenv::check_selected(build_env.as_ref(), options, &selected)?;
+    check_selected_env(build_env.as_ref(), options, &selected)?;
     if let Some(b) = &build_env {
         toolchain = buildenv::toolchain(
             b,
@@ -223,4 +186,31 @@ pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The environment cargo reported for the selected binaries must be the one used: a
+/// `build-env` written in a way the early scan does not read (another binary's table, an
+/// inline table) is an error naming the fix, never a build with the wrong toolchain.
+fn check_selected_env(
+    used: Option<&BuildEnv>,
+    options: &BuildOptions,
+    selected: &[Selected],
+) -> Result<()> {
+    if options.build_env.is_some() {
+        return Ok(()); // the command line wins over every table
+    }
+    for s in selected {
+        let declared = s.config.build_env.as_deref();
+        let used_ref = used.map(|b| b.reference.as_str());
+        if declared != used_ref {
+            return Err(crate::Error::BuildEnv {
+                reference: declared.or(used_ref).unwrap_or_default().to_string(),
+                reason: format!(
+                    "{}/{} declares build-env {:?} but imgbuild read {:?} from the manifests before running cargo; write `build-env = \"…\"` directly under [package.metadata.imgbuild] of the Cargo.toml you build (or [workspace.metadata.imgbuild]), or pass --build-env",
+                    s.target.package.name, s.target.bin, declared, used_ref
+                ),
+            });
+        }
+    }
+    Ok(())
 }

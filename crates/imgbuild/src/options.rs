@@ -130,7 +130,7 @@ pub struct BuildOptions {
     pub build_env: Option<String>,
     /// A build environment already resolved (by `verify`, for its two builds, so that the
     /// copies neither pull nor unpack it again).
-    pub(crate) resolved_env: Option<crate::buildenv::BuildEnv>,
+    pub(crate) resolved_env: Option<crate::envimage::BuildEnv>,
 }
 
 impl BuildOptions {

@@ -90,6 +90,29 @@ pub struct EnvironmentRoot {
     resolv_conf: bool,
 }
 
+/// The caller's proxy settings, carried into commands that may use the network.
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// Where the caller's CA bundle is bound for commands with network.
+const CA_INSIDE: &str = "/tmp/.imgbuild-ca-bundle.pem";
+
+/// The CA bundle the caller's downloads trust: `CARGO_HTTP_CAINFO`, else `SSL_CERT_FILE`,
+/// else Debian's bundle when the host has one.
+fn host_ca_bundle() -> Option<PathBuf> {
+    ["CARGO_HTTP_CAINFO", "SSL_CERT_FILE"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
+        .chain([PathBuf::from("/etc/ssl/certs/ca-certificates.crt")])
+        .find(|p| p.is_file())
+}
+
 /// Top-level directories the sandbox provides itself.
 const OWN: &[&str] = &["proc", "dev", "tmp", "sys"];
 
@@ -137,9 +160,15 @@ impl EnvironmentRoot {
             cmd.arg("--unshare-net");
         }
         cmd.args(&self.mounts);
+        let ca = (network == Network::On).then(host_ca_bundle).flatten();
         if network == Network::On && self.resolv_conf {
             // The host's name servers, so that downloads resolve names.
             cmd.args(["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]);
+        }
+        if let Some(ca) = &ca {
+            // Downloads trust what the caller trusts (a proxy's own CA, say), not only the
+            // environment's bundle; the compile never sees it.
+            cmd.arg("--ro-bind").arg(ca).arg(CA_INSIDE);
         }
         cmd.args(["--chdir", "/", "--"]);
         cmd.arg(match program {
@@ -147,6 +176,17 @@ impl EnvironmentRoot {
             Program::Rustc => "rustc",
         });
         cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v)));
+        if ca.is_some() {
+            cmd.env("CARGO_HTTP_CAINFO", CA_INSIDE)
+                .env("SSL_CERT_FILE", CA_INSIDE);
+        }
+        if network == Network::On {
+            for var in PROXY_VARS {
+                if let Some(v) = std::env::var_os(var) {
+                    cmd.env(var, v);
+                }
+            }
+        }
         cmd
     }
 }
