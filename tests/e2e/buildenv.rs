@@ -180,6 +180,17 @@ fn the_sqlite_example_links_the_environments_library_and_runs_in_docker() {
     let env = environment();
     let tmp = tempfile::tempdir().unwrap();
     let project = copy_example("sqlite", tmp.path());
+    // Configured in the package's metadata table this time.
+    let manifest = project.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "[package.metadata.imgbuild]\n",
+        &format!(
+            "[package.metadata.imgbuild]\nbuild-env = \"{}\"\n",
+            env.oci()
+        ),
+    );
+    assert!(text.contains("build-env = "), "{text}");
+    std::fs::write(&manifest, text).unwrap();
     let archive = tmp.path().join("sqlite.tar");
     let name = format!("imgbuild-e2e/{}:env", unique("sqlite"));
     let run = imgbuild(
@@ -187,8 +198,6 @@ fn the_sqlite_example_links_the_environments_library_and_runs_in_docker() {
         &tmp.path().join("cache"),
         &[
             "build",
-            "--build-env",
-            &env.oci(),
             "-o",
             &format!("docker-archive:{}:{name}", archive.display()),
             "--message-format",
@@ -196,6 +205,10 @@ fn the_sqlite_example_links_the_environments_library_and_runs_in_docker() {
         ],
     );
     let events = run.events();
+    assert_eq!(
+        event(&events, "build-env-resolved")["digest"],
+        env.digest.as_str()
+    );
     // libsqlite3 comes from the environment's root filesystem.
     let libraries = events
         .iter()
@@ -276,6 +289,17 @@ fn a_registry_environment_is_pinned_by_digest_and_a_tag_is_warned_about() {
         registry.requests("GET", "/v2/toolchains/rust/blobs/"),
         pulls,
         "the layers are in the store already"
+    );
+
+    // `verify` builds both copies in the environment: the same image as the build.
+    let verify = imgbuild(&project, &cache, &["verify", "--build-env", &pinned]);
+    assert!(verify.status.success(), "{}", verify.stderr);
+    assert!(verify.stderr.contains("Environment"), "{}", verify.stderr);
+    assert_eq!(
+        verify.stdout.trim(),
+        format!("reproducible {digest}"),
+        "{}",
+        verify.stderr
     );
 }
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod env;
+
 /// The project the benchmark builds, and the leaf crate bumped in the lockfile scenario.
 struct Project {
     dir: PathBuf,
@@ -128,12 +130,21 @@ struct ImgRun {
 }
 
 fn imgbuild(imgbuild: &Path, dir: &Path, cache: &Path) -> Result<ImgRun, String> {
-    let (time, stdout) = timed(
-        dir,
-        imgbuild,
-        &["build", "--message-format", "json"],
-        &[("IMGBUILD_CACHE_DIR", cache)],
-    )?;
+    imgbuild_with(imgbuild, dir, cache, &[])
+}
+
+/// `imgbuild build --message-format json EXTRA…`, timed, its events read.
+fn imgbuild_with(
+    imgbuild: &Path,
+    dir: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> Result<ImgRun, String> {
+    let args: Vec<&str> = ["build", "--message-format", "json"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let (time, stdout) = timed(dir, imgbuild, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
     let events: Vec<Value> = stdout
         .lines()
         .map(|l| {
@@ -475,15 +486,23 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         dir: root.join("examples/axum-service"),
         bump: ("ryu", "1.0.23"),
     };
-    let img = match args {
-        [flag, path] if flag == "--imgbuild" => PathBuf::from(path),
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let with_env = match args.iter().position(|a| *a == "--no-build-env") {
+        Some(i) => {
+            args.remove(i);
+            false
+        }
+        None => true,
+    };
+    let img = match args.as_slice() {
+        [flag, path] if *flag == "--imgbuild" => PathBuf::from(path),
         [] => {
             eprintln!("==> building imgbuild (release)");
             let build = ["build", "--release", "--locked", "-p", "imgbuild-cli"];
             timed(root, &cargo, &build, &[])?;
             root.join("target/release/imgbuild")
         }
-        _ => return Err("usage: cargo xtask bench [--imgbuild PATH]".into()),
+        _ => return Err("usage: cargo xtask bench [--imgbuild PATH] [--no-build-env]".into()),
     };
     eprintln!("==> fetching {} (not timed)", project.dir.display());
     timed(&project.dir, &cargo, &["fetch", "--locked"], &[])?;
@@ -498,15 +517,24 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     };
     let mut rows = Vec::new();
     let (base, warm) = bench.cold_and_warm(&mut rows)?;
-    rows.push(bench.noop(&base, &warm)?);
-    rows.push(bench.app_change(&base, &warm)?);
+    let noop = bench.noop(&base, &warm)?;
+    let app = bench.app_change(&base, &warm)?;
+    let host = env::HostFigures {
+        cold: rows[0].imgbuild,
+        noop: noop.imgbuild,
+        app: app.imgbuild,
+    };
+    rows.extend([noop, app]);
     bench.bumps(&base, &mut rows)?;
     rows.push(bench.fresh_runner_push(&base)?);
     let env = [("IMGBUILD_CACHE_DIR", bench.cache.as_path())];
     let list = timed(&bench.work, &bench.img, &["cache", "ls"], &env)?.1;
-    let all_met = print_table(&bench.project.dir, base.units, &rows);
+    let mut all_met = print_table(&bench.project.dir, base.units, &rows);
     println!();
     print!("{list}");
+    if with_env {
+        all_met &= env::environment(&bench, root, &host)?;
+    }
     let _ = std::fs::remove_dir_all(&bench.work);
     if all_met {
         Ok(())
