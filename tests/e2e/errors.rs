@@ -182,3 +182,61 @@ fn a_malformed_metadata_table() {
     imgbuild(&dir, &tmp.path().join("cache"), &["build"])
         .fails_with(&["unknown field `entrypont`"]);
 }
+
+/// Issue 13 (6): input that used to be accepted is refused with the value, the key and the
+/// fix, before anything is compiled or written.
+#[test]
+fn values_that_used_to_be_accepted_are_refused_naming_the_value_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_table = |table: &str| {
+        BIN_TOML.replace(
+            "[workspace]",
+            &format!("[package.metadata.imgbuild]\n{table}\n\n[workspace]"),
+        )
+    };
+    let dir = project(
+        tmp.path(),
+        &[
+            ("Cargo.toml", BIN_TOML),
+            ("src/main.rs", MAIN),
+            ("data.txt", "x"),
+        ],
+    );
+    lock(&dir);
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let dest = format!("oci:{}", out.display());
+
+    // A port out of range: once silently 443, then 80.
+    imgbuild(&dir, &cache, &["push", "127.0.0.1:99999/x"]).fails_with(&[
+        "127.0.0.1:99999/x",
+        "\"99999\"",
+        "from 1 to 65535",
+    ]);
+    // --user with two colons.
+    imgbuild(&dir, &cache, &["build", "--user", "a:b:c", "-o", &dest])
+        .fails_with(&["\"a:b:c\"", "uid:gid"]);
+    // A wrong type names the key.
+    std::fs::write(dir.join("Cargo.toml"), with_table("expose = \"8080\"")).unwrap();
+    imgbuild(&dir, &cache, &["build", "-o", &dest])
+        .fails_with(&["`expose` = \"8080\"", "expected a sequence"]);
+    // `files` from outside the package: an absolute path, `..`, and a link inside the package
+    // that points out of it.
+    for (src, needle) in [
+        ("/etc/hostname", "is outside the package"),
+        ("../x", "climbs out of the package"),
+    ] {
+        let table = format!("files = [{{ src = \"{src}\", dst = \"/x\" }}]");
+        std::fs::write(dir.join("Cargo.toml"), with_table(&table)).unwrap();
+        imgbuild(&dir, &cache, &["build", "-o", &dest]).fails_with(&[src, needle]);
+    }
+    std::os::unix::fs::symlink("/etc", dir.join("host-etc")).unwrap();
+    let table = "files = [{ src = \"host-etc\", dst = \"/etc-copy\" }]";
+    std::fs::write(dir.join("Cargo.toml"), with_table(table)).unwrap();
+    imgbuild(&dir, &cache, &["build", "-o", &dest])
+        .fails_with(&["host-etc", "outside the package directory"]);
+    // Inside the package is fine, also through `..` that stays inside.
+    let table = "files = [{ src = \"src/../data.txt\", dst = \"/data.txt\" }]";
+    std::fs::write(dir.join("Cargo.toml"), with_table(table)).unwrap();
+    imgbuild(&dir, &cache, &["build", "-o", &dest]).digest();
+}

@@ -589,3 +589,43 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     );
     assert_eq!(event(&fifth, "cache-stored")["layers"], 3);
 }
+
+/// Issue 13 (6): a registry whose token service cannot be reached is not reported as the
+/// registry being unreachable.
+#[test]
+fn an_unreachable_token_service_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(
+        &tmp.path().join("registry"),
+        None,
+        Auth::Token {
+            user: "ci".into(),
+            password: "secret".into(),
+        },
+    );
+    let realm_port = registry.issuer.as_ref().unwrap().port();
+    drop(registry.issuer.take());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let project = copy_example("hello", tmp.path());
+    let config = docker_config(&tmp.path().join("docker"), &registry.host(), "ci", "secret");
+    let reference = format!("{}/tokens/hello:v1", registry.host());
+    let run = imgbuild_env(
+        &project,
+        &tmp.path().join("cache"),
+        &["push", &reference],
+        &[("DOCKER_CONFIG", &config)],
+    );
+    run.fails_with(&[
+        "its token service",
+        &format!("127.0.0.1:{realm_port}"),
+        "auth.token.realm",
+    ]);
+    assert!(
+        !run.stderr.contains(&format!(
+            "registry {} could not be reached",
+            registry.host()
+        )),
+        "{}",
+        run.stderr
+    );
+}

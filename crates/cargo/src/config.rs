@@ -137,11 +137,7 @@ pub fn parse_table(value: &Value, origin: &Origin<'_>, bin: Option<&str>) -> Res
             "expected a table of keys such as `env` and `expose`, found {value}"
         )));
     }
-    let table: Table = serde_json::from_value(value.clone()).map_err(|e| {
-        origin.err(format!(
-            "{e}; see the README's Configuration section for the accepted keys"
-        ))
-    })?;
+    let table = deserialize_table(value, origin)?;
     let mut config = convert(
         Table {
             bin: None,
@@ -156,8 +152,7 @@ pub fn parse_table(value: &Value, origin: &Origin<'_>, bin: Option<&str>) -> Res
                 table: &sub_table,
                 manifest: origin.manifest,
             };
-            let parsed: Table =
-                serde_json::from_value(sub.clone()).map_err(|e| sub_origin.err(e.to_string()))?;
+            let parsed = deserialize_table(sub, &sub_origin)?;
             if parsed.bin.is_some() {
                 return Err(sub_origin.err("`bin` tables cannot be nested"));
             }
@@ -168,6 +163,72 @@ pub fn parse_table(value: &Value, origin: &Origin<'_>, bin: Option<&str>) -> Res
         }
     }
     Ok(config)
+}
+
+/// The table as [`Table`]; a value of the wrong type is an error naming its key (serde's own
+/// message does not), found by deserializing the keys one at a time.
+fn deserialize_table(value: &Value, origin: &Origin<'_>) -> Result<Table> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        let key = value.as_object().and_then(|map| {
+            map.iter().find_map(|(k, v)| {
+                let one = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                serde_json::from_value::<Table>(one)
+                    .err()
+                    .map(|e| (k.clone(), e))
+            })
+        });
+        match key {
+            Some((key, e)) if !e.to_string().starts_with("unknown field") => origin.err(format!(
+                "`{key}` = {}: {e}; see the README's Configuration section for its type",
+                value[&key]
+            )),
+            _ => origin.err(format!(
+                "{e}; see the README's Configuration section for the accepted keys"
+            )),
+        }
+    })
+}
+
+/// A user as an image config accepts it: `uid`, `uid:gid`, `name` or `name:group` — one `:` at
+/// most, no empty part, no whitespace or control characters.
+pub fn validate_user(user: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = user.split(':').collect();
+    let bad_part = |p: &&str| {
+        p.is_empty()
+            || p.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    };
+    if parts.len() > 2 || parts.iter().any(bad_part) {
+        return Err(format!(
+            "user = {user:?} is not a user: give a uid (\"65532\"), uid:gid (\"65532:65532\") or a name from the image's /etc/passwd"
+        ));
+    }
+    Ok(())
+}
+
+/// `src` of a `files` entry: a path relative to the package directory that stays inside it
+/// (an absolute path or a `..` that climbs out would copy the build host's files into the
+/// image, which no other machine has).
+fn validate_src(src: &str) -> std::result::Result<(), String> {
+    if Path::new(src).is_absolute() {
+        return Err(format!(
+            "files: src = {src:?} is outside the package: give a path relative to the package's Cargo.toml, inside its directory (copy the file into the package first)"
+        ));
+    }
+    let mut depth = 0usize;
+    for c in Path::new(src).components() {
+        match c {
+            std::path::Component::ParentDir if depth == 0 => {
+                return Err(format!(
+                    "files: src = {src:?} climbs out of the package with `..`: give a path inside the package's directory (copy the file into the package first)"
+                ));
+            }
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
@@ -214,10 +275,8 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
             "workdir = {workdir:?} must be an absolute path, e.g. \"/app\""
         )));
     }
-    if let Some(user) = &table.user
-        && user.trim().is_empty()
-    {
-        return Err(origin.err("user is empty; give a uid such as \"65532\" or \"65532:65532\""));
+    if let Some(user) = &table.user {
+        validate_user(user).map_err(|m| origin.err(m))?;
     }
     let expose = match table.expose {
         None => None,
@@ -264,6 +323,7 @@ fn convert_file(f: FileSpec, base_dir: &Path, origin: &Origin<'_>) -> Result<Ext
     if f.src.is_empty() {
         return Err(origin.err("files: src is empty"));
     }
+    validate_src(&f.src).map_err(|m| origin.err(m))?;
     let mode = match f.mode {
         None => None,
         Some(Value::String(s)) => Some(
@@ -400,6 +460,56 @@ impl ImageConfig {
         self.labels.extend(over.labels);
         self.files = pick(self.files, over.files);
         self
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    #[test]
+    fn users_have_at_most_one_colon_and_no_empty_part() {
+        for ok in ["65532", "65532:65532", "nonroot", "app:app"] {
+            validate_user(ok).unwrap();
+        }
+        for bad in ["a:b:c", ":1", "1:", "", "a b", "a/b"] {
+            let e = validate_user(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn files_come_from_inside_the_package() {
+        for ok in ["static", "src/../data.txt", "./a/b"] {
+            validate_src(ok).unwrap();
+        }
+        assert!(
+            validate_src("/etc/hostname")
+                .unwrap_err()
+                .contains("outside the package")
+        );
+        assert!(validate_src("../x").unwrap_err().contains("climbs out"));
+        assert!(
+            validate_src("a/../../x")
+                .unwrap_err()
+                .contains("climbs out")
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_key() {
+        let origin = Origin {
+            table: "package.metadata.imgbuild",
+            manifest: Path::new("/p/Cargo.toml"),
+        };
+        let e = parse_table(
+            &serde_json::json!({"name": "x", "expose": "8080"}),
+            &origin,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`expose` = \"8080\""), "{e}");
     }
 }
 

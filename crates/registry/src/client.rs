@@ -243,12 +243,27 @@ impl Client {
             .map(|basic| ("Authorization", basic))
             .into_iter()
             .collect();
-        let reply = self.exchange(None, self.options.attempts, &mut |_| {
-            Ok(
-                http::send(&self.agent, Method::Get, url, &headers, Body::None)
-                    .and_then(|r| http::read_reply(r, Method::Get)),
-            )
-        })?;
+        let reply = self
+            .exchange(None, self.options.attempts, &mut |_| {
+                Ok(
+                    http::send(&self.agent, Method::Get, url, &headers, Body::None)
+                        .and_then(|r| http::read_reply(r, Method::Get)),
+                )
+            })
+            .map_err(|e| match e {
+                // The registry itself answered the ping: name the address that did not.
+                Error::Unreachable {
+                    registry,
+                    attempts,
+                    reason,
+                } => Error::TokenServiceUnreachable {
+                    registry,
+                    realm: realm.to_string(),
+                    attempts,
+                    reason,
+                },
+                other => other,
+            })?;
         let failed = |message: String| Error::Status {
             registry: self.registry.clone(),
             request: format!("GET {realm} (token)"),

@@ -54,6 +54,20 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
+    /// The registry answered, but the token service it sends clients to could not be reached.
+    #[error(
+        "registry {registry} answered, but its token service {realm} could not be reached after {attempts} attempt(s): {reason}; the registry advertises that address in its WWW-Authenticate challenge (its auth.token.realm setting): make it reachable from here, or check proxies (HTTPS_PROXY, NO_PROXY)"
+    )]
+    TokenServiceUnreachable {
+        /// The registry.
+        registry: String,
+        /// The token service's address, as the registry gave it.
+        realm: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
     /// The registry answers only plain HTTP, and it is neither local nor marked insecure.
     #[error(
         "registry {registry} answers only plain HTTP; imgbuild uses plain HTTP only for localhost or a registry marked insecure: pass --insecure-registry {registry} if that is intended"

@@ -51,6 +51,62 @@ fn is_digest(s: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
+/// A registry host is a DNS name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port from 1 to 65535.
+fn check_registry(registry: &str) -> std::result::Result<(), String> {
+    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(|| {
+            format!("the registry {registry:?} opens [ for an IPv6 address but does not close it")
+        })?;
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(format!(
+                "{v6:?} in the registry {registry:?} is not an IPv6 address"
+            ));
+        }
+        match after {
+            "" => (registry, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (registry, Some(port)),
+                None => {
+                    return Err(format!(
+                        "the registry {registry:?} has {after:?} after its address; write [ADDRESS]:PORT"
+                    ));
+                }
+            },
+        }
+    } else {
+        match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry, None),
+        }
+    };
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+        if !valid {
+            return Err(format!(
+                "the port {port:?} of the registry {registry:?} is not a number from 1 to 65535"
+            ));
+        }
+    }
+    if !host.starts_with('[')
+        && (host.is_empty()
+            || !host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
+    {
+        return Err(format!(
+            "the registry host {host:?} is not a host name or address (letters, digits, - and . only)"
+        ));
+    }
+    Ok(())
+}
+
 impl Reference {
     /// Parses a reference such as `localhost:5000/app:1.0`, `ghcr.io/org/app@sha256:…` or
     /// `alpine` (Docker Hub, `library/alpine`, no tag).
@@ -78,6 +134,7 @@ impl Reference {
             }
             _ => (DOCKER_HUB.to_string(), rest),
         };
+        check_registry(&registry).map_err(|reason| bad(&reason))?;
         // A tag is after the last ':' that follows the last '/'.
         let (path, tag) = match path.rsplit_once(':') {
             Some((p, t)) if !t.contains('/') => (p, Some(t.to_string())),
@@ -158,6 +215,35 @@ impl fmt::Display for Reference {
             write!(f, "@{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn ports_out_of_range_and_bad_hosts_are_refused_with_the_value() {
+        for (text, needle) in [
+            ("127.0.0.1:99999/x", "\"99999\""),
+            ("127.0.0.1:0/x", "\"0\""),
+            ("localhost:/x", "\"\""),
+            ("localhost:5o00/x", "\"5o00\""),
+            ("my_host.example:5000/x", "my_host.example"),
+            ("[::1/x", "does not close"),
+        ] {
+            let err = Reference::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(err.contains(text), "{text}: {err}");
+        }
+        for ok in [
+            "127.0.0.1:5000/x",
+            "localhost:65535/x",
+            "[::1]:5000/x",
+            "ghcr.io/o/x",
+        ] {
+            Reference::parse(ok).unwrap();
+        }
     }
 }
 

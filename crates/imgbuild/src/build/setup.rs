@@ -66,7 +66,16 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     for out in &options.outputs {
         preflight(out)?;
     }
-    let extra_files = collect_extra_files(selected.config.files.as_deref().unwrap_or_default())?;
+    let package_dir = selected
+        .target
+        .package
+        .manifest_path
+        .parent()
+        .unwrap_or(Path::new("/"));
+    let extra_files = collect_extra_files(
+        selected.config.files.as_deref().unwrap_or_default(),
+        package_dir,
+    )?;
     let (keys, dependency_key) = keys::gather(cx, &selected.target)?;
     let store = Layout::create(cx.cache.store())?;
     let writer = store.writer_lock()?;
@@ -185,15 +194,22 @@ fn preflight(out: &Output) -> Result<()> {
     Ok(())
 }
 
-fn collect_extra_files(files: &[ExtraFile]) -> Result<FileList> {
+/// The declared files, each checked to resolve (symbolic links followed) inside the package
+/// directory: a link to the build host's files would put them in the image.
+fn collect_extra_files(files: &[ExtraFile], package_dir: &Path) -> Result<FileList> {
     let mut out = FileList::new();
+    let root = std::fs::canonicalize(package_dir).map_err(crate::io_err(
+        "resolving the package directory",
+        package_dir,
+    ))?;
     for f in files {
+        inside(&f.src, &root)?;
         let meta = std::fs::metadata(&f.src).map_err(|e| Error::ExtraFile {
             src: f.src.clone(),
             reason: format!("{e}; `files` paths are relative to the Cargo.toml that declares them"),
         })?;
         if meta.is_dir() {
-            walk(&f.src, &f.dst, f.mode, &mut out)?;
+            walk(&f.src, &f.dst, f.mode, &mut out, &root)?;
         } else {
             out.insert(
                 f.dst.clone(),
@@ -213,7 +229,23 @@ fn default_mode(meta: &std::fs::Metadata) -> u32 {
     }
 }
 
-fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<()> {
+/// `path` (symbolic links followed) is inside `root` (canonical); a missing file is left to the
+/// caller's error.
+fn inside(path: &Path, root: &Path) -> Result<()> {
+    match std::fs::canonicalize(path) {
+        Ok(real) if !real.starts_with(root) => Err(Error::ExtraFile {
+            src: path.to_path_buf(),
+            reason: format!(
+                "it resolves to {}, outside the package directory {}; `files` may only copy the package's own files (copy it into the package instead of linking to it)",
+                real.display(),
+                root.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList, root: &Path) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(crate::io_err("reading directory", dir))?
         .collect::<std::io::Result<Vec<_>>>()
@@ -228,10 +260,11 @@ fn walk(dir: &Path, dst: &str, mode: Option<u32>, out: &mut FileList) -> Result<
                 src: path.clone(),
                 reason: "the file name is not UTF-8".into(),
             })?;
+        inside(&path, root)?;
         let meta = std::fs::metadata(&path).map_err(crate::io_err("reading metadata of", &path))?;
         let target = format!("{}/{name}", dst.trim_end_matches('/'));
         if meta.is_dir() {
-            walk(&path, &target, mode, out)?;
+            walk(&path, &target, mode, out, root)?;
         } else {
             out.insert(target, (path, mode.unwrap_or_else(|| default_mode(&meta))));
         }
