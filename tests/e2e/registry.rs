@@ -629,3 +629,80 @@ fn an_unreachable_token_service_is_named_as_such() {
         run.stderr
     );
 }
+
+/// Issue 13 (5): a registry whose certificate is self-signed the way Docker's documentation
+/// makes one (CA:TRUE) is trusted when that exact certificate is configured, as docker,
+/// podman and skopeo trust it; another self-signed certificate is still refused.
+#[test]
+fn a_self_signed_certificate_made_as_dockers_docs_show_is_trusted_when_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::self_signed_like_dockers_docs(&tmp.path().join("certs"));
+    let text = tool(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            certs.ca().to_str().unwrap(),
+            "-noout",
+            "-text",
+        ],
+    );
+    assert!(
+        text.contains("CA:TRUE"),
+        "the documented recipe makes a CA: {text}"
+    );
+    let registry = Registry::start(&tmp.path().join("registry"), Some(&certs), Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let cache = tmp.path().join("cache");
+    let reference = format!("{}/selfsigned/hello:v1", registry.host());
+    let ca = certs.ca();
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &["push", &reference],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let digest = run.digest();
+    let cert_dir = tmp.path().join("skopeo-certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(certs.ca(), cert_dir.join("ca.crt")).unwrap();
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            &format!("docker://{reference}"),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], digest.as_str());
+
+    // From certs.d, as docker and podman read it.
+    let home = tmp.path().join("home");
+    let certs_d = home
+        .join(".config/containers/certs.d")
+        .join(registry.host());
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(certs.ca(), certs_d.join("domain.crt")).unwrap();
+    let mut env: Vec<(String, String)> = toolchain_env();
+    env.push(("HOME".into(), home.to_str().unwrap().into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pull = imgbuild_env(
+        &project,
+        &tmp.path().join("cache-2"),
+        &["build", "--base", &reference],
+        &env_refs,
+    );
+    pull.digest();
+
+    // Another self-signed certificate configured: still refused, naming TLS and the fix.
+    let other = Certs::self_signed_like_dockers_docs(&tmp.path().join("other"));
+    let other_ca = other.ca();
+    imgbuild_env(
+        &project,
+        &tmp.path().join("cache-3"),
+        &["push", &reference],
+        &[("SSL_CERT_FILE", other_ca.to_str().unwrap())],
+    )
+    .fails_with(&["TLS", &registry.host()]);
+}

@@ -105,6 +105,41 @@ impl Certs {
         }
     }
 
+    /// A self-signed server certificate made exactly as Docker's documentation makes one
+    /// (`openssl req -newkey rsa:4096 -nodes -sha256 -keyout domain.key -addext
+    /// "subjectAltName = …" -x509 -days 365 -out domain.crt`): OpenSSL marks it `CA:TRUE`.
+    /// `ca()` is that certificate itself.
+    pub(crate) fn self_signed_like_dockers_docs(dir: &Path) -> Self {
+        require("openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        tool(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:4096",
+                "-nodes",
+                "-sha256",
+                "-keyout",
+                &p("server.key"),
+                "-addext",
+                "subjectAltName = IP:127.0.0.1",
+                "-x509",
+                "-days",
+                "365",
+                "-out",
+                &p("server.crt"),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::copy(dir.join("server.crt"), dir.join("ca.crt")).unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }

@@ -80,16 +80,22 @@ impl Client {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
-            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-            .tls_config(
-                TlsConfig::builder()
-                    .root_certs(crate::tls::root_certs(&registry)?)
-                    .build(),
-            )
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+        let trust = crate::tls::trust(&registry)?;
+        let config = config
+            .tls_config(TlsConfig::builder().root_certs(trust.roots).build())
             .build();
+        let agent = match trust.pinned {
+            Some(tls) => ureq::Agent::with_parts(
+                config,
+                crate::pinned::connector(tls),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+            None => ureq::Agent::new_with_config(config),
+        };
         let host = reference.api_host().to_string();
         let mut client = Self {
-            agent: ureq::Agent::new_with_config(config),
+            agent,
             registry,
             base: format!("https://{host}"),
             options,

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod client;
 mod http;
+mod pinned;
 pub mod progress;
 pub mod push;
 pub mod reference;

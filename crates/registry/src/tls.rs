@@ -62,24 +62,72 @@ fn crt_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The root certificates to trust for `registry`; webpki's roots when no file has any.
-pub(crate) fn root_certs(registry: &str) -> Result<RootCerts> {
-    let mut certs: Vec<Certificate<'static>> = Vec::new();
-    for file in trust_files(registry) {
-        let pem = std::fs::read(&file).map_err(|source| Error::Io {
-            action: "reading CA certificates from",
-            path: file.clone(),
-            source,
-        })?;
-        certs.extend(ureq::tls::parse_pem(&pem).filter_map(|item| match item {
+/// The certificates in the PEM file `file`.
+fn read_certs(file: &Path) -> Result<Vec<Certificate<'static>>> {
+    let pem = std::fs::read(file).map_err(|source| Error::Io {
+        action: "reading CA certificates from",
+        path: file.to_path_buf(),
+        source,
+    })?;
+    Ok(ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
             Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
             _ => None,
-        }));
+        })
+        .collect())
+}
+
+/// What a registry connection trusts.
+pub(crate) struct Trust {
+    /// The root certificates for ureq's own TLS; webpki's roots when no file has any.
+    pub(crate) roots: RootCerts,
+    /// When the user configured certificates (`SSL_CERT_FILE`, `certs.d`): a TLS configuration
+    /// that also trusts exactly those certificates as server certificates
+    /// ([`crate::pinned`]).
+    pub(crate) pinned: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The trust for `registry`.
+pub(crate) fn trust(registry: &str) -> Result<Trust> {
+    let files = trust_files(registry);
+    let system = files
+        .first()
+        .filter(|f| SYSTEM_BUNDLES.iter().any(|s| Path::new(s) == f.as_path()))
+        .cloned();
+    let mut roots: Vec<Certificate<'static>> = Vec::new();
+    let mut configured: Vec<Certificate<'static>> = Vec::new();
+    for file in &files {
+        let certs = read_certs(file)?;
+        if Some(file) != system.as_ref() {
+            configured.extend(certs.iter().cloned());
+        }
+        roots.extend(certs);
     }
-    if certs.is_empty() {
-        return Ok(RootCerts::WebPki);
+    if roots.is_empty() {
+        return Ok(Trust {
+            roots: RootCerts::WebPki,
+            pinned: None,
+        });
     }
-    Ok(RootCerts::Specific(Arc::new(certs)))
+    let pinned = if configured.is_empty() {
+        None
+    } else {
+        let der =
+            |c: &Certificate<'static>| rustls::pki_types::CertificateDer::from(c.der().to_vec());
+        let config = crate::pinned::client_config(
+            &roots.iter().map(der).collect::<Vec<_>>(),
+            configured.iter().map(der).collect(),
+        )
+        .map_err(|reason| Error::Tls {
+            registry: registry.to_string(),
+            reason,
+        })?;
+        Some(config)
+    };
+    Ok(Trust {
+        roots: RootCerts::Specific(Arc::new(roots)),
+        pinned,
+    })
 }
 
 #[cfg(test)]
