@@ -706,3 +706,50 @@ fn a_self_signed_certificate_made_as_dockers_docs_show_is_trusted_when_configure
     )
     .fails_with(&["TLS", &registry.host()]);
 }
+
+/// Issue 13 (3): a registry that accepts connections and never answers is given up on in
+/// bounded time, with a line at each retry saying what is waited for and when the next try
+/// comes.
+#[test]
+fn a_registry_that_never_answers_is_given_up_on_in_bounded_time_with_a_line_per_retry() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream); // accepted, never answered
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example("hello", tmp.path());
+    let reference = format!("127.0.0.1:{port}/silent/hello:v1");
+    let started = std::time::Instant::now();
+    let run = imgbuild(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "push",
+            &reference,
+            "--registry-timeout",
+            "1",
+            "--registry-deadline",
+            "3",
+        ],
+    );
+    let elapsed = started.elapsed();
+    run.fails_with(&[&format!("127.0.0.1:{port}"), "gave up after"]);
+    let retries: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: registry ") && l.contains("GET /v2/"))
+        .collect();
+    assert!(!retries.is_empty(), "no retry line:\n{}", run.stderr);
+    assert!(
+        retries[0].contains("next try (2 of 4) in"),
+        "{}",
+        run.stderr
+    );
+    // Timeouts of 1 s and a 3 s deadline, for HTTPS then plain HTTP: well under a minute
+    // (it was 486 s).
+    assert!(elapsed.as_secs() < 30, "took {elapsed:?}:\n{}", run.stderr);
+}

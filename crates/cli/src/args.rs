@@ -173,6 +173,13 @@ pub(crate) struct BuildArgs {
     /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub(crate) insecure_registry: Vec<String>,
+    /// Seconds a registry connection, read or write may wait before the try fails and is
+    /// retried (default 30).
+    #[arg(long, env = "IMGBUILD_REGISTRY_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) registry_timeout: Option<u64>,
+    /// Seconds after a registry request's first try past which no retry starts (default 120).
+    #[arg(long, env = "IMGBUILD_REGISTRY_DEADLINE", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) registry_deadline: Option<u64>,
     /// Image name (default: the binary's name).
     #[arg(long)]
     pub(crate) name: Option<String>,

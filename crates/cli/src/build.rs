@@ -108,6 +108,9 @@ pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
         (false, false) => imgbuild::CacheMode::Use,
     };
     options.registry.insecure = args.insecure_registry.clone();
+    options.registry.timeout = args.registry_timeout.map(std::time::Duration::from_secs);
+    options.registry.deadline = args.registry_deadline.map(std::time::Duration::from_secs);
+    options.registry.on_retry = Some(crate::human::retry_hook(format));
     options.allow_network = args.allow_network;
     options.pass_env = args.pass_env.clone();
     options.cache_repo = args

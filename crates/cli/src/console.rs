@@ -164,6 +164,13 @@ fn error_text(chain: &[String]) -> String {
     text
 }
 
+/// A `warning:` line on stderr, for callbacks that cannot hold the console (colour as
+/// anstream decides for stderr).
+pub(crate) fn warning_line(message: &str) {
+    let mut err = anstream::stderr().lock();
+    let _ = writeln!(err, "{WARNING}warning{WARNING:#}: {message}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,3 +241,18 @@ impl Reporter for Json {
         }
     }
 }
+
+/// Retry notices, printed as they happen (the registry client waits on this thread, so they
+/// cannot wait for the reporter): a `warning:` line on stderr, or a `warning` event on stdout
+/// with `--message-format json`.
+pub(crate) fn retry_hook(format: crate::args::MessageFormat) -> imgbuild_registry::RetryHook {
+    imgbuild_registry::RetryHook(std::sync::Arc::new(move |line: &str| {
+        let event = Event::Warning {
+            message: line.to_string(),
+        };
+        match format {
+            crate::args::MessageFormat::Json => Json.report(&event),
+            crate::args::MessageFormat::Human => crate::console::warning_line(line),
+        }
+    }))
+}

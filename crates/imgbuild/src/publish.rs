@@ -124,14 +124,27 @@ impl Progress for Reporting<'_> {
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) where plain HTTP is allowed besides localhost.
     pub insecure: Vec<String>,
+    /// How long a connection, a read or a write may wait (default
+    /// [`imgbuild_registry::client::DEFAULT_TIMEOUT`]).
+    pub timeout: Option<std::time::Duration>,
+    /// No retry starts later than this after a request's first try (default
+    /// [`imgbuild_registry::client::DEFAULT_DEADLINE`]).
+    pub deadline: Option<std::time::Duration>,
+    /// Told before each retry, with a line saying what is waited for and when the next try
+    /// comes.
+    pub on_retry: Option<imgbuild_registry::RetryHook>,
 }
 
 impl RegistryOptions {
     /// Client options for `reference`'s registry.
     pub fn client_options(&self, reference: &Reference) -> ClientOptions {
+        let defaults = ClientOptions::default();
         ClientOptions {
             insecure: self.insecure.contains(&reference.registry),
-            ..ClientOptions::default()
+            timeout: self.timeout.unwrap_or(defaults.timeout),
+            deadline: self.deadline.unwrap_or(defaults.deadline),
+            on_retry: self.on_retry.clone(),
+            ..defaults
         }
     }
 }

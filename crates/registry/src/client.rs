@@ -7,7 +7,7 @@
 //! Talks to the network. Credentials and tokens are sent only in headers and never appear in
 //! errors or `Debug` output.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::tls::TlsConfig;
 
@@ -29,6 +29,24 @@ pub struct ClientOptions {
     pub backoff: Duration,
     /// Credentials; `None`: look them up with [`crate::auth::credentials_for`].
     pub credentials: Option<Credentials>,
+    /// How long a connection may take to open, and a read or write may wait for the other
+    /// side, before the try fails (and is retried).
+    pub timeout: Duration,
+    /// No retry starts later than this after a request's first try: a registry that never
+    /// answers costs at most about `deadline + timeout`.
+    pub deadline: Duration,
+    /// Told before each retry what is waited for and when the next try comes.
+    pub on_retry: Option<RetryHook>,
+}
+
+/// A callback for retry notices (one line each, for people).
+#[derive(Clone)]
+pub struct RetryHook(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for RetryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetryHook")
+    }
 }
 
 impl Default for ClientOptions {
@@ -38,9 +56,18 @@ impl Default for ClientOptions {
             attempts: 4,
             backoff: Duration::from_millis(250),
             credentials: None,
+            timeout: DEFAULT_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
+            on_retry: None,
         }
     }
 }
+
+/// [`ClientOptions::timeout`]'s default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`ClientOptions::deadline`]'s default.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The longest wait between two tries, whatever the backoff or `Retry-After` say.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -78,8 +105,10 @@ impl Client {
         };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(options.timeout))
+            .timeout_recv_response(Some(options.timeout))
+            .timeout_per_read(Some(options.timeout))
+            .timeout_per_write(Some(options.timeout))
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
         let trust = crate::tls::trust(&registry)?;
         let config = config
@@ -147,7 +176,7 @@ impl Client {
     /// `GET /v2/`: a 401 carries the challenge that says how to authenticate.
     fn ping(&self, attempts: u32) -> Result<()> {
         let url = self.url("/v2/");
-        let reply = self.exchange(None, attempts, &mut |_| {
+        let reply = self.exchange("GET /v2/", None, attempts, &mut |_| {
             Ok(http::send(&self.agent, Method::Get, &url, &[], Body::None)
                 .and_then(|r| http::read_reply(r, Method::Get)))
         })?;
@@ -178,10 +207,12 @@ impl Client {
     /// `Err` stops the loop at once.
     pub(crate) fn exchange(
         &self,
+        what: &str,
         scopes: Option<&[String]>,
         attempts: u32,
         send: &mut dyn FnMut(Option<&str>) -> Result<Tried>,
     ) -> Result<Reply> {
+        let started = Instant::now();
         let policy = Policy {
             attempts: attempts.max(1),
             backoff: self.options.backoff,
@@ -210,7 +241,28 @@ impl Client {
                 (Decision::Accept | Decision::GiveUp, Err(e)) => {
                     return Err(self.transport_error(&e, attempt));
                 }
-                (Decision::Retry { after }, _) => {
+                (Decision::Retry { after }, tried) => {
+                    let elapsed = started.elapsed();
+                    if elapsed + after > self.options.deadline {
+                        return match tried {
+                            Ok(reply) => Ok(reply),
+                            Err(e) => Err(self.deadline_error(&e, attempt, elapsed)),
+                        };
+                    }
+                    if let Some(hook) = &self.options.on_retry {
+                        let cause = match &tried {
+                            Ok(reply) => format!("answered {}", reply.status),
+                            Err(e) => e.to_string(),
+                        };
+                        (hook.0)(&format!(
+                            "registry {}: {what}: {cause} (waits up to {} s); next try ({} of {}) in {:.1} s",
+                            self.registry,
+                            self.options.timeout.as_secs(),
+                            attempt + 1,
+                            policy.attempts,
+                            after.as_secs_f64()
+                        ));
+                    }
                     std::thread::sleep(after);
                     attempt += 1;
                 }
@@ -250,12 +302,17 @@ impl Client {
             .into_iter()
             .collect();
         let reply = self
-            .exchange(None, self.options.attempts, &mut |_| {
-                Ok(
-                    http::send(&self.agent, Method::Get, url, &headers, Body::None)
-                        .and_then(|r| http::read_reply(r, Method::Get)),
-                )
-            })
+            .exchange(
+                &format!("GET token from {realm}"),
+                None,
+                self.options.attempts,
+                &mut |_| {
+                    Ok(
+                        http::send(&self.agent, Method::Get, url, &headers, Body::None)
+                            .and_then(|r| http::read_reply(r, Method::Get)),
+                    )
+                },
+            )
             .map_err(|e| match e {
                 // The registry itself answered the ping: name the address that did not.
                 Error::Unreachable {
@@ -300,12 +357,18 @@ impl Client {
         body: Body<'_>,
     ) -> Result<Reply> {
         let url = self.url(path_or_url);
-        let reply = self.exchange(Some(scopes), self.options.attempts, &mut |authorization| {
-            let mut all = headers.to_vec();
-            all.extend(authorization.map(|a| ("Authorization", a.to_string())));
-            Ok(http::send(&self.agent, method, &url, &all, body)
-                .and_then(|r| http::read_reply(r, method)))
-        })?;
+        let what = format!("{method} {}", strip_query(&url));
+        let reply = self.exchange(
+            &what,
+            Some(scopes),
+            self.options.attempts,
+            &mut |authorization| {
+                let mut all = headers.to_vec();
+                all.extend(authorization.map(|a| ("Authorization", a.to_string())));
+                Ok(http::send(&self.agent, method, &url, &all, body)
+                    .and_then(|r| http::read_reply(r, method)))
+            },
+        )?;
         if reply.status == 401 {
             return Err(self.unauthorized(Some(format!(
                 "{method} {} answered 401: {}",
@@ -327,6 +390,27 @@ impl Client {
             registry: self.registry.clone(),
             credentials: self.session.credentials_origin(),
             reason: reason.unwrap_or_else(|| "the registry requires credentials".into()),
+        }
+    }
+
+    /// A transport failure given up on because the operation's deadline passed.
+    fn deadline_error(&self, error: &ureq::Error, attempts: u32, elapsed: Duration) -> Error {
+        match self.transport_error(error, attempts) {
+            Error::Unreachable {
+                registry,
+                attempts,
+                reason,
+            } => Error::Unreachable {
+                registry,
+                attempts,
+                reason: format!(
+                    "{reason}; gave up after {:.0} s (each try waits up to {} s, no retry after {} s: raise --registry-timeout or --registry-deadline for a slow registry)",
+                    elapsed.as_secs_f64(),
+                    self.options.timeout.as_secs(),
+                    self.options.deadline.as_secs()
+                ),
+            },
+            other => other,
         }
     }
 

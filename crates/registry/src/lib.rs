@@ -27,7 +27,7 @@ mod tls;
 mod token;
 mod transfer;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, RetryHook};
 pub use reference::Reference;
 
 use std::path::PathBuf;

@@ -35,9 +35,13 @@ impl Client {
     /// Uploads a blob. The bytes sent are hashed: a local blob that does not match its digest
     /// is refused here, whatever the registry answers.
     pub(crate) fn upload(&self, blob: &Upload<'_>, progress: &dyn Progress) -> Result<()> {
-        let reply = self.exchange(Some(blob.scopes), self.attempts(), &mut |authorization| {
-            self.upload_once(blob, authorization, progress)
-        });
+        let what = format!("PUT blob {} into {}", blob.digest, blob.repository);
+        let reply = self.exchange(
+            &what,
+            Some(blob.scopes),
+            self.attempts(),
+            &mut |authorization| self.upload_once(blob, authorization, progress),
+        );
         progress.transfer_finished(blob.digest);
         let reply = reply?;
         match reply.status {
@@ -127,7 +131,8 @@ impl Client {
     ) -> Result<(Digest, u64)> {
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let mut arrived = None;
-        let reply = self.exchange(Some(scopes), self.attempts(), &mut |authorization| {
+        let what = format!("GET blob {digest} from {repository}");
+        let reply = self.exchange(&what, Some(scopes), self.attempts(), &mut |authorization| {
             let headers: Vec<(&str, String)> = authorization
                 .map(|a| ("Authorization", a.to_string()))
                 .into_iter()
