@@ -20,4 +20,5 @@ mod hermetic;
 mod plan;
 mod registry;
 mod registry_support;
+mod repair;
 mod reproducible;

@@ -26,6 +26,19 @@ pub(crate) enum CacheCommand {
     Ls(StoreArgs),
     /// Remove entries unused for a while or beyond a total size, then unreferenced blobs.
     Prune(PruneArgs),
+    /// Verify the store: every blob against its digest, every tag, entry and record, and
+    /// leftovers of killed processes; exits 1 when something is wrong.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Remove what cannot be trusted (damaged blobs and the tags that use them, unreadable
+    /// records) and the leftovers; the next build writes good copies.
+    #[arg(long)]
+    pub(crate) repair: bool,
 }
 
 #[derive(Args)]

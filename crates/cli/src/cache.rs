@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use crate::args::{CacheCommand, MessageFormat, PruneArgs, StoreArgs};
+use crate::args::{CacheCommand, CheckArgs, MessageFormat, PruneArgs, StoreArgs};
 use crate::human::human_size;
 
 fn ago(seconds: u64) -> String {
@@ -24,6 +24,7 @@ pub(crate) fn run_cache(command: CacheCommand) -> Result<()> {
     match command {
         CacheCommand::Ls(args) => ls(args, &mut out),
         CacheCommand::Prune(args) => prune(args, &mut out),
+        CacheCommand::Check(args) => check(args, &mut out),
     }
 }
 
@@ -103,6 +104,42 @@ fn prune(args: PruneArgs, out: &mut impl Write) -> Result<()> {
                 human_size(report.store_size)
             )?;
         }
+    }
+    Ok(())
+}
+
+/// `cache check [--repair]`.
+fn check(args: CheckArgs, out: &mut impl Write) -> Result<()> {
+    let dir = args
+        .store
+        .cache_dir
+        .unwrap_or_else(imgbuild::default_cache_dir);
+    let report = imgbuild::store::check(&dir.into(), args.repair)?;
+    match args.store.message_format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        MessageFormat::Human => {
+            for p in &report.problems {
+                let verb = if p.repaired { "repaired" } else { "problem" };
+                writeln!(out, "{verb}: {}", p.what)?;
+            }
+            for path in &report.leftovers {
+                writeln!(out, "leftover: {}", path.display())?;
+            }
+            writeln!(
+                out,
+                "checked {} blobs and {} tags: {} problem(s), {} repaired; {} leftover(s)",
+                report.blobs,
+                report.tags,
+                report.problems.len(),
+                report.problems.iter().filter(|p| p.repaired).count(),
+                report.leftovers.len()
+            )?;
+        }
+    }
+    if !report.is_sound() {
+        anyhow::bail!(
+            "the store has problems (listed above); `imgbuild cache check --repair` removes what cannot be trusted"
+        );
     }
     Ok(())
 }

@@ -86,8 +86,8 @@ pub enum Error {
         /// The versions it needs that the base lacks (`GLIBC_2.34 (libc.so.6)`).
         missing: Vec<String>,
     },
-    /// A dependency-cache entry cannot be used.
-    #[error("dependency-cache entry {reference}: {reason}")]
+    /// A cache entry (dependency entry, app record or app image) cannot be used.
+    #[error("cache entry {reference}: {reason}")]
     CacheEntry {
         /// The entry's ref name in the store.
         reference: String,

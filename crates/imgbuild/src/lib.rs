@@ -72,6 +72,7 @@ pub mod output;
 pub mod plan;
 mod procenv;
 mod publish;
+mod repair;
 mod rootfs;
 pub mod store;
 mod time;

@@ -6,6 +6,8 @@
 //! Reads and writes the local store and the usage markers. The choice of what to remove is
 //! pure (`select`).
 
+pub use crate::repair::{CheckReport, Problem, check};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -243,6 +245,9 @@ pub struct PruneReport {
     /// freed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<RemoveFailure>,
+    /// Temporary files and directories of killed processes that were removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<PathBuf>,
 }
 
 /// A file `cache prune` could not remove.
@@ -254,9 +259,6 @@ pub struct RemoveFailure {
     /// Why (the OS error).
     pub error: String,
 }
-
-/// Temporary files older than this are left over from interrupted writes.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// Removes the entries `policy` selects, then every blob nothing in the index references.
 /// Waits for running builds (they hold the store's writer lock) before deleting blobs.
@@ -319,7 +321,10 @@ pub fn prune(cache: &CacheDir, policy: PrunePolicy) -> Result<PruneReport> {
         .collect();
     let dir = store.blob_dir();
     delete_unreferenced(&dir, &sizes, &live, &mut report);
-    remove_stale_temps(&dir, &mut report);
+    report.leftovers = imgbuild_oci::scratch::collect_leftovers(store.root())?;
+    report
+        .leftovers
+        .extend(crate::hermetic::collect_leftovers(cache)?);
     report.store_size = blob_sizes(&store)?.values().sum();
     Ok(report)
 }
@@ -355,28 +360,6 @@ fn remove(path: &Path, report: &mut PruneReport) -> bool {
                 error: e.to_string(),
             });
             false
-        }
-    }
-}
-
-/// Removes temporary files left in `dir` by interrupted writes (older than [`STALE_TEMP`]).
-fn remove_stale_temps(dir: &Path, report: &mut PruneReport) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            return report.failures.push(RemoveFailure {
-                path: dir.to_path_buf(),
-                error: format!("listing its temporary files: {e}"),
-            });
-        }
-    };
-    for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
-        if entry.file_name().to_string_lossy().starts_with(".tmp") && old {
-            remove(&entry.path(), report);
         }
     }
 }

@@ -1,14 +1,16 @@
 //! The OCI image layout on disk: `oci-layout`, `index.json` and content-addressed `blobs/`.
 //!
-//! Touches the filesystem (and nothing else). Every write goes to a temporary file in the target
-//! directory and is renamed into place, so a reader never sees a partial blob or index, and an
-//! interrupted write leaves only a `.tmp-*` file that is never referenced. Every blob read back is
-//! checked against its digest.
+//! Touches the filesystem (and nothing else). Every write goes to a temporary file and is
+//! renamed into place, so a reader never sees a partial blob or index. Blobs are written in
+//! the process's scratch directory under `.tmp/` ([`crate::scratch`]), never in `blobs/`, so
+//! an interrupted write leaves nothing where other OCI tools look, and the next build removes
+//! it. Every blob read back is checked against its digest.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use flate2::write::GzEncoder;
 use oci_spec::image::{
@@ -30,6 +32,9 @@ const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// This process's scratch directory in the layout, made on the first write; shared by
+    /// clones and removed with the last of them.
+    scratch: Arc<OnceLock<crate::scratch::Scratch>>,
 }
 
 /// A layer written to a layout.
@@ -65,7 +70,7 @@ impl Layout {
         }
         let blobs = root.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).map_err(io_err("creating directory", &blobs))?;
-        let layout = Self { root };
+        let layout = Self::at(root);
         if !layout.root.join("index.json").exists() {
             layout.write_index(&empty_index()?)?;
         }
@@ -78,7 +83,32 @@ impl Layout {
         if !root.join(OCI_LAYOUT_FILE).is_file() {
             return Err(Error::NotALayout { path: root });
         }
-        Ok(Self { root })
+        Ok(Self::at(root))
+    }
+
+    fn at(root: PathBuf) -> Self {
+        Self {
+            root,
+            scratch: Arc::default(),
+        }
+    }
+
+    /// A new temporary file in this process's scratch directory of the layout (on the same
+    /// filesystem as the blobs, so it can be renamed into place).
+    pub fn temp_file(&self, prefix: &str) -> Result<tempfile::NamedTempFile> {
+        let dir = match self.scratch.get() {
+            Some(s) => s.path(),
+            None => {
+                let made = crate::scratch::Scratch::create(&self.root)?;
+                // Another thread may have been first: its directory is used, ours removed.
+                let _ = self.scratch.set(made);
+                self.scratch.get().map_or(self.root.as_path(), |s| s.path())
+            }
+        };
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(dir)
+            .map_err(io_err("creating temporary file in", dir))
     }
 
     /// The layout's directory.
@@ -132,7 +162,7 @@ impl Layout {
         self.blob_path(digest).is_file()
     }
 
-    /// The directory holding the sha256 blobs (temporary files start with `.`).
+    /// The directory holding the sha256 blobs (nothing else: temporary files are elsewhere).
     pub fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
@@ -142,11 +172,15 @@ impl Layout {
         self.copy_blob_to_writer(digest, io::sink()).is_ok()
     }
 
-    /// Stores `bytes` as a blob and returns its descriptor.
+    /// Stores `bytes` as a blob and returns its descriptor. A copy already in the layout is
+    /// kept only when it is intact: a damaged one is replaced.
     pub fn put_bytes(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor> {
         let digest = crate::digest::sha256(bytes);
-        if !self.has_blob(&digest) {
-            write_atomic(&self.blob_dir(), digest.digest(), bytes)?;
+        if !self.blob_is_intact(&digest) {
+            let mut tmp = self.temp_file(".tmp-blob-")?;
+            tmp.write_all(bytes)
+                .map_err(io_err("writing", tmp.path()))?;
+            persist(tmp, &self.blob_path(&digest))?;
         }
         Ok(Descriptor::new(media_type, bytes.len() as u64, digest))
     }
@@ -171,11 +205,7 @@ impl Layout {
         &self,
         prefix: &str,
     ) -> Result<(tempfile::NamedTempFile, HashingWriter<BufWriter<File>>)> {
-        let dir = self.blob_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempfile_in(&dir)
-            .map_err(io_err("creating temporary file in", &dir))?;
+        let tmp = self.temp_file(prefix)?;
         let file = tmp
             .as_file()
             .try_clone()
@@ -322,15 +352,12 @@ impl Layout {
         if other.has_blob(digest) {
             return Ok(());
         }
-        let dir = other.blob_dir();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-blob-")
-            .tempfile_in(&dir)
-            .map_err(io_err("creating temporary file in", &dir))?;
+        let mut tmp = other.temp_file(".tmp-blob-")?;
+        let path = tmp.path().to_path_buf();
         {
             let mut out = BufWriter::new(tmp.as_file_mut());
             self.copy_blob_to_writer(digest, &mut out)?;
-            out.flush().map_err(io_err("writing", &dir))?;
+            out.flush().map_err(io_err("writing", &path))?;
         }
         let dest = other.blob_path(digest);
         persist(tmp, &dest)?;

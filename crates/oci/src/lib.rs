@@ -19,6 +19,7 @@ pub mod json;
 pub mod layer;
 pub mod layout;
 pub mod media;
+pub mod scratch;
 pub mod snapshot;
 pub mod unpack;
 

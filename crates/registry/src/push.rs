@@ -216,15 +216,7 @@ pub fn pull_blob(
         return Ok(false);
     }
     let digest = desc.digest().to_string();
-    let dir = layout.blob_dir();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-pull-")
-        .tempfile_in(&dir)
-        .map_err(|source| Error::Io {
-            action: "creating a temporary file in",
-            path: dir.clone(),
-            source,
-        })?;
+    let mut tmp = layout.temp_file(".tmp-pull-")?;
     let path = tmp.path().to_path_buf();
     let (actual, size) = client.download(
         repository,

@@ -77,7 +77,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         package_dir,
     )?;
     let (keys, dependency_key) = keys::gather(cx, &selected.target)?;
-    let store = Layout::create(cx.cache.store())?;
+    let store = crate::repair::open_store(&cx.cache, reporter)?;
     let writer = store.writer_lock()?;
     // The base image is resolved before compiling: a wrong reference fails fast.
     let base = match selected.config.base_image() {
