@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::registry::LocalRegistry;
+
 mod env;
 
 /// The project the benchmark builds, and the leaf crate bumped in the lockfile scenario.
@@ -20,7 +22,7 @@ struct Project {
     bump: (&'static str, &'static str),
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?;
     let entries = std::fs::read_dir(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
     for entry in entries {
@@ -40,7 +42,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
 }
 
 /// Runs a command in `dir`, returning its wall time and stdout; fails on a non-zero exit.
-fn timed(
+pub(crate) fn timed(
     dir: &Path,
     program: &Path,
     args: &[&str],
@@ -65,56 +67,6 @@ fn timed(
         ));
     }
     Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-/// The reference registry on 127.0.0.1, for the registry scenario (killed on drop).
-struct LocalRegistry {
-    child: std::process::Child,
-    host: String,
-}
-
-impl LocalRegistry {
-    fn start(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("data").display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("docker-registry is needed for the registry scenario ({e}); apt-get install docker-registry"))?;
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(15) {
-                return Err("docker-registry did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self {
-            child,
-            host: format!("127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for LocalRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What one imgbuild run reported.

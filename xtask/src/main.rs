@@ -5,6 +5,8 @@
 //!
 //! - `invariants`: the architecture invariants no compiler checks (see [`mod@invariants`]).
 //! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]);
+//! - `chaos`: SIGKILLs, a faulty network and concurrency against one store, checking that
+//!   nothing is lost (see [`mod@chaos`]);
 //! - `image [--output DEST]…`: imgbuild's own container image, built with imgbuild's library
 //!   (dogfooding): `/app/imgbuild` in an image from scratch.
 
@@ -13,7 +15,9 @@
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod chaos;
 mod invariants;
+mod registry;
 
 fn run(purpose: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("==> {purpose}: {program} {}", args.join(" "));
@@ -129,10 +133,11 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("chaos") => chaos::chaos(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("invariants") => check_invariants(&root()),
         Some("image") => image(&root(), std::env::args().skip(2).collect()),
         _ => Err(
-            "usage: cargo xtask ci | cargo xtask invariants | cargo xtask bench | cargo xtask image [--output DEST]..."
+            "usage: cargo xtask ci | cargo xtask invariants | cargo xtask bench | cargo xtask chaos [--kills N] | cargo xtask image [--output DEST]..."
                 .to_string(),
         ),
     };
