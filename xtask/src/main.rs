@@ -7,6 +7,7 @@
 //! - `bench`: imgbuild against bare cargo on `examples/axum-service` (see [`mod@bench`]);
 //! - `chaos`: SIGKILLs, a faulty network and concurrency against one store, checking that
 //!   nothing is lost (see [`mod@chaos`]);
+//! - `fuzz`: every cargo-fuzz target for a number of inputs (see [`mod@fuzz`]);
 //! - `image [--output DEST]…`: imgbuild's own container image, built with imgbuild's library
 //!   (dogfooding): `/app/imgbuild` in an image from scratch.
 
@@ -16,6 +17,7 @@ use std::process::{Command, ExitCode};
 
 mod bench;
 mod chaos;
+mod fuzz;
 mod invariants;
 mod registry;
 
@@ -134,10 +136,11 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::bench(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("chaos") => chaos::chaos(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("fuzz") => fuzz::fuzz(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("invariants") => check_invariants(&root()),
         Some("image") => image(&root(), std::env::args().skip(2).collect()),
         _ => Err(
-            "usage: cargo xtask ci | cargo xtask invariants | cargo xtask bench | cargo xtask chaos [--kills N] | cargo xtask image [--output DEST]..."
+            "usage: cargo xtask ci | cargo xtask invariants | cargo xtask bench | cargo xtask chaos [--kills N] | cargo xtask fuzz [--runs N] | cargo xtask image [--output DEST]..."
                 .to_string(),
         ),
     };

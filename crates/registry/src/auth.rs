@@ -186,33 +186,60 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let file: AuthFile = serde_json::from_str(&text).map_err(|e| Error::AuthFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let helper = file
-            .cred_helpers
-            .iter()
-            .find(|(k, _)| normalize_key(k) == registry)
-            .map(|(_, h)| h.clone());
-        if let Some(helper) = helper {
-            return run_helper(&helper, registry);
-        }
-        if let Some((key, entry)) = file
-            .auths
-            .iter()
-            .find(|(k, _)| normalize_key(k) == registry)
-        {
-            let origin = format!("{} (auths.{key})", path.display());
-            return from_entry(entry, &origin, &path).map(Some);
-        }
-        if let Some(store) = &file.creds_store
-            && let Some(c) = run_helper(store, registry)?
-        {
-            return Ok(Some(c));
+        match lookup(&text, &path, registry)? {
+            Found::Helper(helper) => return run_helper(&helper, registry),
+            Found::Credentials(c) => return Ok(Some(c)),
+            Found::Store(store) => {
+                if let Some(c) = run_helper(&store, registry)? {
+                    return Ok(Some(c));
+                }
+            }
+            Found::Nothing => {}
         }
     }
     Ok(None)
+}
+
+/// What an auth file (docker's `config.json`, podman's `auth.json`) says about `registry`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Found {
+    /// A `credHelpers` entry: run `docker-credential-<name>`.
+    Helper(String),
+    /// An `auths` entry.
+    Credentials(Credentials),
+    /// No entry, but a `credsStore` to ask.
+    Store(String),
+    /// Nothing.
+    Nothing,
+}
+
+/// Reads the auth file `text` (from `path`, named in errors) for `registry`. Pure: helpers
+/// are not run.
+pub fn lookup(text: &str, path: &std::path::Path, registry: &str) -> Result<Found> {
+    let file: AuthFile = serde_json::from_str(text).map_err(|e| Error::AuthFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if let Some((_, helper)) = file
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| normalize_key(k) == registry)
+    {
+        return Ok(Found::Helper(helper.clone()));
+    }
+    if let Some((key, entry)) = file
+        .auths
+        .iter()
+        .find(|(k, _)| normalize_key(k) == registry)
+    {
+        let origin = format!("{} (auths.{key})", path.display());
+        return from_entry(entry, &origin, path).map(Found::Credentials);
+    }
+    Ok(match file.creds_store {
+        Some(store) => Found::Store(store),
+        None => Found::Nothing,
+    })
 }
 
 fn from_entry(entry: &AuthEntry, origin: &str, path: &std::path::Path) -> Result<Credentials> {
