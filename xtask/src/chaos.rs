@@ -120,13 +120,20 @@ impl Harness {
     /// A fresh checkout of the project with its own app code (so no stored image serves it:
     /// the dependency entry is restored, or pulled, and the app compiled).
     fn checkout(&mut self, name: &str) -> Result<PathBuf, String> {
+        let mark = format!("checkout {}", self.serial + 1);
+        self.checkout_with(name, Some(&mark))
+    }
+
+    /// A fresh checkout, its app code changed by a comment line `mark` (or not at all).
+    fn checkout_with(&mut self, name: &str, mark: Option<&str>) -> Result<PathBuf, String> {
         self.serial += 1;
         let dir = self.work.join(format!("{name}-{}", self.serial));
         crate::bench::copy_tree(&self.project, &dir)?;
-        let main = dir.join("src/main.rs");
-        let text = std::fs::read_to_string(&main).map_err(|e| e.to_string())?;
-        std::fs::write(&main, format!("{text}\n// checkout {}\n", self.serial))
-            .map_err(|e| e.to_string())?;
+        if let Some(mark) = mark {
+            let main = dir.join("src/main.rs");
+            let text = std::fs::read_to_string(&main).map_err(|e| e.to_string())?;
+            std::fs::write(&main, format!("{text}\n// {mark}\n")).map_err(|e| e.to_string())?;
+        }
         Ok(dir)
     }
 
@@ -197,6 +204,7 @@ impl Harness {
 fn kill_group(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
         .status();
     let _ = child.wait();
 }
@@ -363,6 +371,11 @@ fn network_faults(
     let via = format!("127.0.0.1:{}", proxy.port);
     let timeout = ["--registry-timeout", "2"];
     let mut tally = Tally::default();
+    // Pulls alternate between the reference checkout (the app image comes from the cache
+    // repository) and one with other app code (the dependency entry comes from it, the app is
+    // compiled); the second's digest, from a build without any cache:
+    let changed = h.checkout_with("net-expected", Some("network"))?;
+    let expected_changed = h.run(&changed, &h.work.join("net-expected-cache"), &["build"])?;
     for round in 0..10 {
         let target = format!("{via}/chaos/net:r{round}");
         match h.run(
@@ -392,7 +405,12 @@ fn network_faults(
             }
             Err(_) => tally.failed += 1,
         }
-        let fresh = h.checkout("net-pull")?;
+        let (mark, expected) = if round % 2 == 0 {
+            (None, h.reference.clone())
+        } else {
+            (Some("network"), expected_changed.clone())
+        };
+        let fresh = h.checkout_with("net-pull", mark)?;
         let cache = h.work.join(format!("net-cache-{round}"));
         let repo = format!("{via}/chaos/cache");
         match h.run(
@@ -400,10 +418,11 @@ fn network_faults(
             &cache,
             &[&["build", "--cache-repo", &repo][..], &timeout].concat(),
         ) {
-            Ok(digest) if digest == h.reference => tally.completed += 1,
+            Ok(digest) if digest == expected => tally.completed += 1,
             Ok(digest) => {
                 tally.lost += 1;
-                h.losses.push(format!("pull r{round}: {digest}"));
+                h.losses
+                    .push(format!("pull r{round}: {digest}, expected {expected}"));
             }
             Err(_) => tally.failed += 1,
         }
