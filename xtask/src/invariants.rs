@@ -25,6 +25,8 @@ pub(crate) const PURE: &[&str] = &[
     "crates/imgbuild/src/image.rs",
     "crates/imgbuild/src/time.rs",
     "crates/imgbuild/src/basefs.rs",
+    "crates/imgbuild/src/envimage.rs",
+    "crates/imgbuild/src/sbom.rs",
     "crates/imgbuild/src/options.rs",
     "crates/registry/src/reference.rs",
     "crates/oci/src/json.rs",

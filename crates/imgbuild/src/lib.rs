@@ -74,6 +74,7 @@ mod procenv;
 mod publish;
 mod repair;
 mod rootfs;
+mod sbom;
 pub mod store;
 mod time;
 mod usage;
