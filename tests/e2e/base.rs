@@ -171,10 +171,7 @@ fn an_index_resolves_to_the_host_platform() {
         entry(other),
         entry(oci_arch())
     );
-    let index_digest = {
-        use sha2_free::sha256_hex;
-        sha256_hex(index.as_bytes())
-    };
+    let index_digest = sha256_hex(index.as_bytes());
     std::fs::write(layout.join("blobs/sha256").join(&index_digest), &index).unwrap();
     std::fs::write(
         layout.join("index.json"),
@@ -245,25 +242,6 @@ fn a_truncated_base_layer_in_the_store_is_one_error() {
         "{}",
         run.stderr
     );
-}
-
-/// `sha256` of bytes, in hex, through the `sha256sum` tool (no hashing crate in the tests).
-mod sha2_free {
-    pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    }
 }
 
 #[test]

@@ -169,20 +169,9 @@ fn docker_archive_output_loads_and_runs_in_docker() {
     ));
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
 
-    let loaded = tool("docker", &["load", "-i", archive.to_str().unwrap()]);
-    assert!(loaded.contains(&name), "{loaded}");
-    let out = Command::new("docker")
-        .args(["run", "--rm", &name, "one", "two"])
-        .output()
-        .unwrap();
-    let _ = Command::new("docker").args(["rmi", "-f", &name]).output();
-    assert!(
-        out.status.success(),
-        "docker run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = docker_load_and_run(&archive, &name, &["one", "two"]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout.trim(),
         r#"Hello from imgbuild, world! (uid 65532, args ["one", "two"])"#
     );
 }

@@ -24,18 +24,6 @@ impl EnvImage {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
-
 /// A directory under `CARGO_TARGET_TMPDIR` named by what makes it: made by `make` into a
 /// staging directory, then renamed, so an interrupted run never leaves a usable-looking one.
 fn fixture_dir(name: &str, inputs: &[&[u8]], make: impl FnOnce(&Path)) -> PathBuf {
@@ -215,19 +203,7 @@ fn the_sqlite_example_links_the_environments_library_and_runs_in_docker() {
         .find(|e| e["reason"] == "layer" && e["role"] == "libraries")
         .unwrap_or_else(|| panic!("no libraries layer: {events:#?}"));
     assert!(libraries["entries"].as_u64().unwrap() >= 4, "{libraries}");
-    let loaded = tool("docker", &["load", "-i", archive.to_str().unwrap()]);
-    assert!(loaded.contains(&name), "{loaded}");
-    let out = Command::new("docker")
-        .args(["run", "--rm", &name])
-        .output()
-        .unwrap();
-    let _ = Command::new("docker").args(["rmi", "-f", &name]).output();
-    assert!(
-        out.status.success(),
-        "docker run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = docker_load_and_run(&archive, &name, &[]);
     assert!(
         stdout.starts_with("sqlite 3.") && stdout.contains("3 rows, 900 downloads"),
         "{stdout}"

@@ -306,3 +306,40 @@ pub(crate) fn layers(layout: &Path, tag: &str) -> Vec<String> {
         .map(|l| l.as_str().unwrap().to_string())
         .collect()
 }
+
+/// `sha256` of bytes, in hex, through the `sha256sum` tool (no hashing crate in the tests).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Loads the `docker-archive` at `archive` into the Docker Engine, checks that it holds the
+/// image `name`, runs it with `args`, removes it, and returns the container's stdout (failing
+/// the test when the run fails).
+pub(crate) fn docker_load_and_run(archive: &Path, name: &str, args: &[&str]) -> String {
+    let loaded = tool("docker", &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains(name), "{loaded}");
+    let out = Command::new("docker")
+        .args(["run", "--rm", name])
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+    assert!(
+        out.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

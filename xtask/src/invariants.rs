@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub(crate) const PURE: &[&str] = &[
     "crates/cargo/src/workspace.rs",
     "crates/cargo/src/config.rs",
+    "crates/cargo/src/config/validate.rs",
     "crates/cargo/src/lockfile.rs",
     "crates/cargo/src/plan.rs",
     "crates/cargo/src/hermetic.rs",

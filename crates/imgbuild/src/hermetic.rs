@@ -11,27 +11,18 @@ use crate::cachedir::CacheDir;
 /// A fresh, empty `HOME` and `TMPDIR` for one build, removed when dropped.
 #[derive(Debug)]
 pub(crate) struct PrivateDirs {
-    dir: tempfile::TempDir,
-    _lock: std::fs::File,
+    dir: imgbuild_oci::scratch::LockedDir,
 }
 
 impl PrivateDirs {
     /// Creates them under the cache directory's sandbox directory.
     pub(crate) fn create(cache: &CacheDir) -> Result<Self> {
-        let parent = cache.sandbox();
-        std::fs::create_dir_all(&parent).map_err(crate::io_err("creating directory", &parent))?;
-        let dir = tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(&parent)
-            .map_err(crate::io_err("creating a temporary directory in", &parent))?;
-        let path = dir.path().join(".lock");
-        let lock = std::fs::File::create(&path).map_err(crate::io_err("creating", &path))?;
-        lock.lock().map_err(crate::io_err("locking", &path))?;
+        let dir = imgbuild_oci::scratch::LockedDir::create(&cache.sandbox(), "build-")?;
         for sub in ["home", "tmp"] {
             let p = dir.path().join(sub);
             std::fs::create_dir(&p).map_err(crate::io_err("creating directory", &p))?;
         }
-        Ok(Self { dir, _lock: lock })
+        Ok(Self { dir })
     }
 
     /// The private `HOME`.
@@ -49,45 +40,24 @@ impl PrivateDirs {
 /// removed.
 pub(crate) fn collect_leftovers(cache: &CacheDir) -> Result<Vec<PathBuf>> {
     let found = leftovers(cache)?;
-    for dir in &found {
-        match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(crate::io_err("removing", dir)(e));
-            }
-            _ => {}
-        }
-    }
+    imgbuild_oci::scratch::remove_all(&found)?;
     Ok(found)
 }
 
-/// The private directories of builds that are gone: their lock is free (one without a lock
-/// file yet only when older than a minute).
+/// The private directories of builds that are gone ([`imgbuild_oci::scratch::abandoned`]).
 pub(crate) fn leftovers(cache: &CacheDir) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(cache.sandbox()) else {
-        return Ok(removed);
+        return Ok(found);
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        if !entry.file_name().to_string_lossy().starts_with("build-") {
-            continue;
-        }
-        let lock = dir.join(".lock");
-        let dead = match std::fs::File::open(&lock) {
-            Ok(file) => match file.try_lock() {
-                Ok(()) => true,
-                Err(std::fs::TryLockError::WouldBlock) => false,
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(crate::io_err("locking", &lock)(e));
-                }
-            },
-            Err(_) => std::fs::metadata(&dir)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60)),
-        };
-        if dead {
-            removed.push(dir);
+        if entry.file_name().to_string_lossy().starts_with("build-")
+            && imgbuild_oci::scratch::abandoned(&dir)?
+        {
+            found.push(dir);
         }
     }
-    Ok(removed)
+    found.sort();
+    Ok(found)
 }

@@ -141,21 +141,10 @@ fn oci_name(reference: &str) -> String {
     last.split(':').next().unwrap_or(last).to_string()
 }
 
-/// The SPDX 2.3 document.
-pub(crate) fn spdx(i: &SbomInputs) -> Value {
-    let mut packages = Vec::new();
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": "SPDXRef-Image",
-    })];
-    let image = ImageRef {
-        reference: i.image.clone(),
-        digest: i.config_digest.clone(),
-    };
-    packages.push(image_package("SPDXRef-Image", &image, "CONTAINER"));
+/// The binary, as the image's application.
+fn binary_package(i: &SbomInputs) -> Value {
     let (package, bin) = i.binary.split_once('/').unwrap_or((&i.binary, &i.binary));
-    packages.push(json!({
+    json!({
         "SPDXID": "SPDXRef-Binary",
         "name": bin,
         "versionInfo": i.binary_version,
@@ -170,32 +159,69 @@ pub(crate) fn spdx(i: &SbomInputs) -> Value {
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
-    }));
+    })
+}
+
+/// One crate of the binary's tree.
+fn crate_package(id: &str, p: &RustPackage) -> Value {
+    let mut pkg = json!({
+        "SPDXID": id,
+        "name": p.name,
+        "versionInfo": p.version,
+        "downloadLocation": download_location(p),
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "LIBRARY",
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": cargo_purl(&p.name, &p.version),
+        }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": license(p.license.as_deref()),
+        "copyrightText": "NOASSERTION",
+    });
+    if let Some(sum) = &p.checksum {
+        pkg["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": sum}]);
+    }
+    pkg
+}
+
+/// A shared library of the closure layer.
+fn library_package(id: &str, file: &str, l: &Library) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": file,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "LIBRARY",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": l.sha256}],
+        "comment": format!("{} in the image's libraries layer", l.path),
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })
+}
+
+/// The SPDX 2.3 document.
+pub(crate) fn spdx(i: &SbomInputs) -> Value {
+    let mut packages = Vec::new();
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-Image",
+    })];
+    let image = ImageRef {
+        reference: i.image.clone(),
+        digest: i.config_digest.clone(),
+    };
+    packages.push(image_package("SPDXRef-Image", &image, "CONTAINER"));
+    packages.push(binary_package(i));
     relationships.push(json!({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-Binary"}));
     let mut rust = i.packages.clone();
     rust.sort();
     for (n, p) in rust.iter().enumerate() {
         let id = spdx_id("Crate", n, &p.name);
-        let mut pkg = json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": download_location(p),
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "LIBRARY",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": cargo_purl(&p.name, &p.version),
-            }],
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": license(p.license.as_deref()),
-            "copyrightText": "NOASSERTION",
-        });
-        if let Some(sum) = &p.checksum {
-            pkg["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": sum}]);
-        }
-        packages.push(pkg);
+        packages.push(crate_package(&id, p));
         relationships.push(json!({"spdxElementId": "SPDXRef-Binary", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id}));
     }
     let mut libraries = i.libraries.clone();
@@ -203,18 +229,7 @@ pub(crate) fn spdx(i: &SbomInputs) -> Value {
     for (n, l) in libraries.iter().enumerate() {
         let file = l.path.rsplit('/').next().unwrap_or(&l.path);
         let id = spdx_id("Library", n, file);
-        packages.push(json!({
-            "SPDXID": id,
-            "name": file,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "LIBRARY",
-            "checksums": [{"algorithm": "SHA256", "checksumValue": l.sha256}],
-            "comment": format!("{} in the image's libraries layer", l.path),
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-        }));
+        packages.push(library_package(&id, file, l));
         relationships.push(json!({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
     }
     for (id, r, how) in [

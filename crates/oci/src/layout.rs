@@ -34,7 +34,7 @@ pub struct Layout {
     root: PathBuf,
     /// This process's scratch directory in the layout, made on the first write; shared by
     /// clones and removed with the last of them.
-    scratch: Arc<OnceLock<crate::scratch::Scratch>>,
+    scratch: Arc<OnceLock<crate::scratch::LockedDir>>,
 }
 
 /// A layer written to a layout.
@@ -99,7 +99,7 @@ impl Layout {
         let dir = match self.scratch.get() {
             Some(s) => s.path(),
             None => {
-                let made = crate::scratch::Scratch::create(&self.root)?;
+                let made = crate::scratch::LockedDir::scratch(&self.root)?;
                 // Another thread may have been first: its directory is used, ours removed.
                 let _ = self.scratch.set(made);
                 self.scratch.get().map_or(self.root.as_path(), |s| s.path())

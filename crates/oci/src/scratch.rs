@@ -25,30 +25,36 @@ const LEGACY_GRACE: Duration = Duration::from_secs(10 * 60);
 /// between two system calls.
 const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
 
-/// One process's scratch directory, removed on drop.
+/// A new directory whose `.lock` file this process holds locked for as long as it lives,
+/// removed on drop: a layout's scratch directory, or a build's private directories. Whether
+/// such a directory's owner is gone is [`abandoned`].
 #[derive(Debug)]
-pub(crate) struct Scratch {
+pub struct LockedDir {
     dir: tempfile::TempDir,
     _lock: File,
 }
 
-impl Scratch {
-    /// Creates a scratch directory under `root/.tmp` and locks it.
-    pub(crate) fn create(root: &Path) -> Result<Self> {
-        let parent = root.join(DIR);
-        fs::create_dir_all(&parent).map_err(io_err("creating directory", &parent))?;
+impl LockedDir {
+    /// Creates `parent/<prefix><random>/` (and `parent`) and locks it.
+    pub fn create(parent: &Path, prefix: &str) -> Result<Self> {
+        fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-", std::process::id()))
-            .tempdir_in(&parent)
-            .map_err(io_err("creating a temporary directory in", &parent))?;
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .map_err(io_err("creating a temporary directory in", parent))?;
         let path = dir.path().join(".lock");
         let lock = File::create(&path).map_err(io_err("creating lock file", &path))?;
         lock.lock().map_err(io_err("locking", &path))?;
         Ok(Self { dir, _lock: lock })
     }
 
+    /// This process's scratch directory under `root/.tmp`.
+    pub(crate) fn scratch(root: &Path) -> Result<Self> {
+        Self::create(&root.join(DIR), &format!("{}-", std::process::id()))
+    }
+
     /// The directory.
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -63,7 +69,13 @@ fn older_than(path: &Path, age: Duration) -> bool {
 /// [`leftovers`]). Returns what was removed.
 pub fn collect_leftovers(root: &Path) -> Result<Vec<PathBuf>> {
     let found = leftovers(root)?;
-    for path in &found {
+    remove_all(&found)?;
+    Ok(found)
+}
+
+/// Removes each path (a directory with what it holds, or a file); one already gone is fine.
+pub fn remove_all(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
         let removed = if path.is_dir() {
             fs::remove_dir_all(path)
         } else {
@@ -76,7 +88,7 @@ pub fn collect_leftovers(root: &Path) -> Result<Vec<PathBuf>> {
             _ => {}
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// The temporary files of processes that are gone from the layout at `root`: scratch
@@ -88,7 +100,7 @@ pub fn leftovers(root: &Path) -> Result<Vec<PathBuf>> {
     if let Ok(entries) = fs::read_dir(&parent) {
         for entry in entries.flatten() {
             let dir = entry.path();
-            if leftover_scratch(&dir)? {
+            if abandoned(&dir)? {
                 found.push(dir);
             }
         }
@@ -110,8 +122,9 @@ pub fn leftovers(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Whether the scratch directory `dir` belongs to no living process.
-fn leftover_scratch(dir: &Path) -> Result<bool> {
+/// Whether the [`LockedDir`] `dir` belongs to no living process: its lock is free, or it has
+/// no lock file and is older than its creator could take between two system calls.
+pub fn abandoned(dir: &Path) -> Result<bool> {
     let path = dir.join(".lock");
     let file = match File::open(&path) {
         Ok(file) => file,
@@ -134,7 +147,7 @@ mod tests {
     #[test]
     fn a_live_scratch_directory_is_kept_and_a_dead_ones_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let live = Scratch::create(tmp.path()).unwrap();
+        let live = LockedDir::scratch(tmp.path()).unwrap();
         std::fs::write(live.path().join("half-written"), b"x").unwrap();
         // A dead process's directory: its lock file exists, nobody holds it.
         let dead = tmp.path().join(DIR).join("12345-dead");
