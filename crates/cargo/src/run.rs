@@ -16,6 +16,7 @@ use cargo_metadata::Metadata;
 use crate::workspace::BinaryTarget;
 use crate::{Error, Result};
 
+pub mod binutils;
 mod compile;
 mod machine;
 mod toolchain;

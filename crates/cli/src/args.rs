@@ -15,6 +15,10 @@ pub(crate) enum Command {
     Plan(PlanArgs),
     /// Build twice in two temporary folders and check that both images are identical.
     Verify(VerifyArgs),
+    /// Print the SBOM attached to an image (local store, oci:DIR[:TAG] or a registry).
+    Sbom(crate::artifacts::SbomArgs),
+    /// Fetch an image's split-off debug info into DIR/.build-id/ for gdb.
+    Debuginfo(crate::artifacts::DebuginfoArgs),
     /// Inspect and prune the dependency cache in the local store.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -223,4 +227,42 @@ pub(crate) struct BuildArgs {
     /// Base image (e.g. debian:12-slim, or scratch for none; default: scratch).
     #[arg(long, value_name = "REF")]
     pub(crate) base: Option<String>,
+    /// The SBOM attached to the image: spdx (SPDX 2.3), cyclonedx (CycloneDX 1.6) or none.
+    #[arg(
+        long,
+        visible_alias = "sbom-format",
+        value_enum,
+        env = "IMGBUILD_SBOM",
+        default_value = "spdx",
+        value_name = "FORMAT"
+    )]
+    pub(crate) sbom: SbomArg,
+    /// Attach no provenance statement (in-toto, SLSA v1).
+    #[arg(long)]
+    pub(crate) no_provenance: bool,
+    /// Do not embed the dependency list in the binary (cargo auditable's .dep-v0 section).
+    #[arg(long)]
+    pub(crate) no_audit_data: bool,
+    /// Keep the debug info in the image's binary instead of a separate artifact.
+    #[arg(long)]
+    pub(crate) keep_debuginfo: bool,
+}
+
+/// `--sbom`'s values.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum SbomArg {
+    Spdx,
+    #[value(name = "cyclonedx")]
+    CycloneDx,
+    None,
+}
+
+impl From<SbomArg> for imgbuild::SbomFormat {
+    fn from(a: SbomArg) -> Self {
+        match a {
+            SbomArg::Spdx => imgbuild::SbomFormat::Spdx,
+            SbomArg::CycloneDx => imgbuild::SbomFormat::CycloneDx,
+            SbomArg::None => imgbuild::SbomFormat::None,
+        }
+    }
 }

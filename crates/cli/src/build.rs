@@ -113,6 +113,12 @@ pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
     options.registry.on_retry = Some(crate::human::retry_hook(format));
     options.allow_network = args.allow_network;
     options.pass_env = args.pass_env.clone();
+    let mut supply = imgbuild::SupplyChain::default();
+    supply.sbom = args.sbom.into();
+    supply.provenance = !args.no_provenance;
+    supply.audit_data = !args.no_audit_data;
+    supply.keep_debuginfo = args.keep_debuginfo;
+    options.supply = supply;
     options.cache_repo = args
         .cache_repo
         .as_deref()

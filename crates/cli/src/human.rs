@@ -192,6 +192,19 @@ impl Reporter for Human<'_> {
                 ),
             ),
             Event::Output { destination } => self.status("Wrote", destination),
+            Event::Attached {
+                artifact_type,
+                digest,
+                size,
+            } => self.status(
+                "Attached",
+                &format!(
+                    "{:<9} {} {:>10}",
+                    artifact_name(artifact_type),
+                    short(digest),
+                    human_size(*size)
+                ),
+            ),
             Event::ImageBuilt {
                 digest,
                 reference,
@@ -255,4 +268,15 @@ pub(crate) fn retry_hook(format: crate::args::MessageFormat) -> imgbuild_registr
             crate::args::MessageFormat::Human => crate::console::warning_line(line),
         }
     }))
+}
+
+/// What an attached artifact is, in a word or two.
+fn artifact_name(artifact_type: &str) -> &str {
+    match artifact_type {
+        "application/spdx+json" => "SBOM SPDX",
+        "application/vnd.cyclonedx+json" => "SBOM CDX",
+        "application/vnd.in-toto+json" => "provenance",
+        "application/vnd.imgbuild.debuginfo" => "debuginfo",
+        other => other,
+    }
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod args;
+mod artifacts;
 mod build;
 mod cache;
 mod console;
@@ -53,6 +54,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Command::Plan(args) => plan::run_plan(args),
         Command::Cache(command) => cache::run_cache(command),
         Command::Verify(args) => verify::run_verify(args, &console),
+        Command::Sbom(args) => artifacts::run_sbom(args),
+        Command::Debuginfo(args) => artifacts::run_debuginfo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

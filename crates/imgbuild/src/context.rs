@@ -67,6 +67,8 @@ pub(crate) struct Context<'a> {
     pub(crate) build_env: Option<BuildEnv>,
     /// Where cargo and rustc run: the host, or inside the build environment.
     pub(crate) toolchain: run::Toolchain,
+    /// Every package's source, license and dependency edges (for SBOMs and audit data).
+    pub(crate) graph: imgbuild_cargo::graph::PackageGraph,
 }
 
 impl Context<'_> {
@@ -112,6 +114,7 @@ pub(crate) fn prepare<'a>(
     };
     let metadata = run::metadata(&manifest_path, &script, &toolchain)?;
     let mut workspace = Workspace::new(&metadata);
+    let graph = imgbuild_cargo::graph::PackageGraph::new(&metadata);
     let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
     let package_dirs = metadata
         .packages
@@ -178,6 +181,7 @@ pub(crate) fn prepare<'a>(
         revision,
         build_env,
         toolchain,
+        graph,
     })
 }
 

@@ -102,6 +102,24 @@ pub enum Error {
         /// The value found.
         value: String,
     },
+    /// The dependency list could not be embedded in the binary (`--no-audit-data` skips it).
+    #[error(
+        "cannot embed the dependency list in the binary: {reason}; pass --no-audit-data to build without it"
+    )]
+    AuditData {
+        /// What went wrong.
+        reason: String,
+    },
+    /// No artifact of the kind asked for is attached to the image.
+    #[error("{image} has no {what} attached{hint}")]
+    NoArtifact {
+        /// The image as the user named it.
+        image: String,
+        /// What was looked for ("SPDX SBOM", "debug info").
+        what: String,
+        /// How to get one, starting with "; ".
+        hint: String,
+    },
 }
 
 impl From<imgbuild_oci::OciSpecError> for Error {

@@ -204,6 +204,15 @@ pub enum Event {
         /// Number of entries added explicitly.
         entries: usize,
     },
+    /// An artifact was attached to the image as a referrer (SBOM, provenance, debug info).
+    Attached {
+        /// Its `artifactType` (`application/spdx+json`, …).
+        artifact_type: String,
+        /// The referrer manifest's digest.
+        digest: String,
+        /// The document's size in bytes.
+        size: u64,
+    },
     /// An output was written.
     Output {
         /// The output, as given (e.g. `oci:out:latest`).

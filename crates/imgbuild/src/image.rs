@@ -209,6 +209,8 @@ pub(crate) struct StoredImage {
     pub(crate) executable: PathBuf,
     /// Host files copied into the image (app-key inputs; empty for a hit).
     pub(crate) host_files: Vec<PathBuf>,
+    /// How the compile reached the network, when known (the provenance says).
+    pub(crate) network: Option<crate::supply::Network>,
 }
 
 /// Builds the image config; `base_history` (a base image's own history) comes first.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use imgbuild_cargo::lockfile::LockedPackage;
 use imgbuild_cargo::plan::{
-    DependencyKey, KEY_ENV_VARS, KeyInputs, dependency_key, parse_tree, profile_sections,
+    DependencyKey, KEY_ENV_VARS, KeyInputs, TreeEntry, dependency_key, parse_tree, profile_sections,
 };
 use imgbuild_cargo::run;
 use imgbuild_cargo::workspace::BinaryTarget;
@@ -88,10 +88,20 @@ impl KeyContext {
         &self.triple
     }
 
+    /// `rustc -vV`'s first line (`rustc 1.95.0 (… 2026-…)`).
+    pub(crate) fn rustc_release(&self) -> &str {
+        self.rustc.lines().next().unwrap_or_default()
+    }
+
     /// The key for a package's tree as [`tree`] returned it.
     pub(crate) fn key_for_tree(&self, tree: &str) -> DependencyKey {
+        self.key_for(&parse_tree(tree))
+    }
+
+    /// The key for a parsed tree.
+    pub(crate) fn key_for(&self, tree: &[TreeEntry]) -> DependencyKey {
         dependency_key(&KeyInputs {
-            tree: &parse_tree(tree),
+            tree,
             lock: &self.lock,
             members: &self.members,
             profile: &self.profile,
@@ -121,14 +131,15 @@ pub(crate) fn tree(cx: &Context<'_>, target: &BinaryTarget) -> Result<String> {
 pub(crate) fn gather(
     cx: &Context<'_>,
     target: &BinaryTarget,
-) -> Result<(KeyContext, DependencyKey)> {
+) -> Result<(KeyContext, DependencyKey, Vec<TreeEntry>)> {
     let (context, tree) = std::thread::scope(|s| {
         let tree = s.spawn(|| tree(cx, target));
         (KeyContext::gather(cx), join(tree))
     });
     let context = context?;
-    let key = context.key_for_tree(&tree?);
-    Ok((context, key))
+    let tree = parse_tree(&tree?);
+    let key = context.key_for(&tree);
+    Ok((context, key, tree))
 }
 
 /// The kinds of record kept per binary.

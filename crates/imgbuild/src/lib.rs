@@ -52,6 +52,7 @@
 //! ```
 
 mod appcache;
+pub mod artifacts;
 mod base;
 mod basefs;
 mod build;
@@ -60,6 +61,7 @@ mod cachedir;
 mod closure;
 mod context;
 mod depcache;
+mod dpkg;
 mod envimage;
 mod error;
 pub mod event;
@@ -74,8 +76,8 @@ mod procenv;
 mod publish;
 mod repair;
 mod rootfs;
-mod sbom;
 pub mod store;
+mod supply;
 mod time;
 mod usage;
 pub mod verify;
@@ -89,7 +91,7 @@ pub(crate) use error::io_err;
 pub use image::{Layer, LayerRole};
 pub use imgbuild_cargo::config::ImageConfig;
 pub use imgbuild_registry::Reference;
-pub use options::{BuildOptions, BuiltImage, CacheMode, FeatureSelection};
+pub use options::{BuildOptions, BuiltImage, CacheMode, FeatureSelection, SbomFormat, SupplyChain};
 pub use publish::RegistryOptions;
 
 /// Builds the image `options` describe (nothing is compiled when an image from the same inputs

@@ -74,6 +74,56 @@ pub enum CacheMode {
     Off,
 }
 
+/// Which SBOM a build attaches to the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SbomFormat {
+    /// SPDX 2.3 JSON (`application/spdx+json`).
+    #[default]
+    Spdx,
+    /// CycloneDX 1.6 JSON (`application/vnd.cyclonedx+json`).
+    CycloneDx,
+    /// No SBOM.
+    None,
+}
+
+/// What a build records about the image's supply chain, besides the image. The default:
+/// an SPDX SBOM and a provenance statement attached as referrers, the dependency list
+/// embedded in the binary, debug info split off into its own artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SupplyChain {
+    /// The SBOM attached.
+    pub sbom: SbomFormat,
+    /// Attach an in-toto statement with SLSA v1 provenance.
+    pub provenance: bool,
+    /// Embed the dependency list in the binary (`cargo auditable`'s `.dep-v0` section).
+    pub audit_data: bool,
+    /// Ship the binary's debug info inside the image instead of as a separate artifact.
+    pub keep_debuginfo: bool,
+}
+
+impl Default for SupplyChain {
+    fn default() -> Self {
+        Self {
+            sbom: SbomFormat::Spdx,
+            provenance: true,
+            audit_data: true,
+            keep_debuginfo: false,
+        }
+    }
+}
+
+impl SupplyChain {
+    /// The line the app cache's static key gets: each of these changes what is shipped.
+    pub(crate) fn key_line(&self) -> String {
+        format!(
+            "supply sbom={:?} provenance={} audit-data={} keep-debuginfo={}",
+            self.sbom, self.provenance, self.audit_data, self.keep_debuginfo
+        )
+    }
+}
+
 /// What to build and where to put it. Start from [`BuildOptions::new`] and set what differs,
 /// with the chaining setters or the fields.
 ///
@@ -131,6 +181,8 @@ pub struct BuildOptions {
     /// A build environment already resolved (by `verify`, for its two builds, so that the
     /// copies neither pull nor unpack it again).
     pub(crate) resolved_env: Option<crate::envimage::BuildEnv>,
+    /// SBOM, provenance, audit data and debug info.
+    pub supply: SupplyChain,
 }
 
 impl BuildOptions {
@@ -155,6 +207,7 @@ impl BuildOptions {
             target_dir: None,
             build_env: None,
             resolved_env: None,
+            supply: SupplyChain::default(),
         }
     }
 
@@ -210,6 +263,12 @@ impl BuildOptions {
     /// name in the local store).
     pub fn build_env(mut self, reference: impl Into<String>) -> Self {
         self.build_env = Some(reference.into());
+        self
+    }
+
+    /// What the build records about the image's supply chain.
+    pub fn supply(mut self, supply: SupplyChain) -> Self {
+        self.supply = supply;
         self
     }
 

@@ -129,15 +129,20 @@ impl fmt::Display for Output {
 pub(crate) fn write(
     store: &Layout,
     manifest: &Descriptor,
+    referrers: &[Descriptor],
     name: &str,
     tag: &str,
     output: &Output,
     mtime: u64,
 ) -> Result<()> {
     match output {
-        Output::Oci { dir, tag: out_tag } => {
-            write_oci_dir(store, manifest, dir, out_tag.as_deref().unwrap_or(tag))
-        }
+        Output::Oci { dir, tag: out_tag } => write_oci_dir(
+            store,
+            manifest,
+            referrers,
+            dir,
+            out_tag.as_deref().unwrap_or(tag),
+        ),
         Output::OciArchive { file, tag: out_tag } => {
             check_parent(file)?;
             Ok(imgbuild_oci::archive::write_oci_archive(
@@ -176,16 +181,39 @@ fn check_parent(file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the image and its `referrers` into `layout`: every blob first, the index last (the
+/// image tagged, the referrers listed without a name, as the image-layout spec has them).
+fn copy_into(
+    store: &Layout,
+    manifest: &Descriptor,
+    referrers: &[Descriptor],
+    layout: &Layout,
+    tag: &str,
+) -> Result<()> {
+    for m in std::iter::once(manifest).chain(referrers) {
+        for blob in &store.image_blobs(m)? {
+            store.copy_blob(blob.digest(), layout)?;
+        }
+    }
+    layout.set_tag(tag, manifest)?;
+    for r in referrers {
+        imgbuild_oci::referrers::list(layout, r)?;
+    }
+    Ok(())
+}
+
 /// Copies the image into the OCI layout at `dir`. A new directory is assembled beside its final
 /// name and renamed into place; an existing layout gets its blobs first and its index last.
-fn write_oci_dir(store: &Layout, manifest: &Descriptor, dir: &Path, tag: &str) -> Result<()> {
-    let blobs = store.image_blobs(manifest)?;
+fn write_oci_dir(
+    store: &Layout,
+    manifest: &Descriptor,
+    referrers: &[Descriptor],
+    dir: &Path,
+    tag: &str,
+) -> Result<()> {
     if dir.exists() {
         let layout = Layout::create(dir)?;
-        for blob in &blobs {
-            store.copy_blob(blob.digest(), &layout)?;
-        }
-        return Ok(layout.set_tag(tag, manifest)?);
+        return copy_into(store, manifest, referrers, &layout, tag);
     }
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -205,10 +233,7 @@ fn write_oci_dir(store: &Layout, manifest: &Descriptor, dir: &Path, tag: &str) -
             source,
         })?;
     let layout = Layout::create(staging.path())?;
-    for blob in &blobs {
-        store.copy_blob(blob.digest(), &layout)?;
-    }
-    layout.set_tag(tag, manifest)?;
+    copy_into(store, manifest, referrers, &layout, tag)?;
     let staged = staging.keep();
     std::fs::rename(&staged, dir).map_err(|source| {
         let _ = std::fs::remove_dir_all(&staged);

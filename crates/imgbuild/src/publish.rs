@@ -149,17 +149,26 @@ impl RegistryOptions {
     }
 }
 
-/// Pushes `manifest` (in `store`) to `reference`, tagged `default_tag` when the reference
-/// names no tag or digest.
+/// An image in the local store, as a push takes it.
+pub(crate) struct Pushed<'a> {
+    /// Its manifest.
+    pub(crate) manifest: &'a Descriptor,
+    /// The artifacts attached to it (pushed after it, as referrers).
+    pub(crate) referrers: &'a [Descriptor],
+    /// The tag used when the reference names no tag or digest.
+    pub(crate) default_tag: &'a str,
+}
+
+/// Pushes `image` (in `store`) and its referrers to `reference`.
 pub(crate) fn push(
     store: &Layout,
-    manifest: &Descriptor,
+    image: &Pushed<'_>,
     reference: &Reference,
-    default_tag: &str,
     options: &RegistryOptions,
     cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<imgbuild_registry::push::PushReport> {
+    let (manifest, referrers, default_tag) = (image.manifest, image.referrers, image.default_tag);
     let target = if reference.tag.is_none() && reference.digest.is_none() {
         reference.with_tag(default_tag)
     } else {
@@ -187,6 +196,14 @@ pub(crate) fn push(
             .insert(target.repository.clone());
     }
     write_homes(cache, &target.registry, &homes);
+    imgbuild_registry::referrers::push_referrers(
+        &client,
+        store,
+        manifest.digest(),
+        referrers,
+        &target,
+        &progress,
+    )?;
     report_pushed(reporter, &target, &report);
     Ok(report)
 }

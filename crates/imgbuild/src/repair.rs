@@ -68,6 +68,7 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
         std::fs::rename(&index, &set_aside).map_err(crate::io_err("renaming", &index))?;
     }
     let mut tags: BTreeMap<String, Descriptor> = BTreeMap::new();
+    let mut attached = Vec::new();
     let mut summary = Rebuilt {
         set_aside,
         ..Rebuilt::default()
@@ -108,13 +109,24 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
                 summary.records += 1;
                 summary.images += 1;
             }
+            _ if manifest.subject().is_some() => {
+                let mut listed = desc.clone();
+                listed.set_artifact_type(manifest.artifact_type().clone());
+                attached.push((manifest.subject().clone(), listed));
+            }
             _ => summary.untagged += 1,
         }
     }
-    let manifests: Vec<Descriptor> = tags
+    let mut manifests: Vec<Descriptor> = tags
         .iter()
         .map(|(tag, desc)| with_ref_name(desc, tag))
         .collect();
+    // Referrers (SBOMs, provenance, debug info) come back when their image did.
+    for (subject, desc) in attached {
+        if subject.is_some_and(|s| tags.values().any(|t| t.digest() == s.digest())) {
+            manifests.push(desc);
+        }
+    }
     summary.untagged = summary.untagged.saturating_sub(summary.images);
     store.write_index(&index_of(manifests)?)?;
     Ok(summary)

@@ -286,10 +286,11 @@ pub fn prune(cache: &CacheDir, policy: PrunePolicy) -> Result<PruneReport> {
     let listing = list(cache)?;
     let sizes = blob_sizes(&store)?;
     let index = store.read_index()?;
+    // Images tagged by users are kept; referrers (untagged) live as long as their subject.
     let pinned: BTreeSet<String> = index
         .manifests()
         .iter()
-        .filter(|d| entry_key(d).is_none())
+        .filter(|d| ref_name(d).is_some() && entry_key(d).is_none())
         .flat_map(|d| referenced(&store, d))
         .collect();
     let now = seconds(SystemTime::now());
@@ -300,10 +301,22 @@ pub fn prune(cache: &CacheDir, policy: PrunePolicy) -> Result<PruneReport> {
         let kept: Vec<Descriptor> = index
             .manifests()
             .iter()
+            .filter(|d| ref_name(d).is_some())
             .filter(|d| !entry_key(d).is_some_and(|k| removed.contains(&k)))
             .cloned()
             .collect();
-        index.set_manifests(kept);
+        let subjects: BTreeSet<String> = kept.iter().map(|d| d.digest().to_string()).collect();
+        let referrers: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d).is_none())
+            .filter(|d| {
+                imgbuild_oci::referrers::subject_of(&store, d)
+                    .is_some_and(|s| subjects.contains(&s.to_string()))
+            })
+            .cloned()
+            .collect();
+        index.set_manifests(kept.into_iter().chain(referrers).collect());
         store.write_index(&index)?;
     }
     let mut report = PruneReport {

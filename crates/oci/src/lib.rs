@@ -6,6 +6,7 @@
 //! - [`layer`]: deterministic layer tarballs (sorted entries, explicit parents, fixed owners and times);
 //! - [`media`]: layer media types as a closed set, and the one decoder from a layer blob to its tar;
 //! - [`layout`]: the OCI image layout on disk (content-addressed blobs, `index.json`, tags);
+//! - [`referrers`]: OCI 1.1 referrers (SBOMs, provenance, debug info) listed in a layout;
 //! - [`archive`]: single-file exports (`oci-archive`, `docker-archive`);
 //! - [`snapshot`]: host files (modes and mtimes kept) as tar+zstd layers, restored verified;
 //! - [`unpack`]: an image's layers unpacked into a directory (a sandbox's root filesystem),
@@ -19,6 +20,7 @@ pub mod json;
 pub mod layer;
 pub mod layout;
 pub mod media;
+pub mod referrers;
 pub mod scratch;
 pub mod snapshot;
 pub mod unpack;
@@ -116,6 +118,14 @@ pub enum Error {
         /// The path inside the image.
         path: String,
         /// Why it is refused.
+        reason: String,
+    },
+    /// A referrer artifact is not what imgbuild writes ([`referrers`]).
+    #[error("artifact {digest} is not usable: {reason}")]
+    InvalidArtifact {
+        /// The artifact manifest's digest.
+        digest: String,
+        /// What is wrong with it.
         reason: String,
     },
 }

@@ -22,6 +22,7 @@ mod pinned;
 pub mod progress;
 pub mod push;
 pub mod reference;
+pub mod referrers;
 mod retry;
 mod tls;
 mod token;

@@ -32,13 +32,16 @@ pub struct PushReport {
     pub uploaded_bytes: u64,
     /// The manifest digest pushed.
     pub digest: String,
+    /// Whether the registry said (with an `OCI-Subject` header) that it indexed the manifest's
+    /// `subject` for its referrers API; when not, a referrer needs the tag schema.
+    pub subject_indexed: bool,
 }
 
-fn push_scope(repository: &str) -> String {
+pub(crate) fn push_scope(repository: &str) -> String {
     format!("repository:{repository}:pull,push")
 }
 
-fn pull_scope(repository: &str) -> String {
+pub(crate) fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
@@ -151,6 +154,7 @@ pub fn push(
                 &reply,
             ));
         }
+        report.subject_indexed |= reply.header("oci-subject").is_some();
     }
     Ok(report)
 }

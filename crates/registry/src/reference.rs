@@ -195,6 +195,15 @@ impl Reference {
         matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
 
+    /// The same repository, naming `digest` and no tag.
+    pub fn with_digest(&self, digest: &str) -> Self {
+        Self {
+            tag: None,
+            digest: Some(digest.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// The same repository with another tag and no digest.
     pub fn with_tag(&self, tag: &str) -> Self {
         Self {

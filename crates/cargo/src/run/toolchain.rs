@@ -22,6 +22,20 @@ pub enum Program {
     Cargo,
     /// `rustc` (`$RUSTC` on the host).
     Rustc,
+    /// binutils' `objcopy` (`$OBJCOPY` on the host): what ships the binary (debug info split
+    /// off, audit data added) after the link.
+    Objcopy,
+}
+
+impl Program {
+    /// The program's name inside an environment (and on the host's `PATH`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Cargo => "cargo",
+            Program::Rustc => "rustc",
+            Program::Objcopy => "objcopy",
+        }
+    }
 }
 
 /// Whether a command may reach the network.
@@ -76,6 +90,7 @@ fn host_program(program: Program) -> OsString {
     match program {
         Program::Cargo => std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         Program::Rustc => std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
+        Program::Objcopy => std::env::var_os("OBJCOPY").unwrap_or_else(|| "objcopy".into()),
     }
 }
 
@@ -171,10 +186,7 @@ impl EnvironmentRoot {
             cmd.arg("--ro-bind").arg(ca).arg(CA_INSIDE);
         }
         cmd.args(["--chdir", "/", "--"]);
-        cmd.arg(match program {
-            Program::Cargo => "cargo",
-            Program::Rustc => "rustc",
-        });
+        cmd.arg(program.name());
         cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v)));
         if ca.is_some() {
             cmd.env("CARGO_HTTP_CAINFO", CA_INSIDE)

@@ -51,6 +51,7 @@ pub(crate) fn static_key_of(
         format!("base {}", base.unwrap_or("scratch")),
         format!("network {network}"),
         format!("pass-env [{}]", o.pass_env.join(",")),
+        o.supply.key_line(),
     ];
     let mut manifests = cx.workspace.member_manifests();
     manifests.push(cx.workspace.root_manifest.clone());
@@ -266,6 +267,7 @@ fn stored_image(
             .join(units::profile_dir_name(&cx.options.profile))
             .join(&target.bin),
         host_files: Vec::new(),
+        network: record.network,
     })
 }
 

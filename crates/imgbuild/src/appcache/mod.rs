@@ -80,6 +80,9 @@ pub(crate) struct AppRecord {
     pub(crate) reference: String,
     /// The roles of the image's layers, in order.
     pub(crate) roles: Vec<LayerRole>,
+    /// How the compile reached the network (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<crate::supply::Network>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -379,6 +382,7 @@ mod tests {
             image: "sha256:x".into(),
             reference: "b:latest".into(),
             roles: vec![],
+            network: None,
         };
         std::fs::write(tmp.path().join("b.rs"), "fn b() { }").unwrap();
         std::fs::remove_file(tmp.path().join("a.rs")).unwrap();

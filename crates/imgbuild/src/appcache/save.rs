@@ -54,6 +54,7 @@ pub(crate) fn record(
         image: image.manifest.digest().to_string(),
         reference: format!("{}:{}", image.name, image.tag),
         roles: image.layers.iter().map(|l| l.role).collect(),
+        network: image.network,
     };
     let record_desc = super::save_record(s.store, &record, &image.manifest)?;
     keys::write_record(&cx.cache, target, Record::AppStatic, &s.static_key.inputs)?;

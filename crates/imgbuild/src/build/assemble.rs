@@ -10,9 +10,15 @@ use crate::build::Setup;
 use crate::build::layers::Layers;
 use crate::context::Context;
 use crate::image::{self, Provenance, StoredImage};
+use crate::supply::Network;
 
 /// Runs the stage.
-pub(crate) fn assemble(cx: &Context<'_>, s: &Setup, layers: Layers) -> Result<StoredImage> {
+pub(crate) fn assemble(
+    cx: &Context<'_>,
+    s: &Setup,
+    layers: Layers,
+    network: Network,
+) -> Result<StoredImage> {
     let provenance = Provenance {
         created: crate::time::rfc3339(cx.epoch),
         revision: cx.revision.clone(),
@@ -60,5 +66,6 @@ pub(crate) fn assemble(cx: &Context<'_>, s: &Setup, layers: Layers) -> Result<St
         layers: layers.layers,
         executable: layers.executable,
         host_files: layers.host_files,
+        network: Some(network),
     })
 }

@@ -12,6 +12,7 @@ use crate::Result;
 use crate::build::Setup;
 use crate::context::Context;
 use crate::event::{CargoMonitor, Event, IsolationMethod, NetworkAccess, Reporter};
+use crate::supply::Network;
 
 /// What cargo built.
 pub(crate) struct Compiled {
@@ -19,6 +20,8 @@ pub(crate) struct Compiled {
     pub(crate) outcome: BuildOutcome,
     /// The dependency units among them (the dependency cache's content).
     pub(crate) dependencies: DependencyUnits,
+    /// How the compile reached the network (the provenance says).
+    pub(crate) network: Network,
 }
 
 /// Runs the stage.
@@ -36,6 +39,11 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
     let sandbox = match &cx.toolchain {
         run::Toolchain::Environment(_) => environment_isolation(options.allow_network, reporter),
         run::Toolchain::Host => isolation(options.allow_network, reporter),
+    };
+    let network = match &sandbox {
+        None => Network::Allowed,
+        Some(run::Sandbox::Unavailable(_)) => Network::NotIsolated,
+        Some(_) => Network::Isolated,
     };
     let private = crate::hermetic::PrivateDirs::create(&cx.cache)?;
     let caller = caller_env(cx);
@@ -78,6 +86,7 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
     Ok(Compiled {
         outcome,
         dependencies,
+        network,
     })
 }
 

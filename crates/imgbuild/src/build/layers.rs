@@ -15,7 +15,7 @@ use imgbuild_oci::spec::{Descriptor, MediaType};
 
 use crate::base::BaseImage;
 use crate::build::Setup;
-use crate::build::compile::Compiled;
+use crate::build::binary::Shipped;
 use crate::build::setup::FileList;
 use crate::context::Context;
 use crate::event::{Event, Reporter};
@@ -39,11 +39,11 @@ pub(crate) struct Layers {
 pub(crate) fn layers(
     cx: &Context<'_>,
     s: &Setup,
-    compiled: &Compiled,
+    shipped: &Shipped,
     reporter: &dyn Reporter,
 ) -> Result<Layers> {
     let selected = cx.one();
-    let executable = compiled.outcome.executable.clone();
+    let executable = shipped.executable.clone();
     // The runtime comes from where the binary was built: the build environment's root
     // filesystem, else the host's.
     let root = cx

@@ -14,6 +14,8 @@
 //! modules (`imgbuild_cargo::plan`, [`crate::image`], `depcache::plan_entry`).
 
 mod assemble;
+mod attach;
+mod binary;
 pub(crate) mod compile;
 mod deps;
 mod layers;
@@ -49,13 +51,17 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let cx = context::prepare(options, Scope::One, reporter)?;
     let setup = setup::setup(&cx, reporter)?;
     if let Some(hit) = appcache::lookup(&cx, &setup.app_cache(), reporter)? {
-        return outputs::outputs(&cx, &setup, hit, reporter);
+        let attached = attach::attach(&cx, &setup, &hit, None, false, reporter)?;
+        return outputs::outputs(&cx, &setup, hit, &attached, reporter);
     }
     let restored = deps::restore(&cx, &setup, reporter)?;
     let compiled = compile::compile(&cx, &setup, reporter)?;
     deps::save(&cx, &setup, restored, &compiled, reporter)?;
-    let layers = layers::layers(&cx, &setup, &compiled, reporter)?;
-    let image = assemble::assemble(&cx, &setup, layers)?;
+    let shipped = binary::binary(&cx, &setup, &compiled, reporter)?;
+    let layers = layers::layers(&cx, &setup, &shipped, reporter)?;
+    let image = assemble::assemble(&cx, &setup, layers, compiled.network)?;
+    let debuginfo = shipped.debuginfo.as_ref();
+    let attached = attach::attach(&cx, &setup, &image, debuginfo, true, reporter)?;
     appcache::record(&cx, &setup.app_cache(), &compiled.outcome, &image, reporter)?;
-    outputs::outputs(&cx, &setup, image, reporter)
+    outputs::outputs(&cx, &setup, image, &attached, reporter)
 }

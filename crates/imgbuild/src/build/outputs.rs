@@ -4,6 +4,8 @@
 //!
 //! Writes to the local store, the output paths and the key records; pushes to registries.
 
+use imgbuild_oci::spec::Descriptor;
+
 use crate::Result;
 use crate::build::Setup;
 use crate::context::Context;
@@ -18,6 +20,7 @@ pub(crate) fn outputs(
     cx: &Context<'_>,
     s: &Setup,
     image: StoredImage,
+    referrers: &[Descriptor],
     reporter: &dyn Reporter,
 ) -> Result<BuiltImage> {
     let reference = format!("{}:{}", image.name, image.tag);
@@ -28,11 +31,15 @@ pub(crate) fn outputs(
     for out in &cx.options.outputs {
         match out {
             Output::Registry { reference } => {
+                let pushed = crate::publish::Pushed {
+                    manifest: &image.manifest,
+                    referrers,
+                    default_tag: &image.tag,
+                };
                 crate::publish::push(
                     &s.store,
-                    &image.manifest,
+                    &pushed,
                     reference,
-                    &image.tag,
                     &cx.options.registry,
                     &cx.cache,
                     reporter,
@@ -41,6 +48,7 @@ pub(crate) fn outputs(
             _ => output::write(
                 &s.store,
                 &image.manifest,
+                referrers,
                 &image.name,
                 &image.tag,
                 out,

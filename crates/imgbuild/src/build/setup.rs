@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use imgbuild_cargo::config::ExtraFile;
-use imgbuild_cargo::plan::DependencyKey;
+use imgbuild_cargo::plan::{DependencyKey, TreeEntry};
 use imgbuild_cargo::units;
 use imgbuild_oci::layout::{Layout, LayoutLock};
 
@@ -36,6 +36,8 @@ pub(crate) struct Setup {
     pub(crate) keys: KeyContext,
     /// The binary's dependency key.
     pub(crate) dependency_key: DependencyKey,
+    /// The binary's resolved package tree (what the key lists).
+    pub(crate) tree: Vec<TreeEntry>,
     /// The base image, when one is configured.
     pub(crate) base: Option<BaseImage>,
     /// The app cache's static key.
@@ -76,7 +78,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         selected.config.files.as_deref().unwrap_or_default(),
         package_dir,
     )?;
-    let (keys, dependency_key) = keys::gather(cx, &selected.target)?;
+    let (keys, dependency_key, tree) = keys::gather(cx, &selected.target)?;
     let store = crate::repair::open_store(&cx.cache, reporter)?;
     let writer = store.writer_lock()?;
     // The base image is resolved before compiling: a wrong reference fails fast.
@@ -113,6 +115,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         _writer: writer,
         keys,
         dependency_key,
+        tree,
         base,
         static_key,
         extra_files,

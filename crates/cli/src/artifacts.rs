@@ -1,0 +1,85 @@
+//! `imgbuild sbom` and `imgbuild debuginfo`: an image's attached artifacts, read back from
+//! the local store, an OCI layout or a registry.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use imgbuild::artifacts::{self, ImageLocation};
+use imgbuild::{CacheDir, RegistryOptions};
+
+/// Where the image is and how to reach it.
+#[derive(Args)]
+pub(crate) struct ImageArgs {
+    /// The image: name[:tag] in the local store, oci:DIR[:TAG], or a registry reference
+    /// (docker://REF, or REGISTRY/REPOSITORY[:TAG|@DIGEST]).
+    #[arg(value_name = "IMAGE")]
+    pub(crate) image: String,
+    /// Cache directory holding the local store.
+    #[arg(long, env = "IMGBUILD_CACHE_DIR", value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registry: Vec<String>,
+}
+
+impl ImageArgs {
+    fn resolve(&self) -> Result<(CacheDir, ImageLocation, RegistryOptions)> {
+        let cache = CacheDir::new(
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(imgbuild::default_cache_dir),
+        );
+        let location: ImageLocation = self.image.parse()?;
+        let mut registry = RegistryOptions::default();
+        registry.insecure = self.insecure_registry.clone();
+        Ok((cache, location, registry))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum FormatArg {
+    Spdx,
+    #[value(name = "cyclonedx")]
+    CycloneDx,
+}
+
+#[derive(Args)]
+pub(crate) struct SbomArgs {
+    #[command(flatten)]
+    pub(crate) image: ImageArgs,
+    /// Which SBOM (default: the SPDX one if attached, else the CycloneDX one).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) format: Option<FormatArg>,
+}
+
+#[derive(Args)]
+pub(crate) struct DebuginfoArgs {
+    #[command(flatten)]
+    pub(crate) image: ImageArgs,
+    /// Directory to write `.build-id/xx/yyyy.debug` into (gdb: `set debug-file-directory DIR`).
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) output: PathBuf,
+}
+
+/// Prints the SBOM to stdout.
+pub(crate) fn run_sbom(args: SbomArgs) -> Result<()> {
+    let (cache, location, registry) = args.image.resolve()?;
+    let format = args.format.map(|f| match f {
+        FormatArg::Spdx => imgbuild::SbomFormat::Spdx,
+        FormatArg::CycloneDx => imgbuild::SbomFormat::CycloneDx,
+    });
+    let found = artifacts::sbom(&cache, &location, format, &registry)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&found.bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .context("writing the SBOM to stdout")
+}
+
+/// Writes the debug file and prints its path to stdout.
+pub(crate) fn run_debuginfo(args: DebuginfoArgs) -> Result<()> {
+    let (cache, location, registry) = args.image.resolve()?;
+    let path = artifacts::debuginfo(&cache, &location, &registry, &args.output)?;
+    writeln!(std::io::stdout().lock(), "{}", path.display()).context("writing the path to stdout")
+}
