@@ -255,6 +255,8 @@ fn json_message_format_prints_events_ending_with_the_image() {
             "layer",
             "layer",
             "layer",
+            "attached",
+            "attached",
             "app-cache",
             "image-built"
         ]

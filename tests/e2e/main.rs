@@ -22,3 +22,4 @@ mod registry;
 mod registry_support;
 mod repair;
 mod reproducible;
+mod supply;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::registry::LocalRegistry;
 
 mod env;
+mod supply;
 
 /// The project the benchmark builds, and the leaf crate bumped in the lockfile scenario.
 struct Project {
@@ -487,6 +488,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     if with_env {
         all_met &= env::environment(&bench, root, &host)?;
     }
+    all_met &= supply::supply(&bench)?;
     let _ = std::fs::remove_dir_all(&bench.work);
     if all_met {
         Ok(())

@@ -168,15 +168,18 @@ pub(crate) fn push(
     cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<imgbuild_registry::push::PushReport> {
-    let (manifest, referrers, default_tag) = (image.manifest, image.referrers, image.default_tag);
+    let (manifest, referrers) = (image.manifest, image.referrers);
     let target = if reference.tag.is_none() && reference.digest.is_none() {
-        reference.with_tag(default_tag)
+        reference.with_tag(image.default_tag)
     } else {
         reference.clone()
     };
     let client = Client::connect(&target, options.client_options(&target))?;
     let mut homes = read_homes(cache, &target.registry);
-    let blobs = store.image_blobs(manifest)?;
+    let mut blobs = store.image_blobs(manifest)?;
+    for r in referrers {
+        blobs.extend(store.image_blobs(r)?);
+    }
     let mut candidates: Vec<String> = blobs
         .iter()
         .filter_map(|b| homes.get(&b.digest().to_string()))
@@ -189,6 +192,15 @@ pub(crate) fn push(
     let progress = push_progress(reporter, &target);
     let report =
         imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?;
+    imgbuild_registry::referrers::push_referrers(
+        &client,
+        store,
+        manifest.digest(),
+        referrers,
+        &target,
+        &candidates,
+        &progress,
+    )?;
     for blob in &blobs {
         homes
             .entry(blob.digest().to_string())
@@ -196,14 +208,6 @@ pub(crate) fn push(
             .insert(target.repository.clone());
     }
     write_homes(cache, &target.registry, &homes);
-    imgbuild_registry::referrers::push_referrers(
-        &client,
-        store,
-        manifest.digest(),
-        referrers,
-        &target,
-        &progress,
-    )?;
     report_pushed(reporter, &target, &report);
     Ok(report)
 }
@@ -342,6 +346,78 @@ impl RemoteCache {
             self.remember(store, &p.manifest);
         }
         Ok(pulled.map(|p| p.manifest))
+    }
+
+    /// Pushes `referrers` of `subject` (artifacts in `store`) to the cache repository, where
+    /// a fresh runner's app-cache hit finds them (the tag schema where the registry has no
+    /// referrers API).
+    pub(crate) fn push_referrers(
+        &self,
+        store: &Layout,
+        subject: &Descriptor,
+        referrers: &[Descriptor],
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        let progress = push_progress(reporter, &self.repository);
+        imgbuild_registry::referrers::push_referrers(
+            &self.client,
+            store,
+            subject.digest(),
+            referrers,
+            &self.repository,
+            &[],
+            &progress,
+        )?;
+        for r in referrers {
+            self.remember(store, r);
+        }
+        Ok(())
+    }
+
+    /// Pulls the referrers of `subject` whose artifact type is one of `types` from the cache
+    /// repository into `store` (blobs verified) and lists them there.
+    pub(crate) fn pull_referrers(
+        &self,
+        store: &Layout,
+        subject: &Descriptor,
+        types: &[&str],
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<Descriptor>> {
+        let listed = imgbuild_registry::referrers::list(
+            &self.client,
+            &self.repository.repository,
+            subject.digest(),
+        )?;
+        let mut pulled = Vec::new();
+        for d in listed.iter().filter(|d| {
+            d.artifact_type()
+                .as_ref()
+                .is_some_and(|t| types.contains(&t.to_string().as_str()))
+        }) {
+            let reference = self.repository.with_digest(d.digest().as_ref());
+            let progress = progress(reporter, &reference);
+            let arch = crate::image::host_arch().to_string();
+            let got = imgbuild_registry::push::pull(
+                &self.client,
+                store,
+                &reference,
+                "linux",
+                &arch,
+                &progress,
+            )?;
+            if let Some(p) = got {
+                self.remember(store, &p.manifest);
+                pulled.push(d.clone());
+            }
+        }
+        let _lock = store.lock()?;
+        for d in &pulled {
+            imgbuild_oci::referrers::list(store, d)?;
+        }
+        Ok(pulled)
     }
 
     /// Records that the cache repository holds `manifest`'s blobs.

@@ -37,21 +37,22 @@ fn not_an_index(client: &Client, request: String, e: &serde_json::Error) -> Erro
 }
 
 /// Pushes `referrers` (manifests in `layout` whose subject is `subject`) to `target`'s
-/// repository, then, unless the registry indexed them itself, adds them to the subject's
-/// tag-schema index.
+/// repository (blobs mounted from `mount_from` where the registry has them), then, unless the
+/// registry indexed them itself, adds them to the subject's tag-schema index.
 pub fn push_referrers(
     client: &Client,
     layout: &Layout,
     subject: &Digest,
     referrers: &[Descriptor],
     target: &Reference,
+    mount_from: &[String],
     progress: &dyn Progress,
 ) -> Result<ReferrersReport> {
     let by_digest = target.with_digest(subject.as_ref());
     let mut report = ReferrersReport::default();
     let mut indexed = true;
     for r in referrers {
-        let pushed = push(client, layout, r, &by_digest, &[], progress)?;
+        let pushed = push(client, layout, r, &by_digest, mount_from, progress)?;
         indexed &= pushed.subject_indexed;
         report.pushed += 1;
     }

@@ -118,7 +118,14 @@ fn find_image(
     let remote = s.remote?;
     match remote.pull_tag(s.store, &CacheName::App(app_key).tag(), reporter) {
         Ok(Some(desc)) => match super::adopt_image(s.store, app_key, &desc) {
-            Ok(()) => Some((desc, true)),
+            Ok(()) => {
+                // The SBOM and debug info stored with it, when the repository has them.
+                let types = crate::supply::SHARED_TYPES;
+                if let Err(e) = remote.pull_referrers(s.store, &desc, &types, reporter) {
+                    remote_warning(reporter, &e);
+                }
+                Some((desc, true))
+            }
             Err(e) => {
                 remote_warning(reporter, &e);
                 None

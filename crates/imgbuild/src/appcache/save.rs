@@ -24,6 +24,7 @@ pub(crate) fn record(
     s: &AppCache<'_>,
     outcome: &BuildOutcome,
     image: &StoredImage,
+    referrers: &[Descriptor],
     reporter: &dyn Reporter,
 ) -> Result<()> {
     if !cx.options.caching() {
@@ -72,7 +73,7 @@ pub(crate) fn record(
             remote,
             s.store,
             &record,
-            &image.manifest,
+            (&image.manifest, referrers),
             &record_desc,
             reporter,
         )
@@ -87,12 +88,13 @@ pub(crate) fn record(
     Ok(())
 }
 
-/// Pushes the image (tagged by the app key), then the record (by the static key).
+/// Pushes the image (tagged by the app key) with the referrers a hit reuses (SBOM, debug
+/// info), then the record (by the static key): a record is never visible before its image.
 fn push(
     remote: &RemoteCache,
     store: &Layout,
     record: &AppRecord,
-    image: &Descriptor,
+    (image, referrers): (&Descriptor, &[Descriptor]),
     record_desc: &Descriptor,
     reporter: &dyn Reporter,
 ) -> Result<()> {
@@ -102,6 +104,16 @@ fn push(
         &CacheName::App(&record.app_key).tag(),
         reporter,
     )?;
+    let shared: Vec<Descriptor> = referrers
+        .iter()
+        .filter(|r| {
+            r.artifact_type()
+                .as_ref()
+                .is_some_and(|t| crate::supply::SHARED_TYPES.contains(&t.to_string().as_str()))
+        })
+        .cloned()
+        .collect();
+    remote.push_referrers(store, image, &shared, reporter)?;
     remote.push_tag(
         store,
         record_desc,
@@ -124,7 +136,15 @@ pub(crate) fn share_hit(
             return Ok(());
         }
         let record_desc = super::save_record(store, record, image)?;
-        push(remote, store, record, image, &record_desc, reporter)
+        let referrers = imgbuild_oci::referrers::find(store, image.digest(), None)?;
+        push(
+            remote,
+            store,
+            record,
+            (image, &referrers),
+            &record_desc,
+            reporter,
+        )
     })();
     if let Err(e) = result {
         reporter.report(&Event::Warning {

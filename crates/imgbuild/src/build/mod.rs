@@ -62,6 +62,14 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let image = assemble::assemble(&cx, &setup, layers, compiled.network)?;
     let debuginfo = shipped.debuginfo.as_ref();
     let attached = attach::attach(&cx, &setup, &image, debuginfo, true, reporter)?;
-    appcache::record(&cx, &setup.app_cache(), &compiled.outcome, &image, reporter)?;
+    let app_cache = setup.app_cache();
+    appcache::record(
+        &cx,
+        &app_cache,
+        &compiled.outcome,
+        &image,
+        &attached,
+        reporter,
+    )?;
     outputs::outputs(&cx, &setup, image, &attached, reporter)
 }

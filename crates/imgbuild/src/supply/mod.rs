@@ -26,6 +26,9 @@ pub(crate) const IN_TOTO_TYPE: &str = "application/vnd.in-toto+json";
 pub(crate) const DEBUGINFO_TYPE: &str = "application/vnd.imgbuild.debuginfo";
 /// Media type of the debug-info layer: an ELF file with only debug sections (zlib).
 pub(crate) const DEBUGINFO_LAYER_TYPE: &str = "application/vnd.imgbuild.debuginfo.elf";
+/// The referrers an app-cache entry carries to the cache repository: what a hit reuses (the
+/// provenance is made again by every build, since it names that build's outputs).
+pub(crate) const SHARED_TYPES: [&str; 3] = [SPDX_TYPE, CYCLONEDX_TYPE, DEBUGINFO_TYPE];
 /// Annotation of the debug-info referrer: the binary's GNU build-id, hex.
 pub(crate) const BUILD_ID_ANNOTATION: &str = "dev.imgbuild.build-id";
 
