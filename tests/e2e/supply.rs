@@ -415,6 +415,39 @@ fn sbom_and_provenance_are_referrers_in_the_layout_and_on_the_registry() {
     first.sort();
     second.sort();
     assert_eq!(first, second);
+
+    // Another destination, another provenance: the tag schema's index is merged, not
+    // replaced (the SBOM and the first provenance stay listed).
+    let elsewhere = tmp.path().join("elsewhere");
+    imgbuild(
+        &project,
+        &cache,
+        &[
+            "push",
+            &remote,
+            "-o",
+            &format!("oci:{}:v1", elsewhere.display()),
+        ],
+    )
+    .digest();
+    let merged = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/supply/report:{tag}", registry.host()),
+        ],
+    ));
+    let merged: BTreeSet<String> = merged["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(merged.len(), 3, "{merged:?}");
+    assert!(merged.contains(&of("application/spdx+json")));
+    assert!(merged.contains(&of("application/vnd.in-toto+json")));
 }
 
 /// The app layer's compressed size in `oci:DIR:TAG`.

@@ -440,13 +440,15 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         bump: ("ryu", "1.0.23"),
     };
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let with_env = match args.iter().position(|a| *a == "--no-build-env") {
+    let mut flag = |name: &str| match args.iter().position(|a| *a == name) {
         Some(i) => {
             args.remove(i);
-            false
+            true
         }
-        None => true,
+        None => false,
     };
+    let with_env = !flag("--no-build-env");
+    let supply_only = flag("--supply-only");
     let img = match args.as_slice() {
         [flag, path] if *flag == "--imgbuild" => PathBuf::from(path),
         [] => {
@@ -455,7 +457,12 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
             timed(root, &cargo, &build, &[])?;
             root.join("target/release/imgbuild")
         }
-        _ => return Err("usage: cargo xtask bench [--imgbuild PATH] [--no-build-env]".into()),
+        _ => {
+            return Err(
+                "usage: cargo xtask bench [--imgbuild PATH] [--no-build-env] [--supply-only]"
+                    .into(),
+            );
+        }
     };
     eprintln!("==> fetching {} (not timed)", project.dir.display());
     timed(&project.dir, &cargo, &["fetch", "--locked"], &[])?;
@@ -468,6 +475,15 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         work,
         project,
     };
+    if supply_only {
+        let met = supply::supply(&bench)?;
+        let _ = std::fs::remove_dir_all(&bench.work);
+        return if met {
+            Ok(())
+        } else {
+            Err("some targets were missed (see MISSED above)".into())
+        };
+    }
     let mut rows = Vec::new();
     let (base, warm) = bench.cold_and_warm(&mut rows)?;
     let noop = bench.noop(&base, &warm)?;

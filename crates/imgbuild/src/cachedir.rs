@@ -85,6 +85,14 @@ impl CacheDir {
         self.root.join("layer-memo")
     }
 
+    /// The files of a libraries layer with their sha256 (for SBOMs), by the layer's diff_id
+    /// hex.
+    pub(crate) fn library_listing(&self, diff_id_hex: &str) -> PathBuf {
+        self.root
+            .join("library-listings")
+            .join(format!("{diff_id_hex}.json"))
+    }
+
     /// Base layers' file listings.
     pub(crate) fn base_files(&self) -> PathBuf {
         self.root.join("base-files")

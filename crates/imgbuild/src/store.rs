@@ -526,4 +526,63 @@ mod tests {
             3
         );
     }
+
+    /// A manifest with the empty config and no layers, stored in `store`.
+    fn manifest(store: &Layout, note: &str) -> Descriptor {
+        let config = store.put_bytes(MediaType::EmptyJSON, b"{}").unwrap();
+        let m = imgbuild_oci::spec::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config)
+            .layers(vec![])
+            .annotations(
+                [("note".to_string(), note.to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .build()
+            .unwrap();
+        store.put_json(MediaType::ImageManifest, &m).unwrap()
+    }
+
+    #[test]
+    fn referrers_are_kept_with_their_tagged_image_and_removed_with_an_orphaned_one() {
+        use imgbuild_oci::referrers::{self, Artifact};
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = CacheDir::new(tmp.path());
+        let store = Layout::create(cache.store()).unwrap();
+        let kept = manifest(&store, "tagged");
+        let orphan = manifest(&store, "replaced");
+        store.set_tag("app:latest", &kept).unwrap();
+        let sbom = |subject: &Descriptor, text: &[u8]| {
+            let artifact = Artifact {
+                artifact_type: "application/spdx+json",
+                layer_media_type: "application/spdx+json",
+                bytes: text,
+                annotations: BTreeMap::new(),
+            };
+            let desc = referrers::put(&store, subject, &artifact).unwrap();
+            referrers::list(&store, &desc).unwrap();
+            desc
+        };
+        let of_kept = sbom(&kept, b"{\"kept\":true}");
+        let of_orphan = sbom(&orphan, b"{\"kept\":false}");
+        let report = prune(&cache, PrunePolicy::default()).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        let index = store.read_index().unwrap();
+        let digests: Vec<String> = index
+            .manifests()
+            .iter()
+            .map(|d| d.digest().to_string())
+            .collect();
+        assert!(digests.contains(&kept.digest().to_string()));
+        assert!(digests.contains(&of_kept.digest().to_string()));
+        assert!(!digests.contains(&of_orphan.digest().to_string()));
+        assert!(store.has_blob(of_kept.digest()));
+        assert!(
+            !store.has_blob(of_orphan.digest()),
+            "its manifest is collected"
+        );
+        assert!(!store.has_blob(orphan.digest()));
+    }
 }

@@ -18,18 +18,27 @@ pub struct Finish<'a> {
     pub section: Option<(&'a str, &'a Path)>,
 }
 
-/// Writes the debug info of `exe` to `out`: an ELF file with only the debug sections (zlib
-/// compressed, which gdb reads) and the notes, the GNU build-id among them.
+/// Writes the debug info of `exe` to `out`: an ELF file with only the debug sections and the
+/// notes, the GNU build-id among them. The sections are zstd-compressed (binutils 2.40 and
+/// later; about six times faster than zlib, and smaller; gdb 13 reads them), else
+/// zlib-compressed by an older objcopy that does not know zstd.
 pub fn keep_only_debug(toolchain: &Toolchain, exe: &Path, out: &Path) -> Result<()> {
-    let mut cmd = toolchain.command(Program::Objcopy, Network::Off);
-    cmd.args(["--only-keep-debug", "--compress-debug-sections=zlib"])
-        .arg(exe)
-        .arg(out);
-    checked_stdout(
-        &mut cmd,
-        "splitting the debug info off the binary (objcopy, from binutils: install it, or pass --keep-debuginfo)",
-    )?;
-    Ok(())
+    let purpose = "splitting the debug info off the binary (objcopy, from binutils: install it, or pass --keep-debuginfo)";
+    let run = |compression: &str| {
+        let mut cmd = toolchain.command(Program::Objcopy, Network::Off);
+        cmd.arg("--only-keep-debug")
+            .arg(format!("--compress-debug-sections={compression}"))
+            .arg(exe)
+            .arg(out);
+        checked_stdout(&mut cmd, purpose)
+    };
+    match run("zstd") {
+        Ok(_) => Ok(()),
+        Err(crate::Error::Failed { stderr, .. }) if stderr.contains("zstd") => {
+            run("zlib").map(drop)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `exe`, changed as `what` says, to `out`.

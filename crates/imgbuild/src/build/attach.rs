@@ -16,7 +16,7 @@ use crate::build::Setup;
 use crate::build::binary::{self, DebugInfo};
 use crate::context::Context;
 use crate::event::{Event, Reporter};
-use crate::image::{LayerRole, StoredImage};
+use crate::image::{Layer, LayerRole, StoredImage};
 use crate::options::SbomFormat;
 use crate::supply::{self, BuildFacts, Facts, ImageRef, Library};
 use crate::{Result, io_err};
@@ -199,11 +199,55 @@ fn gather(cx: &Context<'_>, s: &Setup, image: &StoredImage) -> Result<Facts> {
     })
 }
 
-/// The regular files of the image's libraries layer, hashed, with their Debian packages.
+/// The regular files of the image's libraries layer, hashed, with their Debian packages. The
+/// listing is remembered by the layer's diff_id (the layer is the same from build to build,
+/// and reading it again would be most of this stage's time).
 fn libraries(cx: &Context<'_>, s: &Setup, image: &StoredImage) -> Result<Vec<Library>> {
     let Some(layer) = image.layers.iter().find(|l| l.role == LayerRole::Libraries) else {
         return Ok(Vec::new());
     };
+    let memo = cx.cache.library_listing(layer.diff_id.digest());
+    let listed: Option<Vec<(String, String)>> = std::fs::read(&memo)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let files = match listed {
+        Some(files) => files,
+        None => {
+            let files = list_files(s, layer)?;
+            remember(&memo, &files);
+            files
+        }
+    };
+    let root: PathBuf = cx
+        .build_env
+        .as_ref()
+        .map_or_else(|| Path::new("/").to_path_buf(), |b| b.root.clone());
+    let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    let mut owners = crate::dpkg::owners(&root, &paths);
+    Ok(files
+        .into_iter()
+        .map(|(path, sha256)| Library {
+            deb: owners.remove(&path),
+            path,
+            sha256,
+        })
+        .collect())
+}
+
+/// Writes the listing memo; one that cannot be written only costs the next build a re-read.
+fn remember(memo: &Path, files: &[(String, String)]) {
+    let (Some(dir), Some(name)) = (memo.parent(), memo.file_name()) else {
+        return;
+    };
+    if let Ok(bytes) = serde_json::to_vec(files)
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let _ = imgbuild_oci::layout::write_atomic(dir, &name.to_string_lossy(), &bytes);
+    }
+}
+
+/// (path, sha256 hex) of the layer's regular files, sorted.
+fn list_files(s: &Setup, layer: &Layer) -> Result<Vec<(String, String)>> {
     let blob = s.store.blob_path(layer.descriptor.digest());
     let mut archive = tar::Archive::new(s.store.open_layer(&layer.descriptor)?);
     let mut out = Vec::new();
@@ -218,21 +262,11 @@ fn libraries(cx: &Context<'_>, s: &Setup, image: &StoredImage) -> Result<Vec<Lib
         entry
             .read_to_end(&mut bytes)
             .map_err(io_err("reading", &blob))?;
-        out.push(Library {
+        out.push((
             path,
-            sha256: imgbuild_oci::digest::sha256(&bytes).digest().to_string(),
-            deb: None,
-        });
+            imgbuild_oci::digest::sha256(&bytes).digest().to_string(),
+        ));
     }
     out.sort();
-    let root: PathBuf = cx
-        .build_env
-        .as_ref()
-        .map_or_else(|| Path::new("/").to_path_buf(), |b| b.root.clone());
-    let paths: Vec<String> = out.iter().map(|l| l.path.clone()).collect();
-    let mut owners = crate::dpkg::owners(&root, &paths);
-    for l in &mut out {
-        l.deb = owners.remove(&l.path);
-    }
     Ok(out)
 }

@@ -60,8 +60,11 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     let shipped = binary::binary(&cx, &setup, &compiled, reporter)?;
     let layers = layers::layers(&cx, &setup, &shipped, reporter)?;
     let image = assemble::assemble(&cx, &setup, layers, compiled.network)?;
-    let debuginfo = shipped.debuginfo.as_ref();
-    let attached = attach::attach(&cx, &setup, &image, debuginfo, true, reporter)?;
+    let debuginfo = shipped
+        .debuginfo
+        .map(binary::PendingDebugInfo::wait)
+        .transpose()?;
+    let attached = attach::attach(&cx, &setup, &image, debuginfo.as_ref(), true, reporter)?;
     let app_cache = setup.app_cache();
     appcache::record(
         &cx,
