@@ -364,6 +364,10 @@ fn sbom_and_provenance_are_referrers_in_the_layout_and_on_the_registry() {
     assert!(from_registry.status.success(), "{}", from_registry.stderr);
     let sbom = document(&out, &of("application/spdx+json"));
     assert_eq!(json(&from_registry.stdout), sbom);
+    // And from the local store, by the image's name.
+    let from_store = imgbuild(&project, &cache, &["sbom", "report:v0.2.0"]);
+    assert!(from_store.status.success(), "{}", from_store.stderr);
+    assert_eq!(json(&from_store.stdout), sbom);
 
     // The binary carries its dependency list: cargo-auditable's reader finds the same crates.
     let bundle = bundle(&out, "v1", tmp.path(), |_| {});
