@@ -558,7 +558,7 @@ mod tests {
             let artifact = Artifact {
                 artifact_type: "application/spdx+json",
                 layer_media_type: "application/spdx+json",
-                bytes: text,
+                document: referrers::Document::Bytes(text),
                 annotations: BTreeMap::new(),
             };
             let desc = referrers::put(&store, subject, &artifact).unwrap();

@@ -185,6 +185,22 @@ impl Layout {
         Ok(Descriptor::new(media_type, bytes.len() as u64, digest))
     }
 
+    /// Stores the file at `path` as a blob, streamed (never whole in memory) and hashed as it
+    /// is copied, and returns its descriptor.
+    pub fn put_file(&self, media_type: MediaType, path: &Path) -> Result<Descriptor> {
+        let mut src = File::open(path).map_err(io_err("opening", path))?;
+        let (tmp, mut writer) = self.start_blob(".tmp-blob-")?;
+        io::copy(&mut src, &mut writer).map_err(io_err("copying", path))?;
+        let (mut buf, digest, size) = writer.finish();
+        buf.flush().map_err(io_err("writing", tmp.path()))?;
+        drop(buf);
+        if self.blob_is_intact(&digest) {
+            return Ok(Descriptor::new(media_type, size, digest));
+        }
+        persist(tmp, &self.blob_path(&digest))?;
+        Ok(Descriptor::new(media_type, size, digest))
+    }
+
     /// Stores `value` as canonical JSON and returns its descriptor.
     pub fn put_json<T: serde::Serialize>(
         &self,

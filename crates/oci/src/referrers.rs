@@ -15,6 +15,16 @@ use oci_spec::image::{
 use crate::Result;
 use crate::layout::{Layout, ref_name};
 
+/// An artifact's document: bytes, or a file streamed into the layout (a debug file can be
+/// hundreds of megabytes).
+#[derive(Debug, Clone, Copy)]
+pub enum Document<'a> {
+    /// The bytes themselves.
+    Bytes(&'a [u8]),
+    /// A file to copy.
+    File(&'a std::path::Path),
+}
+
 /// An artifact to attach to an image.
 #[derive(Debug, Clone)]
 pub struct Artifact<'a> {
@@ -23,7 +33,7 @@ pub struct Artifact<'a> {
     /// The media type of the one layer (the document's own type).
     pub layer_media_type: &'a str,
     /// The document.
-    pub bytes: &'a [u8],
+    pub document: Document<'a>,
     /// Manifest annotations (sorted in the manifest's canonical JSON).
     pub annotations: BTreeMap<String, String>,
 }
@@ -40,10 +50,11 @@ pub fn fallback_tag(digest: &Digest) -> String {
 pub fn put(layout: &Layout, subject: &Descriptor, artifact: &Artifact<'_>) -> Result<Descriptor> {
     let artifact_type = MediaType::Other(artifact.artifact_type.to_string());
     let config = layout.put_bytes(MediaType::EmptyJSON, b"{}")?;
-    let layer = layout.put_bytes(
-        MediaType::Other(artifact.layer_media_type.to_string()),
-        artifact.bytes,
-    )?;
+    let layer_type = MediaType::Other(artifact.layer_media_type.to_string());
+    let layer = match artifact.document {
+        Document::Bytes(bytes) => layout.put_bytes(layer_type, bytes)?,
+        Document::File(path) => layout.put_file(layer_type, path)?,
+    };
     let annotations: HashMap<String, String> = artifact.annotations.clone().into_iter().collect();
     let mut subject = Descriptor::new(
         subject.media_type().clone(),
@@ -143,7 +154,7 @@ mod tests {
         let sbom = Artifact {
             artifact_type: "application/spdx+json",
             layer_media_type: "application/spdx+json",
-            bytes: br#"{"spdxVersion":"SPDX-2.3"}"#,
+            document: Document::Bytes(br#"{"spdxVersion":"SPDX-2.3"}"#),
             annotations: BTreeMap::from([(
                 "org.opencontainers.image.created".into(),
                 "1970-01-01T00:00:00Z".into(),
@@ -161,7 +172,18 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(document(&layout, &desc).unwrap(), sbom.bytes);
+        assert_eq!(
+            document(&layout, &desc).unwrap(),
+            br#"{"spdxVersion":"SPDX-2.3"}"#
+        );
+        // The same document from a file: the same blob and the same manifest.
+        let file = dir.path().join("sbom.json");
+        std::fs::write(&file, br#"{"spdxVersion":"SPDX-2.3"}"#).unwrap();
+        let from_file = Artifact {
+            document: Document::File(&file),
+            ..sbom.clone()
+        };
+        assert_eq!(put(&layout, &image, &from_file).unwrap(), desc);
         assert_eq!(
             fallback_tag(image.digest()),
             format!("sha256-{}", image.digest().digest())

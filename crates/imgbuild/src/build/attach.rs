@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use imgbuild_oci::referrers::{self, Artifact};
+use imgbuild_oci::referrers::{self, Artifact, Document};
 use imgbuild_oci::spec::Descriptor;
 
 use crate::build::Setup;
@@ -129,7 +129,7 @@ fn put(
     let artifact = Artifact {
         artifact_type,
         layer_media_type: artifact_type,
-        bytes,
+        document: Document::Bytes(bytes),
         annotations: annotations.clone(),
     };
     Ok(referrers::put(&s.store, &image.manifest, &artifact)?)
@@ -141,13 +141,12 @@ fn put_debuginfo(
     d: &DebugInfo,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Descriptor> {
-    let bytes = std::fs::read(&d.path).map_err(io_err("reading", &d.path))?;
     let mut annotations = annotations.clone();
     annotations.insert(supply::BUILD_ID_ANNOTATION.into(), d.build_id.clone());
     let artifact = Artifact {
         artifact_type: supply::DEBUGINFO_TYPE,
         layer_media_type: supply::DEBUGINFO_LAYER_TYPE,
-        bytes: &bytes,
+        document: Document::File(&d.path),
         annotations,
     };
     Ok(referrers::put(&s.store, &image.manifest, &artifact)?)
