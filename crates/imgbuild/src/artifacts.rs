@@ -197,10 +197,8 @@ fn only_tagged(layout: &Layout, dir: &Path) -> Result<Descriptor> {
 
 fn local(layout: &Layout, image: &Descriptor, types: &[&str]) -> Result<Option<Attachment>> {
     for t in types {
-        if let Some(referrer) = referrers::find(layout, image.digest(), Some(t))?
-            .into_iter()
-            .next()
-        {
+        // The newest (listed last).
+        if let Some(referrer) = referrers::find(layout, image.digest(), Some(t))?.pop() {
             let bytes = referrers::document(layout, &referrer)?;
             return Ok(Some(Attachment { referrer, bytes }));
         }
@@ -224,7 +222,7 @@ fn pulled(
     };
     let listed = remote::list(&client, repository, &subject)?;
     let Some(referrer) = types.iter().find_map(|t| {
-        listed.iter().find(|d| {
+        listed.iter().rev().find(|d| {
             d.artifact_type()
                 .as_ref()
                 .is_some_and(|a| a.to_string() == *t)

@@ -106,7 +106,7 @@ pub fn subject_of(layout: &Layout, desc: &Descriptor) -> Option<Digest> {
 }
 
 /// The referrers of `subject` listed in `index.json` (untagged entries whose manifest names
-/// it), in index order; `artifact_type` filters them.
+/// it), in index order (oldest first: [`list`] appends); `artifact_type` filters them.
 pub fn find(
     layout: &Layout,
     subject: &Digest,

@@ -47,9 +47,9 @@ pub(crate) fn attach(
         if fresh {
             return Ok(None);
         }
-        Ok(referrers::find(&s.store, image.manifest.digest(), Some(t))?
-            .into_iter()
-            .next())
+        // The newest: an image built again after, say, a license changed in a manifest has
+        // the newer SBOM listed last.
+        Ok(referrers::find(&s.store, image.manifest.digest(), Some(t))?.pop())
     };
     let mut facts = None;
     if let Some(t) = sbom_type {
