@@ -78,6 +78,20 @@ fn a_damaged_index_is_set_aside_and_rebuilt_from_the_blobs() {
     let first = imgbuild(&project, &cache, &["build", "--message-format", "json"]).events();
     let key = lookup_key(&first);
     std::fs::write(store(&cache).join("index.json"), b"{\"manifests\": [tru").unwrap();
+    // Pruning by a guess of what the index said could delete what it names: prune refuses,
+    // says how to repair, and deletes nothing.
+    let blobs = || {
+        std::fs::read_dir(store(&cache).join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+    imgbuild(&project, &cache, &["cache", "prune", "--all"]).fails_with(&[
+        "index",
+        "is damaged",
+        "imgbuild cache check --repair",
+    ]);
+    assert_eq!(blobs(), before);
     // New app code: the dependency entry is what must be found again.
     let main = project.join("src/main.rs");
     let text = std::fs::read_to_string(&main).unwrap();

@@ -110,6 +110,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The store's `index.json` cannot be read.
+    #[error(
+        "the store's index {} is damaged ({reason}); run `imgbuild cache check --repair` to rebuild it from the blobs (any build does too), then try again", path.display()
+    )]
+    DamagedIndex {
+        /// The index file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No artifact of the kind asked for is attached to the image.
     #[error("{image} has no {what} attached{hint}")]
     NoArtifact {

@@ -83,6 +83,18 @@ fn referenced(store: &Layout, desc: &Descriptor) -> Vec<String> {
     out
 }
 
+/// The store's index; a damaged one is an error that says how to rebuild it (pruning by a
+/// guess of what the index said could delete what it still names).
+fn read_index(store: &Layout) -> Result<imgbuild_oci::spec::ImageIndex> {
+    store.read_index().map_err(|e| match e {
+        imgbuild_oci::Error::InvalidJson { path, source, .. } => crate::Error::DamagedIndex {
+            path,
+            reason: source.to_string(),
+        },
+        other => other.into(),
+    })
+}
+
 /// Size on disk of every blob in the store, by digest string.
 fn blob_sizes(store: &Layout) -> Result<BTreeMap<String, u64>> {
     let dir = store.blob_dir();
@@ -123,7 +135,7 @@ pub fn list(cache: &CacheDir) -> Result<Listing> {
     let store = Layout::open(root)?;
     let sizes = blob_sizes(&store)?;
     let mut entries = Vec::new();
-    let index = store.read_index()?;
+    let index = read_index(&store)?;
     for desc in index.manifests() {
         let Some(key) = entry_key(desc) else {
             continue;
