@@ -53,38 +53,33 @@ fn validators() -> &'static Path {
     })
 }
 
-/// Validates an SPDX JSON document with `pyspdxtools -i`.
-fn validate_spdx(doc: &Path) {
-    let out = Command::new(validators().join("bin/pyspdxtools"))
-        .arg("-i")
+/// Runs a validator of the virtualenv on `doc`; fails the test with its output when it
+/// rejects the document.
+fn validate(program: &str, args: &[&str], doc: &Path, what: &str) {
+    let out = Command::new(validators().join("bin").join(program))
+        .args(args)
         .arg(doc)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "pyspdxtools rejects {}:\n{}{}",
+        "{what} rejects {}:\n{}{}",
         doc.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
+/// Validates an SPDX JSON document with `pyspdxtools -i`.
+fn validate_spdx(doc: &Path) {
+    validate("pyspdxtools", &["-i"], doc, "pyspdxtools");
+}
+
 /// Validates a CycloneDX JSON document against the 1.6 schema with the library's strict
 /// validator.
 fn validate_cyclonedx(doc: &Path) {
     let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif err is not None:\n    print(err)\n    sys.exit(1)\n";
-    let out = Command::new(validators().join("bin/python"))
-        .args(["-c", script])
-        .arg(doc)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the CycloneDX validator rejects {}:\n{}{}",
-        doc.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    validate("python", &["-c", script], doc, "the CycloneDX validator");
 }
 
 /// The `pkg:cargo/NAME@VERSION` purls of `plan`'s key lines (`package …`), and the names of
