@@ -147,6 +147,59 @@ fn examples_build_inside_the_environment_and_never_share_entries_with_host_build
     let report = json(&run_with_runc(&out, "v0.2.0", tmp.path()));
     assert_eq!(report["title"], "built by imgbuild");
 
+    // Issue 14: the SBOM and the provenance name the environment by digest, and the
+    // libraries' Debian packages come from the environment's dpkg database.
+    let sbom = imgbuild(
+        &project,
+        &cache,
+        &["sbom", &format!("oci:{}:v0.2.0", out.display())],
+    );
+    assert!(sbom.status.success(), "{}", sbom.stderr);
+    let sbom = json(&sbom.stdout);
+    let packages = sbom["packages"].as_array().unwrap();
+    let hex = env.digest.trim_start_matches("sha256:");
+    assert!(
+        packages
+            .iter()
+            .any(|p| p["SPDXID"] == "SPDXRef-BuildEnvironment"
+                && p["checksums"][0]["checksumValue"] == hex),
+        "{sbom:#}"
+    );
+    let libc = packages.iter().find(|p| p["name"] == "libc.so.6").unwrap();
+    assert!(
+        libc["externalRefs"][0]["referenceLocator"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkg:deb/debian/libc6@"),
+        "{libc:#}"
+    );
+    let index = json(&std::fs::read_to_string(out.join("index.json")).unwrap());
+    let provenance = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["artifactType"] == "application/vnd.in-toto+json")
+        .expect("a provenance referrer");
+    let blob = |digest: &str| {
+        json(
+            &std::fs::read_to_string(
+                out.join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
+        )
+    };
+    let manifest = blob(provenance["digest"].as_str().unwrap());
+    let statement = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert!(
+        deps.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "build-environment" && d["digest"]["sha256"] == hex),
+        "{deps:#}"
+    );
+
     // `plan` names the environment's digest in the key, and the key is the build's.
     let plan = imgbuild(&project, &cache, &["plan", "--build-env", &env.oci()]);
     assert!(plan.status.success(), "{}", plan.stderr);
