@@ -78,6 +78,32 @@ fn a_base_image_is_pulled_once_and_its_layers_come_first() {
     );
     let report = json(&run_with_runc(&out, "v0.2.0", tmp.path()));
     assert_eq!(report["title"], "built by imgbuild");
+    // Issue 14: the SBOM names the base by digest, as what the image descends from.
+    let sbom = imgbuild(
+        &project,
+        &cache,
+        &["sbom", &format!("oci:{}:v0.2.0", out.display())],
+    );
+    assert!(sbom.status.success(), "{}", sbom.stderr);
+    let sbom = json(&sbom.stdout);
+    let base = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-Base")
+        .expect("the base in the SBOM");
+    assert_eq!(
+        base["checksums"][0]["checksumValue"],
+        base_digest.as_str().unwrap().trim_start_matches("sha256:")
+    );
+    assert!(
+        sbom["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["relationshipType"] == "DESCENDANT_OF"
+                && r["relatedSpdxElement"] == "SPDXRef-Base")
+    );
 
     // A second build downloads nothing.
     let blob_gets = registry.requests("GET", "/v2/bases/hello/blobs/");
