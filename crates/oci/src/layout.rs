@@ -12,17 +12,15 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use flate2::write::GzEncoder;
 use oci_spec::image::{
     Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType, SCHEMA_VERSION,
 };
 
 use crate::digest::HashingWriter;
-use crate::layer::LayerBuilder;
 use crate::{Error, REF_NAME_ANNOTATION, Result, io_err, json};
 
-/// gzip level used for image layers. Pinned: another level (or another zlib implementation)
-/// gives other bytes, hence another digest.
+/// gzip level used for image layers (written by `layerwrite`). Pinned: another level (or
+/// another zlib implementation) gives other bytes, hence another digest.
 pub const GZIP_LEVEL: u32 = 6;
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -191,13 +189,7 @@ impl Layout {
         let mut src = File::open(path).map_err(io_err("opening", path))?;
         let (tmp, mut writer) = self.start_blob(".tmp-blob-")?;
         io::copy(&mut src, &mut writer).map_err(io_err("copying", path))?;
-        let (mut buf, digest, size) = writer.finish();
-        buf.flush().map_err(io_err("writing", tmp.path()))?;
-        drop(buf);
-        if self.blob_is_intact(&digest) {
-            return Ok(Descriptor::new(media_type, size, digest));
-        }
-        persist(tmp, &self.blob_path(&digest))?;
+        let (digest, size) = self.seal_blob(tmp, writer)?;
         Ok(Descriptor::new(media_type, size, digest))
     }
 
@@ -230,7 +222,20 @@ impl Layout {
     }
 
     /// Flushes a blob started with [`Layout::start_blob`] and renames it into place under its
-    /// digest.
+    /// digest (over a copy already there, which may be damaged); its digest and size.
+    fn seal_blob(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        written: HashingWriter<BufWriter<File>>,
+    ) -> Result<(Digest, u64)> {
+        let (mut buf, digest, size) = written.finish();
+        buf.flush().map_err(io_err("writing", tmp.path()))?;
+        drop(buf);
+        persist(tmp, &self.blob_path(&digest))?;
+        Ok((digest, size))
+    }
+
+    /// [`Layout::seal_blob`] for a layer, with what the config needs of it.
     pub(crate) fn commit_blob(
         &self,
         tmp: tempfile::NamedTempFile,
@@ -239,70 +244,12 @@ impl Layout {
         diff_id: Digest,
         uncompressed_size: u64,
     ) -> Result<LayerBlob> {
-        let (mut buf, digest, size) = written.finish();
-        buf.flush().map_err(io_err("writing", tmp.path()))?;
-        drop(buf);
-        persist(tmp, &self.blob_path(&digest))?;
+        let (digest, size) = self.seal_blob(tmp, written)?;
         Ok(LayerBlob {
             descriptor: Descriptor::new(media_type, size, digest),
             diff_id,
             uncompressed_size,
         })
-    }
-
-    /// Writes `layer` as a gzip-compressed tar blob, every timestamp set to `mtime`.
-    pub fn write_layer(&self, layer: &LayerBuilder, mtime: u64) -> Result<LayerBlob> {
-        let (tmp, compressed) = self.start_blob(".tmp-layer-")?;
-        let gz = GzEncoder::new(compressed, flate2::Compression::new(GZIP_LEVEL));
-        let uncompressed = layer.write_tar(HashingWriter::new(gz), mtime)?;
-        let (gz, diff_id, uncompressed_size) = uncompressed.finish();
-        let compressed = gz
-            .finish()
-            .map_err(io_err("compressing layer into", tmp.path()))?;
-        self.commit_blob(
-            tmp,
-            compressed,
-            MediaType::ImageLayerGzip,
-            diff_id,
-            uncompressed_size,
-        )
-    }
-
-    /// Like [`Layout::write_layer`], but remembers each layer under its
-    /// [`LayerBuilder::fingerprint`] in `memo_dir`: when the same entries from the same host
-    /// files were written before and the blob is still in the layout, intact, nothing is compressed
-    /// again.
-    pub fn write_layer_memoized(
-        &self,
-        layer: &LayerBuilder,
-        mtime: u64,
-        memo_dir: &Path,
-    ) -> Result<LayerBlob> {
-        let fingerprint = layer.fingerprint(mtime)?;
-        let name = format!("{}.json", fingerprint.digest());
-        if let Some(blob) = fs::read(memo_dir.join(&name))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<MemoRecord>(&b).ok())
-            .and_then(|r| r.into_blob())
-            .filter(|b| self.blob_is_intact(b.descriptor.digest()))
-        {
-            return Ok(blob);
-        }
-        let blob = self.write_layer(layer, mtime)?;
-        fs::create_dir_all(memo_dir).map_err(io_err("creating directory", memo_dir))?;
-        let record = MemoRecord {
-            digest: blob.descriptor.digest().to_string(),
-            size: blob.descriptor.size(),
-            diff_id: blob.diff_id.to_string(),
-            uncompressed_size: blob.uncompressed_size,
-        };
-        let bytes = serde_json::to_vec(&record).map_err(|source| Error::InvalidJson {
-            what: "layer memo",
-            path: memo_dir.join(&name),
-            source,
-        })?;
-        write_atomic(memo_dir, &name, &bytes)?;
-        Ok(blob)
     }
 
     /// Moves a finished temporary file created in this layout's blob directory into place as
@@ -448,29 +395,6 @@ impl Layout {
     }
 }
 
-/// What [`Layout::write_layer_memoized`] remembers about a layer.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MemoRecord {
-    digest: String,
-    size: u64,
-    diff_id: String,
-    uncompressed_size: u64,
-}
-
-impl MemoRecord {
-    fn into_blob(self) -> Option<LayerBlob> {
-        Some(LayerBlob {
-            descriptor: Descriptor::new(
-                MediaType::ImageLayerGzip,
-                self.size,
-                self.digest.parse::<Digest>().ok()?,
-            ),
-            diff_id: self.diff_id.parse().ok()?,
-            uncompressed_size: self.uncompressed_size,
-        })
-    }
-}
-
 /// The `org.opencontainers.image.ref.name` annotation of a descriptor, if any.
 pub fn ref_name(desc: &Descriptor) -> Option<&str> {
     desc.annotations()
@@ -530,6 +454,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::layer::Content;
+    use crate::layer::LayerBuilder;
 
     #[test]
     fn a_layer_written_twice_has_one_digest_and_a_matching_diff_id() {

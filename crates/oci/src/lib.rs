@@ -18,6 +18,7 @@ pub mod archive;
 pub mod digest;
 pub mod json;
 pub mod layer;
+mod layerwrite;
 pub mod layout;
 pub mod media;
 pub mod referrers;

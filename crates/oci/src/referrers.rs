@@ -96,6 +96,14 @@ pub fn list(layout: &Layout, desc: &Descriptor) -> Result<()> {
     layout.write_index(&index)
 }
 
+/// Whether `desc` (a referrer's descriptor, as an index or a referrers list has it) has one
+/// of `types` as its `artifactType`.
+pub fn is_one_of(desc: &Descriptor, types: &[&str]) -> bool {
+    desc.artifact_type()
+        .as_ref()
+        .is_some_and(|a| types.contains(&a.to_string().as_str()))
+}
+
 /// The `subject` of the manifest `desc` names, when it is a readable manifest with one.
 pub fn subject_of(layout: &Layout, desc: &Descriptor) -> Option<Digest> {
     if *desc.media_type() != MediaType::ImageManifest {
@@ -117,13 +125,7 @@ pub fn find(
         .manifests()
         .iter()
         .filter(|d| ref_name(d).is_none())
-        .filter(|d| {
-            artifact_type.is_none_or(|t| {
-                d.artifact_type()
-                    .as_ref()
-                    .is_some_and(|a| a.to_string() == t)
-            })
-        })
+        .filter(|d| artifact_type.is_none_or(|t| is_one_of(d, &[t])))
         .filter(|d| subject_of(layout, d).as_ref() == Some(subject))
         .cloned()
         .collect())
