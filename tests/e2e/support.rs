@@ -198,6 +198,13 @@ pub(crate) fn tool(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `imgbuild sbom ARGS` (issue 14): the document it prints, failing the test when it fails.
+pub(crate) fn sbom(dir: &Path, cache: &Path, args: &[&str]) -> String {
+    let run = imgbuild(dir, cache, &[&["sbom"][..], args].concat());
+    assert!(run.status.success(), "{}", run.stderr);
+    run.stdout
+}
+
 pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

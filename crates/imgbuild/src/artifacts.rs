@@ -221,13 +221,10 @@ fn pulled(
         });
     };
     let listed = remote::list(&client, repository, &subject)?;
-    let Some(referrer) = types.iter().find_map(|t| {
-        listed.iter().rev().find(|d| {
-            d.artifact_type()
-                .as_ref()
-                .is_some_and(|a| a.to_string() == *t)
-        })
-    }) else {
+    let Some(referrer) = types
+        .iter()
+        .find_map(|t| listed.iter().rev().find(|d| referrers::is_one_of(d, &[t])))
+    else {
         return Ok(None);
     };
     let scratch = tempfile::tempdir().map_err(crate::io_err("creating", &std::env::temp_dir()))?;

@@ -43,6 +43,8 @@ pub(crate) struct KeyContext {
     machine: Vec<String>,
     triple: String,
     lock: BTreeMap<(String, String), LockedPackage>,
+    /// sha256 hex of Cargo.lock's bytes (the provenance names it).
+    lockfile_sha256: String,
     profile_settings: String,
     members: BTreeMap<String, Vec<String>>,
     env: Vec<(String, String)>,
@@ -65,13 +67,17 @@ impl KeyContext {
             )),
         };
         let workspace = &cx.workspace;
+        let lockfile = read(&workspace.root.join("Cargo.lock"))?;
         Ok(Self {
             profile: cx.options.profile.clone(),
             network_allowed: cx.options.allow_network,
             machine,
             triple,
             rustc,
-            lock: imgbuild_cargo::lockfile::parse(&read(&workspace.root.join("Cargo.lock"))?),
+            lock: imgbuild_cargo::lockfile::parse(&lockfile),
+            lockfile_sha256: imgbuild_oci::digest::sha256(lockfile.as_bytes())
+                .digest()
+                .to_string(),
             profile_settings: profile_sections(&read(&workspace.root_manifest)?),
             members: workspace.member_declarations(),
             env: key_environment(&cx.env, &cx.options.pass_env),
@@ -81,6 +87,11 @@ impl KeyContext {
     /// Cargo.lock's packages.
     pub(crate) fn lock(&self) -> &BTreeMap<(String, String), LockedPackage> {
         &self.lock
+    }
+
+    /// sha256 hex of Cargo.lock as read for the keys.
+    pub(crate) fn lockfile_sha256(&self) -> &str {
+        &self.lockfile_sha256
     }
 
     /// The host triple (`rustc -vV`'s `host:`).

@@ -392,11 +392,10 @@ impl RemoteCache {
             subject.digest(),
         )?;
         let mut pulled = Vec::new();
-        for d in listed.iter().filter(|d| {
-            d.artifact_type()
-                .as_ref()
-                .is_some_and(|t| types.contains(&t.to_string().as_str()))
-        }) {
+        for d in listed
+            .iter()
+            .filter(|d| imgbuild_oci::referrers::is_one_of(d, types))
+        {
             let reference = self.repository.with_digest(d.digest().as_ref());
             let progress = progress(reporter, &reference);
             let arch = crate::image::host_arch().to_string();

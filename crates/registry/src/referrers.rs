@@ -61,13 +61,7 @@ pub fn push_referrers(
     }
     let repository = &target.repository;
     let tag = fallback_tag(subject);
-    let mut listed = match fetch_manifest(client, repository, &tag)? {
-        Some((_, bytes, _)) => serde_json::from_slice::<ImageIndex>(&bytes)
-            .map_err(|e| not_an_index(client, format!("GET manifest {tag}"), &e))?
-            .manifests()
-            .clone(),
-        None => Vec::new(),
-    };
+    let mut listed = tag_schema_list(client, repository, subject)?;
     let before = listed.len();
     for r in referrers {
         if !listed.iter().any(|d| d.digest() == r.digest()) {
@@ -117,6 +111,11 @@ pub fn list(client: &Client, repository: &str, subject: &Digest) -> Result<Vec<D
             .map_err(|e| not_an_index(client, format!("GET referrers {subject}"), &e))?;
         return Ok(index.manifests().clone());
     }
+    tag_schema_list(client, repository, subject)
+}
+
+/// The descriptors of `subject`'s tag-schema index (`sha256-<hex>`); empty when there is none.
+fn tag_schema_list(client: &Client, repository: &str, subject: &Digest) -> Result<Vec<Descriptor>> {
     let tag = fallback_tag(subject);
     Ok(match fetch_manifest(client, repository, &tag)? {
         Some((_, bytes, _)) => serde_json::from_slice::<ImageIndex>(&bytes)

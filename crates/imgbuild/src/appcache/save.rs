@@ -106,11 +106,7 @@ fn push(
     )?;
     let shared: Vec<Descriptor> = referrers
         .iter()
-        .filter(|r| {
-            r.artifact_type()
-                .as_ref()
-                .is_some_and(|t| crate::supply::SHARED_TYPES.contains(&t.to_string().as_str()))
-        })
+        .filter(|r| imgbuild_oci::referrers::is_one_of(r, &crate::supply::SHARED_TYPES))
         .cloned()
         .collect();
     remote.push_referrers(store, image, &shared, reporter)?;

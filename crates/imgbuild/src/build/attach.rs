@@ -156,8 +156,6 @@ fn put_debuginfo(
 fn gather(cx: &Context<'_>, s: &Setup, image: &StoredImage) -> Result<Facts> {
     let o = cx.options;
     let target = &cx.one().target;
-    let lockfile = cx.workspace.root.join("Cargo.lock");
-    let lock = std::fs::read(&lockfile).map_err(io_err("reading", &lockfile))?;
     let features = o.cargo_features();
     let mut feature_flags = Vec::new();
     if !features.list.is_empty() {
@@ -190,7 +188,7 @@ fn gather(cx: &Context<'_>, s: &Setup, image: &StoredImage) -> Result<Facts> {
             features: feature_flags,
             outputs: o.outputs.iter().map(ToString::to_string).collect(),
             revision: cx.revision.clone(),
-            lockfile_sha256: imgbuild_oci::digest::sha256(&lock).digest().to_string(),
+            lockfile_sha256: s.keys.lockfile_sha256().to_string(),
             target: s.keys.triple().to_string(),
             rustc: s.keys.rustc_release().to_string(),
             network: image.network,
