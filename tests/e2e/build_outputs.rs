@@ -250,6 +250,7 @@ fn json_message_format_prints_events_ending_with_the_image() {
             "build-started",
             "app-cache",
             "cache-lookup",
+            "units-restored",
             "isolation",
             "compiled",
             "layer",

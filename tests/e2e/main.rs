@@ -20,6 +20,8 @@ mod hermetic;
 mod plan;
 mod registry;
 mod registry_support;
+mod remote_prune;
 mod repair;
 mod reproducible;
 mod supply;
+mod units;

@@ -248,6 +248,38 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the registry, runs its `garbage-collect` (which removes every blob no remaining
+    /// manifest uses), and starts it again on the same port and storage.
+    pub(crate) fn garbage_collect(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = self.data.parent().unwrap().join("config.yml");
+        let out = Command::new("docker-registry")
+            .arg("garbage-collect")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garbage-collect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &self.log);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The digests of every blob upload the registry completed (`PUT …?digest=…`), in order.
     pub(crate) fn uploaded_digests(&self) -> Vec<String> {
         self.log()

@@ -33,6 +33,8 @@ pub(crate) const PURE: &[&str] = &[
     "crates/imgbuild/src/supply/provenance.rs",
     "crates/imgbuild/src/supply/audit.rs",
     "crates/cargo/src/graph.rs",
+    "crates/cargo/src/fingerprint.rs",
+    "crates/imgbuild/src/unitcache/plan.rs",
     "crates/imgbuild/src/options.rs",
     "crates/registry/src/reference.rs",
     "crates/oci/src/json.rs",

@@ -11,6 +11,7 @@
 //! - [`run`]: the only module here that starts processes (`cargo`, `rustc`, `git`).
 
 pub mod config;
+pub mod fingerprint;
 pub mod graph;
 pub mod hermetic;
 pub mod lockfile;

@@ -46,7 +46,7 @@ pub fn unit_hash(name: &str) -> Option<&str> {
 
 /// The unit hash a produced path carries, if the path lies under `profile_dir`: from the file
 /// name in `deps/`, from the unit directory in `build/` and `.fingerprint/`.
-fn hash_of_path<'a>(path: &'a Path, profile_dir: &Path) -> Option<&'a str> {
+pub fn hash_of_path<'a>(path: &'a Path, profile_dir: &Path) -> Option<&'a str> {
     let rel = path.strip_prefix(profile_dir).ok()?;
     let mut parts = rel.components().filter_map(|c| match c {
         Component::Normal(s) => s.to_str(),
@@ -72,9 +72,17 @@ pub struct DependencyUnits {
     pub compiled_packages: Vec<String>,
 }
 
-/// `name@version` from a package id such as `registry+https://…#serde@1.0.0`.
-pub fn package_label(package_id: &str) -> &str {
-    package_id.rsplit_once('#').map_or(package_id, |(_, n)| n)
+/// `name@version` from a package id such as `registry+https://…#serde@1.0.0`, or
+/// `path+file:///w/core#0.1.0` (cargo leaves the name out when it is the directory's).
+pub fn package_label(package_id: &str) -> std::borrow::Cow<'_, str> {
+    match package_id.rsplit_once('#') {
+        Some((_, n)) if n.contains('@') => n.into(),
+        Some((url, version)) => {
+            let dir = url.trim_end_matches('/').rsplit('/').next().unwrap_or(url);
+            format!("{dir}@{version}").into()
+        }
+        None => package_id.into(),
+    }
 }
 
 /// Sorts the cacheable units of a build by hash and counts what cargo compiled.
@@ -198,6 +206,19 @@ mod tests {
         assert!(!belongs_to(&format!("build/serde-{H1}"), &hashes));
         assert!(!belongs_to(&format!("incremental/serde-{H1}/x"), &hashes));
         assert!(!belongs_to("app", &hashes));
+    }
+
+    #[test]
+    fn package_labels() {
+        assert_eq!(
+            package_label("registry+https://github.com/rust-lang/crates.io-index#serde@1.0.0"),
+            "serde@1.0.0"
+        );
+        assert_eq!(package_label("path+file:///w/core#0.1.0"), "core@0.1.0");
+        assert_eq!(
+            package_label("path+file:///w/crates/x#core@0.1.0"),
+            "core@0.1.0"
+        );
     }
 
     #[test]

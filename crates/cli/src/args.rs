@@ -68,8 +68,23 @@ pub(crate) struct PruneArgs {
     #[arg(long, value_name = "SIZE")]
     pub(crate) max_size: Option<String>,
     /// Remove every dependency-cache entry (images in the store are kept).
-    #[arg(long, conflicts_with_all = ["older_than", "max_size"])]
+    #[arg(long, conflicts_with_all = ["older_than", "max_size", "cache_repo"])]
     pub(crate) all: bool,
+    /// Prune this cache repository (a registry shared through --cache-repo) instead of the
+    /// local store: stale `deps-…`, `app-…` and `units-…` tags and their manifests are deleted
+    /// through the registry API; the registry's garbage collection then frees their blobs.
+    #[arg(long, value_name = "REF", conflicts_with = "max_size")]
+    pub(crate) cache_repo: Option<String>,
+    /// With --cache-repo: keep each binary's newest N dependency entries and app entries,
+    /// whatever their age.
+    #[arg(long, value_name = "N", requires = "cache_repo")]
+    pub(crate) keep_latest: Option<usize>,
+    /// With --cache-repo: print what would be deleted, delete nothing.
+    #[arg(long, requires = "cache_repo")]
+    pub(crate) dry_run: bool,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registry: Vec<String>,
 }
 
 #[derive(Args)]

@@ -63,8 +63,65 @@ fn ls(args: StoreArgs, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// `cache prune --cache-repo REF`.
+fn prune_remote(
+    args: &PruneArgs,
+    repository: &str,
+    older_than: Option<std::time::Duration>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let reference = imgbuild_registry::Reference::parse(repository).context("--cache-repo")?;
+    let mut registry = imgbuild::RegistryOptions::default();
+    registry.insecure = args.insecure_registry.clone();
+    let mut policy = imgbuild::store::RemotePolicy::default();
+    policy.older_than = older_than;
+    policy.keep_latest = args.keep_latest;
+    let report = imgbuild::store::prune_remote(&reference, &registry, policy, args.dry_run)?;
+    match args.store.message_format {
+        MessageFormat::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+        MessageFormat::Human => {
+            let verb = if report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            for e in &report.removed {
+                let made = e.created.map_or_else(|| "date unknown".to_string(), ago);
+                let binary = e.binary.as_deref().unwrap_or("-");
+                writeln!(out, "{verb} {} ({binary}, made {made})", e.tags.join(" + "))?;
+            }
+            writeln!(
+                out,
+                "{} entries {verb}, {} kept, {} manifests deleted from {}{}",
+                report.removed.len(),
+                report.kept,
+                report.manifests_deleted,
+                report.repository,
+                if report.dry_run {
+                    " (dry run)"
+                } else {
+                    "; the registry's garbage collection frees their blobs"
+                }
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `cache prune`.
 fn prune(args: PruneArgs, out: &mut impl Write) -> Result<()> {
+    if let Some(repository) = args.cache_repo.clone() {
+        let older_than = match &args.older_than {
+            Some(text) => Some(imgbuild::store::parse_duration(text).with_context(|| {
+                format!(
+                    "--older-than {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d"
+                )
+            })?),
+            None if args.keep_latest.is_none() => Some(std::time::Duration::from_secs(30 * 86_400)),
+            None => None,
+        };
+        return prune_remote(&args, &repository, older_than, out);
+    }
     let older_than = match &args.older_than {
         Some(text) => Some(imgbuild::store::parse_duration(text).with_context(|| {
             format!("--older-than {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d")

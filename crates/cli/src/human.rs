@@ -90,6 +90,32 @@ impl Human<'_> {
                     if *squashed { " (squashed)" } else { "" }
                 ),
             ),
+            Event::UnitsRestored {
+                records,
+                restored,
+                in_place,
+                missed,
+                bytes,
+                ..
+            } if *records > 0 => self.status(
+                "Units",
+                &format!(
+                    "workspace crates: {restored} restored ({}), {in_place} already fresh, {} to compile",
+                    human_size(*bytes),
+                    missed.len()
+                ),
+            ),
+            Event::UnitsStored {
+                units,
+                new_units,
+                new_bytes,
+            } => self.status(
+                "Cached",
+                &format!(
+                    "workspace crates: {units} units, {new_units} new ({})",
+                    human_size(*new_bytes)
+                ),
+            ),
             _ => {}
         }
     }
@@ -218,7 +244,9 @@ impl Reporter for Human<'_> {
             Event::AppCache { .. }
             | Event::CacheLookup { .. }
             | Event::CacheRestored { .. }
-            | Event::CacheStored { .. } => self.cache(event),
+            | Event::CacheStored { .. }
+            | Event::UnitsRestored { .. }
+            | Event::UnitsStored { .. } => self.cache(event),
             Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
             // Events a newer library adds are shown in JSON output only.
             _ => {}

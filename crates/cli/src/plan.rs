@@ -41,6 +41,26 @@ pub(crate) fn run_plan(args: PlanArgs) -> Result<()> {
                         }
                     }
                 }
+                if args.explain {
+                    match &p.dependency_entry {
+                        Some(e) if e.exact => writeln!(
+                            out,
+                            "    the store has this key's entry: no dependency is compiled"
+                        )?,
+                        Some(e) => writeln!(
+                            out,
+                            "    a build starts from entry {} of {}: it holds {} of the tree's {} packages",
+                            &e.key[..12],
+                            e.binary,
+                            e.shared_packages,
+                            e.packages
+                        )?,
+                        None => writeln!(
+                            out,
+                            "    no entry in the store to start from: every dependency is compiled"
+                        )?,
+                    }
+                }
                 let status = if p.app_hit {
                     "hit: a build would compile nothing"
                 } else {

@@ -175,6 +175,33 @@ pub enum Event {
         dependencies_fresh: usize,
         /// The dependency packages cargo compiled (`name@version`).
         compiled_packages: Vec<String>,
+        /// The workspace's own packages (path packages) of which cargo compiled or ran a unit
+        /// (`name@version`), the binary's own included.
+        members_compiled: Vec<String>,
+    },
+    /// The unit cache (the workspace members' compiled units, by content) was consulted.
+    UnitsRestored {
+        /// Records consulted (this binary's and the workspace's other binaries').
+        records: usize,
+        /// Units restored into cargo's build directory.
+        restored: usize,
+        /// Units left in place: cargo finds them fresh already.
+        in_place: usize,
+        /// Units no record matched (cargo compiles them), by name.
+        missed: Vec<String>,
+        /// Layers pulled from the cache repository.
+        pulled: usize,
+        /// Bytes written.
+        bytes: u64,
+    },
+    /// The binary's unit-cache record was stored.
+    UnitsStored {
+        /// Units in the record.
+        units: usize,
+        /// Units whose files were stored now (new layers).
+        new_units: usize,
+        /// Compressed size of the new layers.
+        new_bytes: u64,
     },
     /// The dependency units were stored as the cache entry for the key.
     CacheStored {

@@ -74,11 +74,13 @@ pub mod output;
 pub mod plan;
 mod procenv;
 mod publish;
+mod remoteprune;
 mod repair;
 mod rootfs;
 pub mod store;
 mod supply;
 mod time;
+mod unitcache;
 mod usage;
 pub mod verify;
 

@@ -12,6 +12,8 @@ pub(crate) enum CacheName<'a> {
     Deps(&'a str),
     /// An app record (by static key) or an app image (by app key).
     App(&'a str),
+    /// A binary's unit-cache record (by `unitcache::record_id`).
+    Units(&'a str),
 }
 
 impl<'a> CacheName<'a> {
@@ -20,6 +22,7 @@ impl<'a> CacheName<'a> {
         match self {
             CacheName::Deps(key) => format!("deps-{key}"),
             CacheName::App(key) => format!("app-{key}"),
+            CacheName::Units(id) => format!("units-{id}"),
         }
     }
 
@@ -29,11 +32,11 @@ impl<'a> CacheName<'a> {
     }
 
     /// The name `cache ls` shows and the usage marker's file name: the dependency key, or
-    /// `app-<key>`.
+    /// `app-<key>`, `units-<id>`.
     pub(crate) fn usage_key(self) -> String {
         match self {
             CacheName::Deps(key) => key.to_string(),
-            CacheName::App(_) => self.tag(),
+            CacheName::App(_) | CacheName::Units(_) => self.tag(),
         }
     }
 
@@ -42,10 +45,21 @@ impl<'a> CacheName<'a> {
         let tag = name.strip_prefix(LOCAL_PREFIX)?;
         if let Some(key) = tag.strip_prefix("deps-") {
             Some(CacheName::Deps(key))
+        } else if let Some(id) = tag.strip_prefix("units-") {
+            Some(CacheName::Units(id))
         } else {
             tag.strip_prefix("app-").map(CacheName::App)
         }
     }
+}
+
+/// The annotation that dates a cache artifact's manifest (dependency entries, app records,
+/// unit records): when it was made, which `cache prune --cache-repo --older-than` reads.
+pub(crate) const CREATED: &str = "org.opencontainers.image.created";
+
+/// The annotations of a cache artifact made at `secs` (Unix seconds).
+pub(crate) fn created(secs: u64) -> std::collections::HashMap<String, String> {
+    [(CREATED.to_string(), crate::time::rfc3339(secs))].into()
 }
 
 /// The registry tag that points at the newest dependency-cache entry of `package/bin`: where a
@@ -61,7 +75,11 @@ mod tests {
 
     #[test]
     fn names_round_trip_through_the_local_ref() {
-        for name in [CacheName::Deps("abc"), CacheName::App("def")] {
+        for name in [
+            CacheName::Deps("abc"),
+            CacheName::App("def"),
+            CacheName::Units("u"),
+        ] {
             assert_eq!(CacheName::parse_local(&name.local_ref()), Some(name));
         }
         assert_eq!(CacheName::parse_local("hello:latest"), None);
@@ -69,6 +87,7 @@ mod tests {
         assert_eq!(CacheName::App("k").tag(), "app-k");
         assert_eq!(CacheName::App("k").usage_key(), "app-k");
         assert_eq!(CacheName::Deps("k").usage_key(), "k");
+        assert_eq!(CacheName::Units("k").usage_key(), "units-k");
     }
 
     #[test]

@@ -41,6 +41,63 @@ pub struct BinaryPlan {
     /// input lines `- old` / `+ new`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_changes: Option<Vec<String>>,
+    /// With `--explain`: the dependency-cache entry in the local store a build would restore
+    /// (the key's own, else the nearest one); `None` when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency_entry: Option<EntryChoice>,
+}
+
+/// The dependency-cache entry a build would start from.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryChoice {
+    /// Its key.
+    pub key: String,
+    /// `package/bin` it was built for.
+    pub binary: String,
+    /// Whether it is the entry for exactly this key (nothing to compile).
+    pub exact: bool,
+    /// Packages of this binary's tree the entry holds compiled.
+    pub shared_packages: usize,
+    /// Packages in this binary's tree.
+    pub packages: usize,
+}
+
+/// The entry a build of `key` (for `package/bin`) would restore from the store under `cache`.
+fn entry_choice(
+    cache: &crate::CacheDir,
+    package: &str,
+    bin: &str,
+    key: &DependencyKey,
+) -> Option<EntryChoice> {
+    let root = cache.store();
+    if !root.join("oci-layout").exists() {
+        return None;
+    }
+    let store = imgbuild_oci::layout::Layout::open(root).ok()?;
+    let (entry, exact) = match crate::depcache::find(&store, &key.key).ok().flatten() {
+        Some(e) => (e, true),
+        None => (
+            crate::depcache::nearest(&store, package, bin, &key.inputs)?,
+            false,
+        ),
+    };
+    let is_package = |l: &&String| l.starts_with("package ");
+    let wanted: std::collections::BTreeSet<&String> =
+        key.inputs.iter().filter(is_package).collect();
+    Some(EntryChoice {
+        shared_packages: entry
+            .config
+            .inputs
+            .iter()
+            .filter(is_package)
+            .filter(|l| wanted.contains(l))
+            .count(),
+        packages: wanted.len(),
+        key: entry.config.key,
+        binary: entry.config.binary,
+        exact,
+    })
 }
 
 /// Plans every binary in scope: its key, inputs and (with `explain`) the change since its last
@@ -82,6 +139,9 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
                 None
             };
             let app = appcache::status(&cx, selected, &key.key)?;
+            let dependency_entry = explain_changes
+                .then(|| entry_choice(&cx.cache, &t.package.name, &t.bin, &key))
+                .flatten();
             Ok(BinaryPlan {
                 package: t.package.name.clone(),
                 bin: t.bin.clone(),
@@ -91,6 +151,7 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
                 app_key: app.key,
                 app_hit: app.hit,
                 app_changes: explain_changes.then_some(app.changes),
+                dependency_entry,
             })
         })
         .collect()

@@ -434,6 +434,54 @@ impl RemoteCache {
         write_homes(&self.cache, &self.repository.registry, &homes);
     }
 
+    /// Fetches the unit-cache record tagged `units-<id>`: its manifest, and its config into
+    /// `store` (verified). Its layers are pulled one by one ([`RemoteCache::pull_blob`]) when
+    /// a unit is restored.
+    pub(crate) fn fetch_units(
+        &self,
+        store: &Layout,
+        id: &str,
+    ) -> Result<Option<crate::unitcache::Loaded>> {
+        let tag = CacheName::Units(id).tag();
+        let repository = &self.repository.repository;
+        let Some((_, bytes, _)) =
+            imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
+        else {
+            return Ok(None);
+        };
+        let reference = self.repository.with_tag(&tag);
+        let invalid = |reason: String| crate::Error::CacheEntry {
+            reference: reference.to_string(),
+            reason,
+        };
+        let manifest: imgbuild_oci::spec::ImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("not an image manifest: {e}")))?;
+        self.pull_blob(store, manifest.config(), &crate::event::Silent)?;
+        let config = store.read_blob(manifest.config().digest())?;
+        crate::unitcache::parse(&config, manifest.layers().clone(), true)
+            .map(Some)
+            .map_err(invalid)
+    }
+
+    /// Pulls one blob of the cache repository into `store` (verified; nothing to do when it
+    /// is there).
+    pub(crate) fn pull_blob(
+        &self,
+        store: &Layout,
+        blob: &Descriptor,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let progress = progress(reporter, &self.repository);
+        imgbuild_registry::push::pull_blob(
+            &self.client,
+            store,
+            &self.repository.repository,
+            blob,
+            &progress,
+        )?;
+        Ok(())
+    }
+
     /// Whether the cache repository has `tag`.
     pub(crate) fn has_tag(&self, tag: &str) -> Result<bool> {
         Ok(

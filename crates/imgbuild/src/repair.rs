@@ -34,10 +34,11 @@ pub(crate) fn open_store(cache: &CacheDir, reporter: &dyn Reporter) -> Result<La
             let summary = rebuild_index(&store)?;
             reporter.report(&Event::Warning {
                 message: format!(
-                    "the store's index.json was damaged ({source}); it is kept as {} and the index was rebuilt from the blobs: recovered {} dependency entries, {} app records and {} image tags; {} other manifests were left untagged (a build writes them again)",
+                    "the store's index.json was damaged ({source}); it is kept as {} and the index was rebuilt from the blobs: recovered {} dependency entries, {} app records, {} unit-cache records and {} image tags; {} other manifests were left untagged (a build writes them again)",
                     summary.set_aside.display(),
                     summary.entries,
                     summary.records,
+                    summary.unit_records,
                     summary.images,
                     summary.untagged
                 ),
@@ -54,6 +55,7 @@ pub(crate) struct Rebuilt {
     pub(crate) entries: usize,
     pub(crate) records: usize,
     pub(crate) images: usize,
+    pub(crate) unit_records: usize,
     pub(crate) untagged: usize,
 }
 
@@ -69,6 +71,8 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
     }
     let mut tags: BTreeMap<String, Descriptor> = BTreeMap::new();
     let mut attached = Vec::new();
+    let mut unit_records: BTreeMap<String, (Option<std::time::SystemTime>, Descriptor)> =
+        BTreeMap::new();
     let mut summary = Rebuilt {
         set_aside,
         ..Rebuilt::default()
@@ -109,6 +113,29 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
                 summary.records += 1;
                 summary.images += 1;
             }
+            Some(t) if t == crate::unitcache::ARTIFACT_TYPE => {
+                let Some(record) = config_of::<crate::unitcache::UnitsRecord>(store, &manifest)
+                else {
+                    continue;
+                };
+                let (package, bin) = record.binary.split_once('/').unwrap_or_default();
+                let id = crate::unitcache::record_id(package, bin, &record.toolchain);
+                // Older records of the binary are left behind as its record moves on: the
+                // newest blob is its record.
+                let written = std::fs::metadata(store.blob_path(desc.digest()))
+                    .and_then(|m| m.modified())
+                    .ok();
+                let mut tagged = desc.clone();
+                tagged.set_artifact_type(Some(MediaType::Other(
+                    crate::unitcache::ARTIFACT_TYPE.into(),
+                )));
+                match unit_records.get(&id) {
+                    Some((when, _)) if *when >= written => {}
+                    _ => {
+                        unit_records.insert(id, (written, tagged));
+                    }
+                }
+            }
             _ if manifest.subject().is_some() => {
                 let mut listed = desc.clone();
                 listed.set_artifact_type(manifest.artifact_type().clone());
@@ -116,6 +143,10 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
             }
             _ => summary.untagged += 1,
         }
+    }
+    for (id, (_, desc)) in unit_records {
+        tags.insert(CacheName::Units(&id).local_ref(), desc);
+        summary.unit_records += 1;
     }
     let mut manifests: Vec<Descriptor> = tags
         .iter()
@@ -379,6 +410,11 @@ fn why_unusable(
     match artifact.as_deref() {
         Some(ARTIFACT_TYPE) if config_of::<EntryConfig>(store, &manifest).is_none() => {
             Some("its dependency-entry config cannot be read".into())
+        }
+        Some(crate::unitcache::ARTIFACT_TYPE)
+            if config_of::<crate::unitcache::UnitsRecord>(store, &manifest).is_none() =>
+        {
+            Some("its unit-cache record cannot be read".into())
         }
         Some(RECORD_ARTIFACT_TYPE) => match config_of::<AppRecord>(store, &manifest) {
             None => Some("its app record cannot be read".into()),

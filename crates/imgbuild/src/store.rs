@@ -6,6 +6,9 @@
 //! Reads and writes the local store and the usage markers. The choice of what to remove is
 //! pure (`select`).
 
+pub use crate::remoteprune::{
+    EntryKind, RemoteEntry, RemotePolicy, RemotePruneReport, prune_remote,
+};
 pub use crate::repair::{CheckReport, Problem, check};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -142,7 +145,16 @@ pub fn list(cache: &CacheDir) -> Result<Listing> {
         };
         let desc = desc.clone();
         let blobs = referenced(&store, &desc);
-        let (binary, layers, files) = if key.starts_with("app-") {
+        let (binary, layers, files) = if key.starts_with("units-") {
+            match crate::unitcache::read(&store, &desc) {
+                Ok(l) => (
+                    format!("{} (workspace units)", l.record.binary),
+                    l.layers.len(),
+                    l.record.units.values().map(|u| u.files.len()).sum(),
+                ),
+                Err(_) => ("(unreadable)".to_string(), 0, 0),
+            }
+        } else if key.starts_with("app-") {
             match crate::appcache::read_record(&store, &desc) {
                 Ok(r) if desc.artifact_type().is_some() => {
                     (format!("{} (app record)", r.binary), 0, r.inputs.len())

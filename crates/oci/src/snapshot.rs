@@ -152,6 +152,30 @@ impl Layout {
         wanted: &dyn Fn(&str) -> bool,
         read: &dyn Fn(u64),
     ) -> Result<Restored> {
+        self.restore_snapshot_as(digest, root, wanted, read, None)
+    }
+
+    /// [`Layout::restore_snapshot`], with every restored file dated `when` instead of its
+    /// recorded modification time (the unit cache dates restored units after the checkout's
+    /// sources, so that cargo finds them fresh).
+    pub fn restore_snapshot_dated(
+        &self,
+        digest: &Digest,
+        root: &Path,
+        wanted: &dyn Fn(&str) -> bool,
+        when: std::time::SystemTime,
+    ) -> Result<Restored> {
+        self.restore_snapshot_as(digest, root, wanted, &|_| {}, Some(when))
+    }
+
+    fn restore_snapshot_as(
+        &self,
+        digest: &Digest,
+        root: &Path,
+        wanted: &dyn Fn(&str) -> bool,
+        read: &dyn Fn(u64),
+        when: Option<std::time::SystemTime>,
+    ) -> Result<Restored> {
         let blob_path = self.blob_path(digest);
         fs::create_dir_all(root).map_err(io_err("creating directory", root))?;
         let staging = tempfile::Builder::new()
@@ -164,7 +188,7 @@ impl Layout {
         };
         let mut hashing = HashingReader::new(BufReader::new(blob));
         let mut staged: Vec<(String, u64)> = Vec::new();
-        let unpacked = unpack_into(&mut hashing, staging.path(), wanted, &mut staged);
+        let unpacked = unpack_into(&mut hashing, staging.path(), wanted, when, &mut staged);
         // Hash whatever the decoder did not need (or everything, after a decoding error).
         io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading", &blob_path))?;
         let (actual, _) = hashing.finish();
@@ -200,6 +224,7 @@ fn unpack_into(
     blob: &mut impl io::Read,
     staging: &Path,
     wanted: &dyn Fn(&str) -> bool,
+    when: Option<std::time::SystemTime>,
     staged: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
     let decoder = LayerMediaType::TarZstd.decoder(blob)?;
@@ -231,6 +256,12 @@ fn unpack_into(
         let mode = fs::metadata(&dest)?.permissions().mode();
         if mode & 0o200 == 0 {
             fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o200))?;
+        }
+        if let Some(when) = when {
+            File::options()
+                .write(true)
+                .open(&dest)?
+                .set_modified(when)?;
         }
         staged.push((rel, size));
     }

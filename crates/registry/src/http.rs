@@ -23,6 +23,8 @@ pub(crate) enum Method {
     Post,
     /// `PUT`.
     Put,
+    /// `DELETE`.
+    Delete,
 }
 
 impl Method {
@@ -33,6 +35,7 @@ impl Method {
             Self::Head => ureq::http::Method::HEAD,
             Self::Post => ureq::http::Method::POST,
             Self::Put => ureq::http::Method::PUT,
+            Self::Delete => ureq::http::Method::DELETE,
         }
     }
 

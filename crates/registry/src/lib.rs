@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod client;
 mod http;
+pub mod manage;
 mod pinned;
 pub mod progress;
 pub mod push;

@@ -206,6 +206,31 @@ pub fn fetch_manifest(
     Ok(Some((media_type, reply.body, actual)))
 }
 
+/// Reads a small blob (a config) of `repository` into memory, verified against its digest.
+pub fn fetch_blob(client: &Client, repository: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+    let digest = desc.digest().to_string();
+    let reply = client.request(
+        Method::Get,
+        &format!("/v2/{repository}/blobs/{digest}"),
+        &[pull_scope(repository)],
+        &[],
+        Body::None,
+    )?;
+    if reply.status != 200 {
+        return Err(client.status_error(&format!("GET blob {digest}"), repository, &reply));
+    }
+    let actual = imgbuild_oci::digest::sha256(&reply.body);
+    if actual != *desc.digest() {
+        return Err(Error::RemoteDigestMismatch {
+            registry: client.registry().to_string(),
+            what: format!("blob {digest} of {repository}"),
+            expected: digest,
+            actual: actual.to_string(),
+        });
+    }
+    Ok(reply.body)
+}
+
 /// Downloads the blob `desc` from `repository` into `layout` (unless it is there), verifying
 /// its digest and size before it becomes visible.
 pub fn pull_blob(

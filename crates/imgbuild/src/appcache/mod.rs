@@ -217,7 +217,7 @@ pub(crate) fn collect_inputs(
     out
 }
 
-fn walk(dir: &Path, ignore: &[PathBuf], out: &mut BTreeSet<PathBuf>) {
+pub(crate) fn walk(dir: &Path, ignore: &[PathBuf], out: &mut BTreeSet<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -298,6 +298,7 @@ pub(crate) fn save_record(
         .artifact_type(MediaType::Other(RECORD_ARTIFACT_TYPE.into()))
         .config(config)
         .layers(vec![empty])
+        .annotations(crate::names::created(crate::time::now()))
         .build()?;
     let mut desc = store.put_json(MediaType::ImageManifest, &manifest)?;
     desc.set_artifact_type(Some(MediaType::Other(RECORD_ARTIFACT_TYPE.into())));

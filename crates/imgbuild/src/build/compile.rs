@@ -82,12 +82,24 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
         dependencies_compiled: dependencies.compiled,
         dependencies_fresh: dependencies.fresh,
         compiled_packages: dependencies.compiled_packages.clone(),
+        members_compiled: members_compiled(&outcome),
     });
     Ok(Compiled {
         outcome,
         dependencies,
         network,
     })
+}
+
+/// The path packages (`name@version`) of which cargo compiled a unit, sorted.
+fn members_compiled(outcome: &BuildOutcome) -> Vec<String> {
+    let names: std::collections::BTreeSet<String> = outcome
+        .compiled
+        .iter()
+        .filter(|u| !u.fresh && !units::is_cacheable(&u.package_id))
+        .map(|u| units::package_label(&u.package_id).into_owned())
+        .collect();
+    names.into_iter().collect()
 }
 
 /// The caller's environment as the compile step filters it, with the target directory the

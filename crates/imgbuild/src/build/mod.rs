@@ -4,7 +4,8 @@
 //! ```text
 //! BuildOptions ─prepare→ Context ─setup→ Setup (store, keys, base, cache repository)
 //!   ─app cache→ hit: StoredImage ─────────────────────────────────────────────┐
-//!             miss: ─restore→ Restored ─compile→ Compiled ─save→ (entry)     │
+//!             miss: ─restore→ Restored ─restore units→ UnitsRestored         │
+//!                   ─compile→ Compiled ─save units→ (unit record) ─save→ (entry) │
 //!                   ─layers→ Layers ─assemble→ StoredImage ─record→ (app entry) │
 //!                                                           ─outputs→ BuiltImage
 //! ```
@@ -21,6 +22,7 @@ mod deps;
 mod layers;
 mod outputs;
 mod setup;
+mod units;
 
 use crate::Result;
 use crate::appcache;
@@ -55,7 +57,9 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         return outputs::outputs(&cx, &setup, hit, &attached, reporter);
     }
     let restored = deps::restore(&cx, &setup, reporter)?;
+    let units = units::restore_units(&cx, &setup, reporter);
     let compiled = compile::compile(&cx, &setup, reporter)?;
+    units::save_units(&cx, &setup, units, &compiled, reporter)?;
     deps::save(&cx, &setup, restored, &compiled, reporter)?;
     let shipped = binary::binary(&cx, &setup, &compiled, reporter)?;
     let layers = layers::layers(&cx, &setup, &shipped, reporter)?;

@@ -183,8 +183,10 @@ pub(crate) fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry
     Ok(entry)
 }
 
-/// The entry of the same binary whose inputs share the most lines with `inputs` (same
-/// toolchain, target, profile and environment); entries that cannot be read are skipped.
+/// The entry to start from on a miss: the one of the same binary whose inputs share the most
+/// lines with `inputs`, else (a binary with no entry yet) the one of any binary sharing the
+/// most; only entries with the same toolchain, target, profile and environment count, and
+/// entries that cannot be read are skipped.
 pub(crate) fn nearest(
     store: &Layout,
     package: &str,
@@ -197,12 +199,6 @@ pub(crate) fn nearest(
     entry_descriptors(store)
         .ok()?
         .iter()
-        .filter(|d| {
-            d.annotations()
-                .as_ref()
-                .and_then(|a| a.get(BINARY_ANNOTATION))
-                == Some(&label)
-        })
         .filter_map(|d| read_entry(store, d).ok())
         .filter(|e| toolchain_lines(&e.config.inputs) == toolchain)
         .map(|e| {
@@ -212,9 +208,9 @@ pub(crate) fn nearest(
                 .iter()
                 .filter(|l| wanted.contains(l))
                 .count();
-            (shared, e)
+            ((e.config.binary == label, shared), e)
         })
-        .max_by_key(|(shared, _)| *shared)
+        .max_by_key(|(rank, _)| *rank)
         .map(|(_, e)| e)
 }
 

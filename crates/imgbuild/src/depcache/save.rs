@@ -207,6 +207,7 @@ pub(crate) fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
         .artifact_type(MediaType::Other(ARTIFACT_TYPE.into()))
         .config(config_desc)
         .layers(layers.clone())
+        .annotations(crate::names::created(crate::time::now()))
         .build()?;
     let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
     let manifest_desc = tag_entry(store, req.key, &manifest_desc, &config.binary)?;

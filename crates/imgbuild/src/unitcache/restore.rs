@@ -1,0 +1,221 @@
+//! Before the compile: the records a build consults (the local store, then the cache
+//! repository for the binaries the store has no record of), the checkout as the planner sees it
+//! ([`Disk`]), and the restore of the chosen units, dated now.
+//!
+//! Reads the sources and cargo's build directory, writes into the build directory, pulls
+//! records and layers from the cache repository.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use imgbuild_oci::layout::Layout;
+
+use super::plan::{Checkout, RestorePlan};
+use super::{Loaded, UnitEntry};
+use crate::Result;
+use crate::publish::RemoteCache;
+
+/// The checkout and cargo's build directory, as the planner asks about them. File hashes are
+/// memoized, so the record written after the build hashes nothing twice.
+pub(crate) struct Disk<'a> {
+    /// The workspace root (input names are relative to it).
+    pub(crate) root: &'a Path,
+    /// The profile directory.
+    pub(crate) profile_dir: &'a Path,
+    /// The value of an `env:` input as the compile sees it.
+    env: EnvLookup<'a>,
+    hashes: RefCell<BTreeMap<String, String>>,
+}
+
+/// The value of an environment variable as the compile sees it.
+pub(crate) type EnvLookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+impl<'a> Disk<'a> {
+    pub(crate) fn new(root: &'a Path, profile_dir: &'a Path, env: EnvLookup<'a>) -> Self {
+        Self {
+            root,
+            profile_dir,
+            env,
+            hashes: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    fn input_path(&self, input: &str) -> PathBuf {
+        self.root.join(input)
+    }
+
+    /// Forgets the hashes of files (kept: `env:` values), for after the compile: a build
+    /// script may write into the source tree.
+    pub(crate) fn forget_files(&self) {
+        self.hashes
+            .borrow_mut()
+            .retain(|k, _| k.starts_with("env:"));
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    imgbuild_oci::digest::sha256(bytes).digest().to_string()
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// When cargo last started unit `name`: its `invoked.timestamp` (in its fingerprint
+/// directory; a build-script run's is in its `build/` directory).
+pub(crate) fn started(profile_dir: &Path, name: &str) -> Option<SystemTime> {
+    [".fingerprint", "build"]
+        .iter()
+        .find_map(|dir| mtime(&profile_dir.join(dir).join(name).join("invoked.timestamp")))
+}
+
+impl Checkout for Disk<'_> {
+    fn hash(&self, input: &str) -> String {
+        if let Some(h) = self.hashes.borrow().get(input) {
+            return h.clone();
+        }
+        let hash = match input.strip_prefix("env:") {
+            Some(var) => (self.env)(var).map_or_else(|| "-".into(), |v| sha256_hex(v.as_bytes())),
+            None => std::fs::read(self.input_path(input))
+                .map_or_else(|_| "-".into(), |b| sha256_hex(&b)),
+        };
+        self.hashes
+            .borrow_mut()
+            .insert(input.to_string(), hash.clone());
+        hash
+    }
+
+    fn fresh_on_disk(&self, name: &str, entry: &UnitEntry) -> bool {
+        let Some(started) = started(self.profile_dir, name) else {
+            return false;
+        };
+        entry
+            .files
+            .iter()
+            .all(|f| self.profile_dir.join(f).exists())
+            && entry
+                .inputs
+                .keys()
+                .filter(|i| !i.starts_with("env:"))
+                .all(|i| mtime(&self.input_path(i)).is_some_and(|m| m <= started))
+    }
+
+    fn has_unit(&self, name: &str) -> bool {
+        self.profile_dir.join(".fingerprint").join(name).is_dir()
+    }
+}
+
+/// Where the records come from.
+pub(crate) struct Sources<'a> {
+    /// The local store.
+    pub(crate) store: &'a Layout,
+    /// The cache repository, when configured.
+    pub(crate) remote: Option<&'a RemoteCache>,
+    /// Record ids: this binary's first, then the workspace's other binaries'.
+    pub(crate) ids: &'a [String],
+    /// This build's toolchain lines (a record with others is not consulted).
+    pub(crate) toolchain: &'a [String],
+}
+
+/// What consulting the records met on the way: damaged local records and unreachable
+/// repositories, to be reported.
+pub(crate) struct Loading {
+    /// The records of this toolchain, this binary's first.
+    pub(crate) records: Vec<Loaded>,
+    /// Records that could not be read (`units-<id>`, why).
+    pub(crate) problems: Vec<(String, crate::Error)>,
+}
+
+/// Loads the records of `sources.ids`: from the store, else from the cache repository.
+pub(crate) fn load(sources: &Sources<'_>) -> Loading {
+    let mut out = Loading {
+        records: Vec::new(),
+        problems: Vec::new(),
+    };
+    for id in sources.ids {
+        let local = match super::find(sources.store, id) {
+            Ok(found) => found,
+            Err(e) => {
+                out.problems.push((id.clone(), e));
+                None
+            }
+        };
+        let found = match (local, sources.remote) {
+            (Some(l), _) => Some(l),
+            (None, Some(remote)) => match remote.fetch_units(sources.store, id) {
+                Ok(found) => found,
+                Err(e) => {
+                    out.problems.push((id.clone(), e));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if let Some(loaded) = found.filter(|l| l.record.toolchain == sources.toolchain) {
+            out.records.push(loaded);
+        }
+    }
+    out
+}
+
+/// What restoring did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RestoreStats {
+    /// Units restored.
+    pub(crate) units: usize,
+    /// Files written.
+    pub(crate) files: u64,
+    /// Bytes written.
+    pub(crate) bytes: u64,
+    /// Layers pulled from the cache repository.
+    pub(crate) pulled: usize,
+}
+
+/// Restores the units `plan` chose into `profile_dir`, every file dated now. A unit whose
+/// layer cannot be pulled or is damaged is left out and returned with the error (the caller
+/// reports it; cargo compiles that unit and, by date, its dependents).
+pub(crate) fn restore(
+    store: &Layout,
+    remote: Option<&RemoteCache>,
+    records: &[&Loaded],
+    plan: &RestorePlan,
+    profile_dir: &Path,
+    reporter: &dyn crate::event::Reporter,
+) -> (RestoreStats, Vec<(String, crate::Error)>) {
+    let mut stats = RestoreStats::default();
+    let mut failed = Vec::new();
+    let now = SystemTime::now();
+    for (name, &index) in &plan.restore {
+        let loaded = records[index];
+        let entry = &loaded.record.units[name];
+        let layer = &loaded.layers[entry.layer];
+        let result = (|| -> Result<imgbuild_oci::snapshot::Restored> {
+            if !store.has_blob(layer.digest())
+                && let Some(remote) = remote.filter(|_| loaded.remote)
+            {
+                remote.pull_blob(store, layer, reporter)?;
+                stats.pulled += 1;
+            }
+            let wanted = |p: &str| entry.files.iter().any(|f| f == p);
+            store
+                .restore_snapshot_dated(layer.digest(), profile_dir, &wanted, now)
+                .inspect_err(|e| {
+                    if matches!(e, imgbuild_oci::Error::DigestMismatch { .. }) {
+                        let _ = std::fs::remove_file(store.blob_path(layer.digest()));
+                    }
+                })
+                .map_err(Into::into)
+        })();
+        match result {
+            Ok(done) => {
+                stats.units += 1;
+                stats.files += done.files;
+                stats.bytes += done.bytes;
+            }
+            Err(e) => failed.push((name.clone(), e)),
+        }
+    }
+    (stats, failed)
+}

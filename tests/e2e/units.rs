@@ -1,0 +1,265 @@
+//! Issue #15: the workspace's own crates cached per unit, keyed by content. A fresh checkout
+//! compiles only the members whose sources changed and the members that depend on them; what
+//! cargo compiled is read from the `compiled` event (cargo's own JSON messages), never timed.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::registry_support::{Auth, Registry};
+use crate::support::*;
+
+/// A workspace: `bottom` (a build script, the registry crate itoa) ← `mid` ← `top` ← `app-a`,
+/// and `app-b` on `mid`. Each library adds a number; the binaries print the sum, so a stale
+/// unit would print a wrong number.
+pub(crate) fn chain(dir: &Path) -> PathBuf {
+    let lib =
+        |dep: &str, n: u32| format!("pub fn value() -> u64 {{ {dep}::value() * 10 + {n} }}\n");
+    let dir = project(
+        dir,
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"bottom\", \"mid\", \"top\", \"app-a\", \"app-b\"]\nresolver = \"2\"\n",
+            ),
+            (
+                "bottom/Cargo.toml",
+                "[package]\nname = \"bottom\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"=1.0.10\"\n",
+            ),
+            (
+                "bottom/build.rs",
+                "fn main() {\n    println!(\"cargo:rerun-if-changed=build.rs\");\n    println!(\"cargo:rustc-env=BOTTOM_BASE=1\");\n}\n",
+            ),
+            (
+                "bottom/src/lib.rs",
+                "pub fn value() -> u64 { let mut b = itoa::Buffer::new(); b.format(1u8).parse::<u64>().unwrap() * env!(\"BOTTOM_BASE\").parse::<u64>().unwrap() }\n",
+            ),
+            ("mid/Cargo.toml", &member("mid", &["bottom"])),
+            ("mid/src/lib.rs", &lib("bottom", 2)),
+            ("top/Cargo.toml", &member("top", &["mid"])),
+            ("top/src/lib.rs", &lib("mid", 3)),
+            ("app-a/Cargo.toml", &member("app-a", &["top"])),
+            (
+                "app-a/src/main.rs",
+                "fn main() { println!(\"a {}\", top::value()); }\n",
+            ),
+            ("app-b/Cargo.toml", &member("app-b", &["mid"])),
+            (
+                "app-b/src/main.rs",
+                "fn main() { println!(\"b {}\", mid::value()); }\n",
+            ),
+        ],
+    );
+    lock(&dir);
+    dir
+}
+
+fn member(name: &str, deps: &[&str]) -> String {
+    let mut text = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n"
+    );
+    for d in deps {
+        text.push_str(&format!("{d} = {{ path = \"../{d}\" }}\n"));
+    }
+    text
+}
+
+/// A fresh checkout of `from` at `to` (new directory, new file times, no target directory),
+/// with `edits` applied: (file, text appended).
+pub(crate) fn checkout(from: &Path, to: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "bottom",
+        "mid",
+        "top",
+        "app-a",
+        "app-b",
+    ] {
+        let src = from.join(entry);
+        if src.is_dir() {
+            copy_tree(&src, &to.join(entry));
+        } else {
+            std::fs::create_dir_all(to).unwrap();
+            std::fs::copy(&src, to.join(entry)).unwrap();
+        }
+    }
+    for (file, text) in edits {
+        let path = to.join(file);
+        let mut content = std::fs::read_to_string(&path).unwrap();
+        content.push_str(text);
+        std::fs::write(&path, content).unwrap();
+    }
+    to.to_path_buf()
+}
+
+/// Builds `bin` (compiling: the app cache is bypassed) and returns the events.
+fn build(dir: &Path, cache: &Path, bin: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["build", "--rebuild", "--message-format", "json", "-p", bin];
+    args.extend_from_slice(extra);
+    imgbuild(dir, cache, &args).events()
+}
+
+/// The path packages cargo compiled a unit of, without versions.
+fn members_compiled(events: &[Value]) -> Vec<String> {
+    event(events, "compiled")["members_compiled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().trim_end_matches("@0.1.0").to_string())
+        .collect()
+}
+
+/// What the binary cargo linked prints.
+fn output_of(dir: &Path, bin: &str) -> String {
+    tool(dir.join("target/release").join(bin).to_str().unwrap(), &[])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_fresh_checkout_compiles_only_changed_members_and_their_dependents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let first = chain(&tmp.path().join("first"));
+    let cold = build(&first, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&cold), ["app-a", "bottom", "mid", "top"]);
+    let stored = event(&cold, "units-stored");
+    // bottom: build script, its run, the library; mid; top.
+    assert_eq!(stored["units"], 5, "{stored}");
+    assert_eq!(output_of(&first, "app-a"), "a 123");
+
+    // A one-line change in the binary: every member unit is restored, none compiled.
+    let leaf = checkout(
+        &first,
+        &tmp.path().join("leaf"),
+        &[("app-a/src/main.rs", "// leaf\n")],
+    );
+    let events = build(&leaf, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&events), ["app-a"]);
+    let restored = event(&events, "units-restored");
+    assert_eq!(restored["restored"], 5, "{restored}");
+    assert_eq!(restored["missed"].as_array().unwrap().len(), 0);
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
+    assert_eq!(output_of(&leaf, "app-a"), "a 123");
+
+    // A one-byte change in mid: mid and what depends on it, nothing else.
+    let changed = checkout(&first, &tmp.path().join("mid"), &[]);
+    let lib = changed.join("mid/src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap().replace("+ 2", "+ 4");
+    std::fs::write(&lib, text).unwrap();
+    let events = build(&changed, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&events), ["app-a", "mid", "top"]);
+    assert_eq!(
+        output_of(&changed, "app-a"),
+        "a 143",
+        "the change is in the binary"
+    );
+
+    // A change in the bottom member recompiles its library and everything above it; its
+    // build script's units, whose inputs did not change, are restored.
+    let bottom = checkout(
+        &changed,
+        &tmp.path().join("bottom"),
+        &[("bottom/src/lib.rs", "// b\n")],
+    );
+    let events = build(&bottom, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&events), ["app-a", "bottom", "mid", "top"]);
+    assert_eq!(event(&events, "units-restored")["restored"], 2);
+    assert_eq!(output_of(&bottom, "app-a"), "a 143");
+
+    // Another binary with no record of its own starts from app-a's units, and from app-a's
+    // dependency entry, which `plan --explain` names.
+    let other = checkout(&bottom, &tmp.path().join("other"), &[]);
+    let plan = imgbuild(
+        &other,
+        &cache,
+        &[
+            "plan",
+            "--explain",
+            "-p",
+            "app-b",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert!(plan.status.success(), "{}", plan.stderr);
+    let entry = &json(plan.stdout.lines().next().unwrap())["dependency_entry"];
+    assert_eq!(entry["binary"], "app-a/app-a", "{entry}");
+    assert_eq!(entry["exact"], false);
+    assert_eq!(
+        (
+            entry["shared_packages"].as_u64(),
+            entry["packages"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let events = build(&other, &cache, "app-b", &[]);
+    assert_eq!(members_compiled(&events), ["app-b"]);
+    assert_eq!(output_of(&other, "app-b"), "b 14");
+
+    // Back at the first commit: the record holds the latest build's units, whose bottom
+    // library, mid and top differ from this checkout's; they are compiled again.
+    let back = checkout(&first, &tmp.path().join("back"), &[]);
+    let events = build(&back, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&events), ["app-a", "bottom", "mid", "top"]);
+    assert_eq!(output_of(&back, "app-a"), "a 123");
+}
+
+#[test]
+fn a_warm_checkout_is_left_to_cargo_and_an_edit_is_never_hidden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dir = chain(&tmp.path().join("w"));
+    build(&dir, &cache, "app-a", &[]);
+    let events = build(&dir, &cache, "app-a", &[]);
+    let restored = event(&events, "units-restored");
+    assert_eq!(restored["restored"], 0, "{restored}");
+    assert_eq!(restored["in_place"], 5);
+    assert!(members_compiled(&events) == ["app-a"] || members_compiled(&events).is_empty());
+    assert!(
+        events.iter().all(|e| e["reason"] != "units-stored"),
+        "nothing changed: the record is not written again"
+    );
+
+    // Edit top in place: the record's top no longer matches, cargo recompiles it.
+    let lib = dir.join("top/src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap().replace("+ 3", "+ 5");
+    std::fs::write(&lib, text).unwrap();
+    let events = build(&dir, &cache, "app-a", &[]);
+    assert_eq!(members_compiled(&events), ["app-a", "top"]);
+    assert_eq!(output_of(&dir, "app-a"), "a 125");
+}
+
+#[test]
+fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/units", registry.host());
+    let first = chain(&tmp.path().join("one"));
+    let cold = build(
+        &first,
+        &tmp.path().join("cache-1"),
+        "app-a",
+        &["--cache-repo", &repo],
+    );
+    assert_eq!(event(&cold, "units-stored")["units"], 5);
+
+    // Another runner: empty cache directory, a checkout elsewhere with a change in top.
+    let two = checkout(
+        &first,
+        &tmp.path().join("elsewhere/two"),
+        &[("top/src/lib.rs", "// t\n")],
+    );
+    let events = build(
+        &two,
+        &tmp.path().join("cache-2"),
+        "app-a",
+        &["--cache-repo", &repo],
+    );
+    let restored = event(&events, "units-restored");
+    assert_eq!(restored["restored"], 4, "{restored}");
+    assert_eq!(restored["pulled"], 4, "{restored}");
+    assert_eq!(members_compiled(&events), ["app-a", "top"]);
+    assert_eq!(output_of(&two, "app-a"), "a 123");
+}
