@@ -262,4 +262,24 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     assert_eq!(restored["pulled"], 4, "{restored}");
     assert_eq!(members_compiled(&events), ["app-a", "top"]);
     assert_eq!(output_of(&two, "app-a"), "a 123");
+
+    // A third runner builds app-b, which nobody has built: it starts from app-a's dependency
+    // entry and units in the cache repository, and compiles app-b alone.
+    let three = checkout(&two, &tmp.path().join("three"), &[]);
+    let events = build(
+        &three,
+        &tmp.path().join("cache-3"),
+        "app-b",
+        &["--cache-repo", &repo],
+    );
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["from_registry"].as_bool()),
+        (Some(false), Some(true)),
+        "{lookup}"
+    );
+    assert!(lookup["nearest"].is_string(), "{lookup}");
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
+    assert_eq!(members_compiled(&events), ["app-b"]);
+    assert_eq!(output_of(&three, "app-b"), "b 12");
 }

@@ -65,6 +65,12 @@ impl CacheDir {
         self.root.join("tools")
     }
 
+    /// Remembered answers of `cargo metadata`, `cargo tree`, `rustc -vV` and the machine and
+    /// sandbox probes, with the state of what they read (`probecache`).
+    pub(crate) fn probes(&self) -> PathBuf {
+        self.root.join("probes")
+    }
+
     /// The key records of one package's binaries.
     pub(crate) fn key_records(&self, package: &str) -> PathBuf {
         self.root.join("keys").join(package)

@@ -69,6 +69,9 @@ pub(crate) struct Context<'a> {
     pub(crate) toolchain: run::Toolchain,
     /// Every package's source, license and dependency edges (for SBOMs and audit data).
     pub(crate) graph: imgbuild_cargo::graph::PackageGraph,
+    /// What `cargo metadata` read (its answer, and `cargo tree`'s, are reused while these are
+    /// unchanged).
+    pub(crate) workspace_inputs: Vec<crate::probecache::Input>,
 }
 
 impl Context<'_> {
@@ -112,7 +115,8 @@ pub(crate) fn prepare<'a>(
         Some(b) => buildenv::toolchain(b, &env, &cache, &[&project])?,
         None => run::Toolchain::Host,
     };
-    let metadata = run::metadata(&manifest_path, &script, &toolchain)?;
+    let (metadata, workspace_inputs) =
+        crate::probecache::metadata(&cache, &env, &manifest_path, &script, &toolchain)?;
     let mut workspace = Workspace::new(&metadata);
     let graph = imgbuild_cargo::graph::PackageGraph::new(&metadata);
     let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
@@ -182,6 +186,7 @@ pub(crate) fn prepare<'a>(
         build_env,
         toolchain,
         graph,
+        workspace_inputs,
     })
 }
 

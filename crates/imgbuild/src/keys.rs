@@ -55,16 +55,23 @@ impl KeyContext {
     pub(crate) fn gather(cx: &Context<'_>) -> Result<Self> {
         let read =
             |path: &Path| std::fs::read_to_string(path).map_err(crate::io_err("reading", path));
-        let rustc = run::rustc_version(&cx.toolchain)?;
+        let rustc = crate::probecache::rustc_version(
+            &cx.cache,
+            &cx.env,
+            &cx.toolchain,
+            &cx.workspace.root,
+        )?;
         let triple = run::host_triple(&rustc).unwrap_or_else(|| "unknown".into());
         // A build environment's digest stands for its C toolchain and libc; on the host they
         // are probed.
         let machine = match &cx.build_env {
             Some(env) => vec![env.key_line()],
-            None => run::machine_lines(&run::MachineTools::from_env(
-                &|k| cx.env.get(k).map(String::from),
+            None => crate::probecache::machine_lines(
+                &cx.cache,
+                &cx.env,
+                &run::MachineTools::from_env(&|k| cx.env.get(k).map(String::from), &triple),
                 &triple,
-            )),
+            ),
         };
         let workspace = &cx.workspace;
         let lockfile = read(&workspace.root.join("Cargo.lock"))?;
@@ -128,13 +135,15 @@ impl KeyContext {
 
 /// `cargo tree` output for `target`'s package on the host, with the options' features.
 pub(crate) fn tree(cx: &Context<'_>, target: &BinaryTarget) -> Result<String> {
-    Ok(run::dependency_tree(
+    crate::probecache::dependency_tree(
+        &cx.cache,
+        &cx.env,
+        &cx.workspace_inputs,
         target,
-        None,
         cx.options.cargo_features(),
         &cx.wrapper,
         &cx.toolchain,
-    )?)
+    )
 }
 
 /// The key context and `target`'s dependency key, computed at once (`rustc -vV` and

@@ -72,6 +72,7 @@ mod names;
 mod options;
 pub mod output;
 pub mod plan;
+mod probecache;
 mod procenv;
 mod publish;
 mod remoteprune;

@@ -295,6 +295,29 @@ impl RemoteCache {
         }
     }
 
+    /// The config of the newest entry of `package/bin` (its `deps-latest-…` tag), without
+    /// pulling its layers; `None` when the registry has none.
+    pub(crate) fn peek_latest(
+        &self,
+        package: &str,
+        bin: &str,
+    ) -> Result<Option<crate::depcache::EntryConfig>> {
+        let repository = &self.repository.repository;
+        let tag = names::latest_tag(package, bin);
+        let Some((_, bytes, _)) =
+            imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
+        else {
+            return Ok(None);
+        };
+        let Ok(manifest) = serde_json::from_slice::<imgbuild_oci::spec::ImageManifest>(&bytes)
+        else {
+            return Ok(None);
+        };
+        let config =
+            imgbuild_registry::push::fetch_blob(&self.client, repository, manifest.config())?;
+        Ok(serde_json::from_slice(&config).ok())
+    }
+
     /// Whether the registry has `key`'s entry.
     pub(crate) fn has_entry(&self, key: &str) -> Result<bool> {
         Ok(imgbuild_registry::push::fetch_manifest(
@@ -471,15 +494,29 @@ impl RemoteCache {
         blob: &Descriptor,
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        self.pull_blobs(store, std::slice::from_ref(blob), reporter)
+            .map(|_| ())
+    }
+
+    /// Pulls blobs of the cache repository into `store`, several at a time (each verified;
+    /// those already there are skipped). Returns how many were downloaded.
+    pub(crate) fn pull_blobs(
+        &self,
+        store: &Layout,
+        blobs: &[Descriptor],
+        reporter: &dyn Reporter,
+    ) -> Result<usize> {
         let progress = progress(reporter, &self.repository);
-        imgbuild_registry::push::pull_blob(
-            &self.client,
-            store,
-            &self.repository.repository,
-            blob,
-            &progress,
-        )?;
-        Ok(())
+        let pulled = imgbuild_registry::parallel::run(blobs, &progress, &|blob, progress| {
+            imgbuild_registry::push::pull_blob(
+                &self.client,
+                store,
+                &self.repository.repository,
+                blob,
+                progress,
+            )
+        })?;
+        Ok(pulled.into_iter().filter(|p| *p).count())
     }
 
     /// Whether the cache repository has `tag`.

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod client;
 mod http;
 pub mod manage;
+pub mod parallel;
 mod pinned;
 pub mod progress;
 pub mod push;

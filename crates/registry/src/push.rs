@@ -97,41 +97,20 @@ pub fn push(
         ..PushReport::default()
     };
     let scopes = [push_scope(repository)];
-    for blob in &blobs {
-        let digest = blob.digest().to_string();
-        if has_blob(client, repository, &digest)? {
-            report.present += 1;
-            progress.blob(&digest, blob.size(), &BlobOutcome::Present);
-            continue;
-        }
-        let mut mounted = None;
-        for from in mount_from.iter().filter(|f| *f != repository) {
-            if mount(client, repository, &digest, from)? {
-                mounted = Some(from.clone());
-                break;
+    let outcomes = crate::parallel::run(&blobs, progress, &|blob, progress| {
+        send_blob(
+            client, layout, repository, blob, mount_from, &scopes, progress,
+        )
+    })?;
+    for (blob, outcome) in blobs.iter().zip(&outcomes) {
+        match outcome {
+            BlobOutcome::Present => report.present += 1,
+            BlobOutcome::Mounted { .. } => report.mounted += 1,
+            _ => {
+                report.uploaded += 1;
+                report.uploaded_bytes += blob.size();
             }
         }
-        if let Some(from) = mounted {
-            report.mounted += 1;
-            progress.blob(&digest, blob.size(), &BlobOutcome::Mounted { from });
-            continue;
-        }
-        let open = || -> Result<Box<dyn Read>> {
-            Ok(Box::new(std::io::BufReader::new(
-                layout.open_blob(blob.digest())?,
-            )))
-        };
-        let upload = Upload {
-            repository,
-            digest: &digest,
-            size: blob.size(),
-            scopes: &scopes,
-            open: &open,
-        };
-        client.upload(&upload, progress)?;
-        report.uploaded += 1;
-        report.uploaded_bytes += blob.size();
-        progress.blob(&digest, blob.size(), &BlobOutcome::Uploaded);
     }
     let bytes = layout.read_blob(manifest.digest())?;
     let media_type = manifest.media_type().to_string();
@@ -157,6 +136,46 @@ pub fn push(
         report.subject_indexed |= reply.header("oci-subject").is_some();
     }
     Ok(report)
+}
+
+/// Makes sure `repository` has `blob`: it is there, or mounted from one of `mount_from`, or
+/// uploaded from `layout`.
+fn send_blob(
+    client: &Client,
+    layout: &Layout,
+    repository: &str,
+    blob: &Descriptor,
+    mount_from: &[String],
+    scopes: &[String],
+    progress: &dyn Progress,
+) -> Result<BlobOutcome> {
+    let digest = blob.digest().to_string();
+    if has_blob(client, repository, &digest)? {
+        progress.blob(&digest, blob.size(), &BlobOutcome::Present);
+        return Ok(BlobOutcome::Present);
+    }
+    for from in mount_from.iter().filter(|f| *f != repository) {
+        if mount(client, repository, &digest, from)? {
+            let outcome = BlobOutcome::Mounted { from: from.clone() };
+            progress.blob(&digest, blob.size(), &outcome);
+            return Ok(outcome);
+        }
+    }
+    let open = || -> Result<Box<dyn Read>> {
+        Ok(Box::new(std::io::BufReader::new(
+            layout.open_blob(blob.digest())?,
+        )))
+    };
+    let upload = Upload {
+        repository,
+        digest: &digest,
+        size: blob.size(),
+        scopes,
+        open: &open,
+    };
+    client.upload(&upload, progress)?;
+    progress.blob(&digest, blob.size(), &BlobOutcome::Uploaded);
+    Ok(BlobOutcome::Uploaded)
 }
 
 /// Media types a pull accepts for a manifest.
@@ -341,10 +360,11 @@ pub fn pull(
         status: 200,
         message: format!("not an image manifest: {e}"),
     })?;
-    pull_blob(client, layout, repository, parsed.config(), progress)?;
-    for layer in parsed.layers() {
-        pull_blob(client, layout, repository, layer, progress)?;
-    }
+    let mut blobs = vec![parsed.config().clone()];
+    blobs.extend(parsed.layers().iter().cloned());
+    crate::parallel::run(&blobs, progress, &|blob, progress| {
+        pull_blob(client, layout, repository, blob, progress)
+    })?;
     let media = MediaType::from(media_type.as_str());
     let desc = layout.put_bytes(media, &bytes)?;
     debug_assert_eq!(desc.digest(), &digest);

@@ -38,7 +38,7 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
     }
     let sandbox = match &cx.toolchain {
         run::Toolchain::Environment(_) => environment_isolation(options.allow_network, reporter),
-        run::Toolchain::Host => isolation(options.allow_network, reporter),
+        run::Toolchain::Host => isolation(cx, options.allow_network, reporter),
     };
     let network = match &sandbox {
         None => Network::Allowed,
@@ -141,7 +141,11 @@ fn environment_isolation(allow_network: bool, reporter: &dyn Reporter) -> Option
 }
 
 /// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
-fn isolation(allow_network: bool, reporter: &dyn Reporter) -> Option<run::Sandbox> {
+fn isolation(
+    cx: &Context<'_>,
+    allow_network: bool,
+    reporter: &dyn Reporter,
+) -> Option<run::Sandbox> {
     if allow_network {
         reporter.report(&Event::Isolation {
             network: NetworkAccess::Allowed,
@@ -150,7 +154,7 @@ fn isolation(allow_network: bool, reporter: &dyn Reporter) -> Option<run::Sandbo
         });
         return None;
     }
-    let sandbox = run::probe_sandbox();
+    let sandbox = crate::probecache::sandbox(&cx.cache, &cx.env);
     match &sandbox {
         run::Sandbox::Unavailable(reason) => {
             reporter.report(&Event::Isolation {

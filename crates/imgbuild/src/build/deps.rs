@@ -83,13 +83,55 @@ fn find_nearest(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> (Option
     };
     match remote.pull_latest(&s.store, &target.package.name, &target.bin, reporter) {
         Ok(Some(e)) if depcache::compatible(&e.config.inputs, inputs) => (Some(e), true),
-        Ok(_) => (None, false),
+        Ok(Some(_)) => (None, false),
+        Ok(None) => match other_binaries_latest(cx, s, remote, reporter) {
+            Ok(found) => (found.clone(), found.is_some()),
+            Err(e) => {
+                let what = "pull another binary's newest dependency cache entry from";
+                remote_warning(reporter, remote, what, &e);
+                (None, false)
+            }
+        },
         Err(e) => {
             let what = "pull the newest dependency cache entry from";
             remote_warning(reporter, remote, what, &e);
             (None, false)
         }
     }
+}
+
+/// A binary with no entry in the cache repository yet starts from the newest entry of the
+/// workspace's other binaries that shares the most lines (same toolchain): their configs are
+/// read first, and only the chosen entry is pulled.
+fn other_binaries_latest(
+    cx: &Context<'_>,
+    s: &Setup,
+    remote: &RemoteCache,
+    reporter: &dyn Reporter,
+) -> Result<Option<Entry>> {
+    let target = &cx.one().target;
+    let inputs = &s.dependency_key.inputs;
+    let wanted: std::collections::BTreeSet<&String> = inputs.iter().collect();
+    let mut best: Option<(usize, (String, String))> = None;
+    for other in cx.workspace.binaries() {
+        if other.package.name == target.package.name && other.bin == target.bin {
+            continue;
+        }
+        let Some(config) = remote.peek_latest(&other.package.name, &other.bin)? else {
+            continue;
+        };
+        if !depcache::compatible(&config.inputs, inputs) {
+            continue;
+        }
+        let shared = config.inputs.iter().filter(|l| wanted.contains(l)).count();
+        if best.as_ref().is_none_or(|(n, _)| shared > *n) {
+            best = Some((shared, (other.package.name.clone(), other.bin.clone())));
+        }
+    }
+    let Some((_, (package, bin))) = best else {
+        return Ok(None);
+    };
+    remote.pull_latest(&s.store, &package, &bin, reporter)
 }
 
 fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {

@@ -90,8 +90,9 @@ pub(crate) fn restore_units<'a>(
     );
     for (name, e) in failed {
         unusable(reporter, &name, &e);
-        plan.restore.remove(&name);
-        plan.missed.insert(name.clone(), plan::Miss::Member(name));
+        if plan.restore.remove(&name).is_some() {
+            plan.missed.insert(name.clone(), plan::Miss::Member(name));
+        }
     }
     reporter.report(&Event::UnitsRestored {
         records: records.len(),

@@ -186,28 +186,36 @@ pub(crate) fn restore(
 ) -> (RestoreStats, Vec<(String, crate::Error)>) {
     let mut stats = RestoreStats::default();
     let mut failed = Vec::new();
+    // The layers the cache repository holds, pulled several at a time first.
+    let mut wanted: Vec<imgbuild_oci::spec::Descriptor> = Vec::new();
+    for (name, &index) in &plan.restore {
+        let loaded = records[index];
+        let layer = &loaded.layers[loaded.record.units[name].layer];
+        if loaded.remote && !store.has_blob(layer.digest()) && !wanted.contains(layer) {
+            wanted.push(layer.clone());
+        }
+    }
+    if let (Some(remote), false) = (remote, wanted.is_empty()) {
+        match remote.pull_blobs(store, &wanted, reporter) {
+            Ok(n) => stats.pulled = n,
+            // Each unit whose layer is still missing fails below, and is compiled.
+            Err(e) => failed.push(("(cache repository)".to_string(), e)),
+        }
+    }
     let now = SystemTime::now();
     for (name, &index) in &plan.restore {
         let loaded = records[index];
         let entry = &loaded.record.units[name];
         let layer = &loaded.layers[entry.layer];
-        let result = (|| -> Result<imgbuild_oci::snapshot::Restored> {
-            if !store.has_blob(layer.digest())
-                && let Some(remote) = remote.filter(|_| loaded.remote)
-            {
-                remote.pull_blob(store, layer, reporter)?;
-                stats.pulled += 1;
-            }
-            let wanted = |p: &str| entry.files.iter().any(|f| f == p);
-            store
-                .restore_snapshot_dated(layer.digest(), profile_dir, &wanted, now)
-                .inspect_err(|e| {
-                    if matches!(e, imgbuild_oci::Error::DigestMismatch { .. }) {
-                        let _ = std::fs::remove_file(store.blob_path(layer.digest()));
-                    }
-                })
-                .map_err(Into::into)
-        })();
+        let wanted = |p: &str| entry.files.iter().any(|f| f == p);
+        let result: Result<imgbuild_oci::snapshot::Restored> = store
+            .restore_snapshot_dated(layer.digest(), profile_dir, &wanted, now)
+            .inspect_err(|e| {
+                if matches!(e, imgbuild_oci::Error::DigestMismatch { .. }) {
+                    let _ = std::fs::remove_file(store.blob_path(layer.digest()));
+                }
+            })
+            .map_err(Into::into);
         match result {
             Ok(done) => {
                 stats.units += 1;

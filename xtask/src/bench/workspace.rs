@@ -1,0 +1,294 @@
+//! The workspace scenarios (issue 15): a generated workspace of twelve library crates in a
+//! dependency chain (`c00` at the bottom … `c11` at the top, each with serde derives and
+//! crates.io dependencies) and three binaries: `app-a` on `c11`, `app-b` on `c06`, and
+//! `app-c` on `c09`, built only in the "new binary" scenario. Fresh runners share a local
+//! `docker-registry` as their cache repository; cargo's figures come from a warm checkout
+//! (incremental rebuilds) or an empty target directory (cold), in the same session.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Bench, Row, copy_tree, edit, timed};
+use crate::registry::LocalRegistry;
+
+const MEMBERS: usize = 12;
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn member_manifest(name: &str, deps: &[String]) -> String {
+    let mut text = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+    );
+    for d in deps {
+        let dir = if d.starts_with('c') { "crates" } else { "apps" };
+        text.push_str(&format!("{d} = {{ path = \"../../{dir}/{d}\" }}\n"));
+    }
+    text
+}
+
+/// A library with some weight (serde derives) whose `value()` adds its number to the one
+/// below it.
+fn member_source(n: usize) -> String {
+    let below = if n == 0 {
+        "0".to_string()
+    } else {
+        format!("c{:02}::value()", n - 1)
+    };
+    let mut text = String::from("use serde::{Deserialize, Serialize};\n\n");
+    for k in 0..8 {
+        text.push_str(&format!(
+            "#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]\npub struct Record{k} {{ pub id: u64, pub name: String, pub tags: Vec<String>, pub score: Option<f64>, pub parts: Vec<(u32, String)> }}\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        "pub fn roundtrip() -> usize {{\n    let r = Record0 {{ id: {n}, name: \"c{n}\".into(), tags: vec![], score: None, parts: vec![] }};\n    serde_json::to_string(&r).unwrap().len()\n}}\n\n// edit here\npub fn value() -> u64 {{\n    {below} + {n}\n}}\n"
+    ));
+    text
+}
+
+/// Writes the workspace at `dir` and its lockfile.
+fn generate(bench: &Bench, dir: &Path) -> Result<(), String> {
+    write(
+        &dir.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"crates/*\", \"apps/*\"]\nresolver = \"2\"\n",
+    )?;
+    for n in 0..MEMBERS {
+        let name = format!("c{n:02}");
+        let deps: Vec<String> = (n > 0)
+            .then(|| format!("c{:02}", n - 1))
+            .into_iter()
+            .collect();
+        write(
+            &dir.join(format!("crates/{name}/Cargo.toml")),
+            &member_manifest(&name, &deps),
+        )?;
+        write(
+            &dir.join(format!("crates/{name}/src/lib.rs")),
+            &member_source(n),
+        )?;
+    }
+    for (app, on) in [("app-a", "c11"), ("app-b", "c06"), ("app-c", "c09")] {
+        write(
+            &dir.join(format!("apps/{app}/Cargo.toml")),
+            &member_manifest(app, &[on.to_string()]),
+        )?;
+        write(
+            &dir.join(format!("apps/{app}/src/main.rs")),
+            &format!(
+                "fn main() {{\n    println!(\"{app} {{}} {{}}\", {on}::value(), {on}::roundtrip());\n}}\n"
+            ),
+        )?;
+    }
+    let offline = timed(dir, &bench.cargo, &["generate-lockfile", "--offline"], &[]);
+    if offline.is_err() {
+        timed(dir, &bench.cargo, &["generate-lockfile"], &[])?;
+    }
+    timed(dir, &bench.cargo, &["fetch", "--locked"], &[])?;
+    Ok(())
+}
+
+/// What an imgbuild run on the workspace compiled.
+struct Compiled {
+    time: Duration,
+    members: BTreeSet<String>,
+    dependencies: u64,
+    restored_units: u64,
+}
+
+fn run_imgbuild(
+    bench: &Bench,
+    dir: &Path,
+    cache: &Path,
+    bin: &str,
+    repo: &str,
+) -> Result<Compiled, String> {
+    let args = [
+        "build",
+        "--message-format",
+        "json",
+        "-p",
+        bin,
+        "--cache-repo",
+        repo,
+    ];
+    let (time, out) = timed(dir, &bench.img, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let find = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let compiled = find("compiled");
+    Ok(Compiled {
+        time,
+        members: compiled["members_compiled"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str())
+                    .map(|m| m.trim_end_matches("@0.1.0").to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        dependencies: compiled["dependencies_compiled"].as_u64().unwrap_or(0),
+        restored_units: find("units-restored")["restored"].as_u64().unwrap_or(0),
+    })
+}
+
+fn cargo_build(bench: &Bench, dir: &Path, bin: &str) -> Result<Duration, String> {
+    Ok(timed(
+        dir,
+        &bench.cargo,
+        &["build", "--release", "--locked", "-p", bin],
+        &[],
+    )?
+    .0)
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Runs the workspace scenarios and prints their table; whether every target was met.
+pub(crate) fn workspace(bench: &Bench) -> Result<bool, String> {
+    eprintln!("==> workspace: {MEMBERS} members in a chain, three binaries (generating, fetching)");
+    let src = bench.work.join("ws-src");
+    generate(bench, &src)?;
+    let registry = LocalRegistry::start(&bench.work.join("ws-registry"))?;
+    let repo = format!("{}/bench/ws-cache", registry.host);
+    let copy = |name: &str| -> Result<PathBuf, String> {
+        let dir = bench.work.join(name);
+        copy_tree(&src, &dir)?;
+        Ok(dir)
+    };
+    let mut rows = Vec::new();
+
+    eprintln!("==> workspace: cold builds of app-a");
+    let bare = copy("ws-cargo")?;
+    let cargo_cold = cargo_build(bench, &bare, "app-a")?;
+    let cold = run_imgbuild(
+        bench,
+        &copy("ws-first")?,
+        &bench.work.join("ws-cache-first"),
+        "app-a",
+        &repo,
+    )?;
+    rows.push(Row {
+        scenario: "ws cold build",
+        imgbuild: cold.time,
+        cargo: Some(cargo_cold),
+        target: "<= 1.03x cargo cold".into(),
+        met: cold.time.as_secs_f64() <= 1.03 * cargo_cold.as_secs_f64(),
+        note: format!(
+            "{} dependency units, {} members compiled",
+            cold.dependencies,
+            cold.members.len()
+        ),
+    });
+
+    let chain_from = |n: usize| -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = (n..MEMBERS).map(|k| format!("c{k:02}")).collect();
+        s.insert("app-a".into());
+        s
+    };
+    let changes: [(&'static str, String, BTreeSet<String>); 3] = [
+        (
+            "ws fresh runner, leaf change",
+            "apps/app-a/src/main.rs".into(),
+            names(&["app-a"]),
+        ),
+        (
+            "ws fresh runner, mid-chain change",
+            "crates/c06/src/lib.rs".into(),
+            chain_from(6),
+        ),
+        (
+            "ws fresh runner, bottom change",
+            "crates/c00/src/lib.rs".into(),
+            chain_from(0),
+        ),
+    ];
+    for (i, (scenario, file, expected)) in changes.into_iter().enumerate() {
+        eprintln!("==> {scenario}");
+        let (from, to) = if file.ends_with("main.rs") {
+            ("println!(\"app-a", "println!(\"app-a!")
+        } else {
+            ("// edit here", "pub const EDITED: u32 = 1;")
+        };
+        for dir in [&src, &bare] {
+            edit(&dir.join(&file), from, to)?;
+        }
+        let cargo_inc = cargo_build(bench, &bare, "app-a")?;
+        let runner = copy(&format!("ws-runner-{i}"))?;
+        let run = run_imgbuild(
+            bench,
+            &runner,
+            &bench.work.join(format!("ws-cache-runner-{i}")),
+            "app-a",
+            &repo,
+        )?;
+        let exact = run.members == expected && run.dependencies == 0;
+        let (target, met) = if i == 0 {
+            (
+                "<= 1.10x cargo incremental".to_string(),
+                exact && run.time.as_secs_f64() <= 1.1 * cargo_inc.as_secs_f64(),
+            )
+        } else {
+            ("exactly the member and its dependents".to_string(), exact)
+        };
+        rows.push(Row {
+            scenario,
+            imgbuild: run.time,
+            cargo: Some(cargo_inc),
+            target,
+            met,
+            note: format!(
+                "{} units restored; compiled {} members ({}), {} dependency units",
+                run.restored_units,
+                run.members.len(),
+                run.members.iter().cloned().collect::<Vec<_>>().join(" "),
+                run.dependencies
+            ),
+        });
+    }
+
+    eprintln!("==> workspace: a new binary (app-c) on a fresh runner");
+    let bare_c = copy("ws-cargo-c")?;
+    let cargo_c = cargo_build(bench, &bare_c, "app-c")?;
+    let run = run_imgbuild(
+        bench,
+        &copy("ws-runner-c")?,
+        &bench.work.join("ws-cache-runner-c"),
+        "app-c",
+        &repo,
+    )?;
+    rows.push(Row {
+        scenario: "ws new binary, fresh runner",
+        imgbuild: run.time,
+        cargo: Some(cargo_c),
+        target: "<= 0.30x cargo cold".into(),
+        met: run.time.as_secs_f64() <= 0.3 * cargo_c.as_secs_f64(),
+        note: format!(
+            "{} units restored; {} dependency units and {} members compiled",
+            run.restored_units,
+            run.dependencies,
+            run.members.len()
+        ),
+    });
+    println!();
+    println!("workspace benchmark ({MEMBERS} members in a chain, fresh runners through {repo})");
+    Ok(super::print_rows(&rows))
+}
