@@ -174,6 +174,15 @@ struct Baseline {
 }
 
 impl Bench {
+    /// Removes the work directory, unless `IMGBUILD_BENCH_KEEP` is set (to look into a run).
+    fn clean_up(&self) {
+        if std::env::var_os("IMGBUILD_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.work);
+        } else {
+            eprintln!("kept {}", self.work.display());
+        }
+    }
+
     fn copy(&self, name: &str) -> Result<PathBuf, String> {
         let dir = self.work.join(name);
         copy_tree(&self.project.dir, &dir)?;
@@ -572,7 +581,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     if workspace_only {
         let met =
             workspace::workspace(&bench)? & bench.hello(root).map(|rows| print_rows(&rows))?;
-        let _ = std::fs::remove_dir_all(&bench.work);
+        bench.clean_up();
         return if met {
             Ok(())
         } else {
@@ -581,7 +590,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     }
     if supply_only {
         let met = supply::supply(&bench)?;
-        let _ = std::fs::remove_dir_all(&bench.work);
+        bench.clean_up();
         return if met {
             Ok(())
         } else {
@@ -611,7 +620,7 @@ pub(crate) fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         all_met &= env::environment(&bench, root, &host)?;
     }
     all_met &= supply::supply(&bench)?;
-    let _ = std::fs::remove_dir_all(&bench.work);
+    bench.clean_up();
     if all_met {
         Ok(())
     } else {

@@ -56,8 +56,14 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
         let attached = attach::attach(&cx, &setup, &hit, None, false, reporter)?;
         return outputs::outputs(&cx, &setup, hit, &attached, reporter);
     }
-    let restored = deps::restore(&cx, &setup, reporter)?;
-    let units = units::restore_units(&cx, &setup, reporter);
+    // The unit records and layers are fetched while the dependency entry is restored.
+    let (restored, prefetched) = std::thread::scope(|scope| {
+        let prefetch = scope.spawn(|| units::prefetch(&cx, &setup));
+        let restored = deps::restore(&cx, &setup, reporter);
+        (restored, context::join(prefetch))
+    });
+    let restored = restored?;
+    let units = units::restore_units(&cx, &setup, prefetched, reporter);
     let compiled = compile::compile(&cx, &setup, reporter)?;
     units::save_units(&cx, &setup, units, &compiled, reporter)?;
     deps::save(&cx, &setup, restored, &compiled, reporter)?;

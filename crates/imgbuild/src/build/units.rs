@@ -40,12 +40,21 @@ pub(crate) struct UnitsRestored<'a> {
     started: SystemTime,
 }
 
-/// Runs the `restore units` stage (nothing with the cache off).
-pub(crate) fn restore_units<'a>(
-    cx: &'a Context<'a>,
-    s: &'a Setup,
-    reporter: &dyn Reporter,
-) -> Option<UnitsRestored<'a>> {
+/// The records a build consults, loaded (and the layers of the units they would restore
+/// pulled from the cache repository) while the dependency entry is restored: nothing here
+/// needs the dependency units yet.
+pub(crate) struct Prefetched {
+    loading: restore::Loading,
+    toolchain: Vec<String>,
+    id: String,
+    /// Layers pulled from the cache repository.
+    pulled: usize,
+}
+
+/// Loads the records and pulls the layers `restore_units` will likely restore (the units
+/// whose inputs match the checkout; whether the registry units they need are there is checked
+/// later). Runs beside the dependency restore, so it reports nothing itself.
+pub(crate) fn prefetch(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
     if !cx.options.caching() {
         return None;
     }
@@ -59,12 +68,50 @@ pub(crate) fn restore_units<'a>(
             ids.push(other_id);
         }
     }
-    let loading = restore::load(&Sources {
+    let mut loading = restore::load(&Sources {
         store: &s.store,
         remote: s.remote.as_ref(),
         ids: &ids,
         toolchain: &toolchain,
     });
+    let mut pulled = 0;
+    if let Some(remote) = &s.remote
+        && loading.records.iter().any(|r| r.remote)
+    {
+        let disk = Disk::new(
+            &cx.workspace.root,
+            &s.profile_dir,
+            Box::new(|name: &str| cx.compile_env_value(name)),
+        );
+        let refs: Vec<&Loaded> = loading.records.iter().collect();
+        let plan = plan::plan_restore(&refs, &restore::AssumeDependencies(&disk));
+        let layers = restore::remote_layers(&s.store, &refs, &plan);
+        match remote.pull_blobs(&s.store, &layers, &crate::event::Silent) {
+            Ok(n) => pulled = n,
+            Err(e) => loading.problems.push(("(cache repository)".into(), e)),
+        }
+    }
+    Some(Prefetched {
+        loading,
+        toolchain,
+        id,
+        pulled,
+    })
+}
+
+/// Runs the `restore units` stage (nothing with the cache off).
+pub(crate) fn restore_units<'a>(
+    cx: &'a Context<'a>,
+    s: &'a Setup,
+    prefetched: Option<Prefetched>,
+    reporter: &dyn Reporter,
+) -> Option<UnitsRestored<'a>> {
+    let Prefetched {
+        loading,
+        toolchain,
+        id,
+        pulled,
+    } = prefetched?;
     for (record, e) in &loading.problems {
         unusable(reporter, record, e);
     }
@@ -99,7 +146,7 @@ pub(crate) fn restore_units<'a>(
         restored: stats.units,
         in_place: plan.in_place.len(),
         missed: plan.missed.keys().cloned().collect(),
-        pulled: stats.pulled,
+        pulled: pulled + stats.pulled,
         bytes: stats.bytes,
     });
     Some(UnitsRestored {

@@ -107,6 +107,41 @@ impl Checkout for Disk<'_> {
     }
 }
 
+/// The checkout as the planner sees it before the dependency units are restored: every
+/// registry unit counts as present (whether it is, is checked when restoring).
+pub(crate) struct AssumeDependencies<'a, 'b>(pub(crate) &'a Disk<'b>);
+
+impl Checkout for AssumeDependencies<'_, '_> {
+    fn hash(&self, input: &str) -> String {
+        self.0.hash(input)
+    }
+
+    fn fresh_on_disk(&self, name: &str, entry: &UnitEntry) -> bool {
+        self.0.fresh_on_disk(name, entry)
+    }
+
+    fn has_unit(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// The layers of the units `plan` restores that only the cache repository has.
+pub(crate) fn remote_layers(
+    store: &Layout,
+    records: &[&Loaded],
+    plan: &RestorePlan,
+) -> Vec<imgbuild_oci::spec::Descriptor> {
+    let mut wanted: Vec<imgbuild_oci::spec::Descriptor> = Vec::new();
+    for (name, &index) in &plan.restore {
+        let loaded = records[index];
+        let layer = &loaded.layers[loaded.record.units[name].layer];
+        if loaded.remote && !store.has_blob(layer.digest()) && !wanted.contains(layer) {
+            wanted.push(layer.clone());
+        }
+    }
+    wanted
+}
+
 /// Where the records come from.
 pub(crate) struct Sources<'a> {
     /// The local store.
@@ -186,15 +221,9 @@ pub(crate) fn restore(
 ) -> (RestoreStats, Vec<(String, crate::Error)>) {
     let mut stats = RestoreStats::default();
     let mut failed = Vec::new();
-    // The layers the cache repository holds, pulled several at a time first.
-    let mut wanted: Vec<imgbuild_oci::spec::Descriptor> = Vec::new();
-    for (name, &index) in &plan.restore {
-        let loaded = records[index];
-        let layer = &loaded.layers[loaded.record.units[name].layer];
-        if loaded.remote && !store.has_blob(layer.digest()) && !wanted.contains(layer) {
-            wanted.push(layer.clone());
-        }
-    }
+    // The layers the cache repository holds (and the prefetch did not pull), several at a
+    // time first.
+    let wanted = remote_layers(store, records, plan);
     if let (Some(remote), false) = (remote, wanted.is_empty()) {
         match remote.pull_blobs(store, &wanted, reporter) {
             Ok(n) => stats.pulled = n,
