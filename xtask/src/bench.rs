@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::registry::LocalRegistry;
 
 mod env;
+mod fresh;
 mod supply;
 mod workspace;
 
@@ -365,136 +365,6 @@ impl Bench {
             "Hi there, {name}!",
         )?;
         Ok(dir)
-    }
-
-    /// The commit built and pushed by one runner, then pushed by a fresh runner with an empty
-    /// cache through the cache repository: nothing compiled, nothing uploaded.
-    fn fresh_runner_push(&self, base: &Baseline) -> Result<Vec<Row>, String> {
-        eprintln!("==> same commit on a fresh runner: push through the cache repository");
-        let registry = LocalRegistry::start(&self.work.join("registry"))?;
-        let cache_repo = format!("{}/bench/cache", registry.host);
-        let target = format!("{}/bench/app:v1", registry.host);
-        // The runner that built the commit shares its image and record.
-        let args = ["push", &target, "--cache-repo", &cache_repo];
-        timed(
-            &base.second,
-            &self.img,
-            &args,
-            &[("IMGBUILD_CACHE_DIR", &self.cache)],
-        )?;
-        let fresh = self.checkout_like(base, "fresh-runner")?;
-        let fresh_cache = self.work.join("cache-fresh-runner");
-        let args = [&args[..], &["--message-format", "json"]].concat();
-        let env = [("IMGBUILD_CACHE_DIR", fresh_cache.as_path())];
-        let (push_time, push_out) = timed(&fresh, &self.img, &args, &env)?;
-        let events: Vec<Value> = push_out
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let hit = events
-            .iter()
-            .any(|e| e["reason"] == "app-cache" && e["hit"] == true && e["from_registry"] == true);
-        let compiled = events.iter().any(|e| e["reason"] == "compiled");
-        let uploaded = events
-            .iter()
-            .find(|e| e["reason"] == "pushed")
-            .and_then(|e| e["uploaded"].as_u64())
-            .unwrap_or(u64::MAX);
-        let ratio = push_time.as_secs_f64() / base.cargo_cold.as_secs_f64();
-        let push = Row {
-            scenario: "same commit, fresh runner, push",
-            imgbuild: push_time,
-            cargo: Some(base.cargo_cold),
-            target: "<= 0.05x cold cargo".into(),
-            met: ratio <= 0.05 && hit && !compiled && uploaded == 0,
-            note: format!(
-                "hit from registry: {hit}, compiler ran: {compiled}, blobs uploaded: {uploaded}"
-            ),
-        };
-        // A new commit on another fresh runner: the dependency entry (the largest entry of
-        // the benchmark) is pulled, several layers at a time, and restored.
-        eprintln!("==> new commit on a fresh runner: the dependency entry from the registry");
-        let restore = self.copy("fresh-runner-restore")?;
-        std::fs::copy(base.second.join("Cargo.lock"), restore.join("Cargo.lock"))
-            .map_err(|e| e.to_string())?;
-        edit(
-            &restore.join("src/main.rs"),
-            "Hello, {name}!",
-            "Howdy, {name}!",
-        )?;
-        let cache = self.work.join("cache-fresh-runner-restore");
-        let run = imgbuild_with(&self.img, &restore, &cache, &["--cache-repo", &cache_repo])?;
-        let ratio = run.time.as_secs_f64() / base.cargo_cold.as_secs_f64();
-        let restore = Row {
-            scenario: "new commit, fresh runner (registry)",
-            imgbuild: run.time,
-            cargo: Some(base.cargo_cold),
-            target: "<= 0.20x cold cargo".into(),
-            met: ratio <= 0.2 && run.hit && run.compiled == 0,
-            note: format!(
-                "entry pulled and restored, hit={}, {} dependency units compiled",
-                run.hit, run.compiled
-            ),
-        };
-        Ok(vec![push, restore])
-    }
-
-    /// No-op and app-only change on examples/hello, where imgbuild's fixed cost is clearest.
-    fn hello(&self, root: &Path) -> Result<Vec<Row>, String> {
-        eprintln!("==> hello: no-op (median of 5) and app-only change (median of 3)");
-        let project = root.join("examples/hello");
-        let (img_dir, bare) = (self.work.join("hello-img"), self.work.join("hello-cargo"));
-        copy_tree(&project, &img_dir)?;
-        copy_tree(&project, &bare)?;
-        let cache = self.work.join("cache-hello");
-        let first = imgbuild(&self.img, &img_dir, &cache)?;
-        self.cargo_build(&bare)?;
-        let median = |mut v: Vec<Duration>| {
-            v.sort();
-            v[v.len() / 2]
-        };
-        let mut noops = Vec::new();
-        let mut all_noop = true;
-        for _ in 0..5 {
-            let r = imgbuild(&self.img, &img_dir, &cache)?;
-            all_noop &= !r.ran_cargo && r.digest == first.digest;
-            noops.push(r.time);
-        }
-        let cargo_noop = median(
-            (0..5)
-                .map(|_| self.cargo_build(&bare))
-                .collect::<Result<_, _>>()?,
-        );
-        let noop = median(noops);
-        let (mut img_times, mut cargo_times) = (Vec::new(), Vec::new());
-        let greetings = ["\"Hello\"", "\"Hi\"", "\"Hey\"", "\"Yo\""];
-        for step in greetings.windows(2) {
-            for dir in [&img_dir, &bare] {
-                edit(&dir.join("src/main.rs"), step[0], step[1])?;
-            }
-            cargo_times.push(self.cargo_build(&bare)?);
-            img_times.push(imgbuild(&self.img, &img_dir, &cache)?.time);
-        }
-        let (app, cargo_app) = (median(img_times), median(cargo_times));
-        let overhead = app.saturating_sub(cargo_app);
-        Ok(vec![
-            Row {
-                scenario: "hello: no-op (median of 5)",
-                imgbuild: noop,
-                cargo: Some(cargo_noop),
-                target: "<= 0.06 s, no compiler".into(),
-                met: noop <= Duration::from_millis(60) && all_noop,
-                note: format!("same digest and no compiler run: {all_noop}"),
-            },
-            Row {
-                scenario: "hello: app-only change (median of 3)",
-                imgbuild: app,
-                cargo: Some(cargo_app),
-                target: "<= cargo + 0.10 s".into(),
-                met: overhead <= Duration::from_millis(100),
-                note: format!("{} over cargo", secs(overhead)),
-            },
-        ])
     }
 }
 
