@@ -167,6 +167,10 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
         assert!(!after.contains(tag), "{tag} is gone: {after:?}");
     }
     assert!(after.contains(&format!("deps-{new_deps}")));
+    assert!(
+        after.contains(&"deps-index".to_string()),
+        "the index of entries is not an entry"
+    );
 
     // The registry's garbage collection frees the removed entries' blobs, and only theirs.
     registry.garbage_collect();

@@ -282,4 +282,31 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
     assert_eq!(members_compiled(&events), ["app-b"]);
     assert_eq!(output_of(&three, "app-b"), "b 12");
+
+    // Another project of the team, on a fresh runner: the repository's index of dependency
+    // entries points it at the entry sharing the most packages (itoa), which it restores.
+    let other = project(
+        &tmp.path().join("other"),
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"other\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"=1.0.10\"\n",
+            ),
+            (
+                "src/main.rs",
+                "fn main() { println!(\"{}\", itoa::Buffer::new().format(7u8)); }\n",
+            ),
+        ],
+    );
+    lock(&other);
+    let run = imgbuild(
+        &other,
+        &tmp.path().join("cache-4"),
+        &["build", "--message-format", "json", "--cache-repo", &repo],
+    );
+    let events = run.events();
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(lookup["from_registry"], true, "{lookup}");
+    assert!(lookup["nearest"].is_string(), "{lookup}");
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
 }

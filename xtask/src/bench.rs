@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-
 mod env;
 mod fresh;
 mod supply;

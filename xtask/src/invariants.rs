@@ -35,6 +35,7 @@ pub(crate) const PURE: &[&str] = &[
     "crates/cargo/src/graph.rs",
     "crates/cargo/src/fingerprint.rs",
     "crates/imgbuild/src/unitcache/plan.rs",
+    "crates/imgbuild/src/depcache/index.rs",
     "crates/imgbuild/src/options.rs",
     "crates/registry/src/reference.rs",
     "crates/oci/src/json.rs",

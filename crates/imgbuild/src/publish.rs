@@ -318,6 +318,53 @@ impl RemoteCache {
         Ok(serde_json::from_slice(&config).ok())
     }
 
+    /// The cache repository's index of dependency entries (`deps-index`); empty when it has
+    /// none or it cannot be parsed (it is rewritten by the next push).
+    pub(crate) fn read_index(&self) -> Result<crate::depcache::index::DepsIndex> {
+        use crate::depcache::index;
+        let repository = &self.repository.repository;
+        let Some((_, bytes, _)) =
+            imgbuild_registry::push::fetch_manifest(&self.client, repository, index::TAG)?
+        else {
+            return Ok(index::DepsIndex::default());
+        };
+        let Ok(manifest) = serde_json::from_slice::<imgbuild_oci::spec::ImageManifest>(&bytes)
+        else {
+            return Ok(index::DepsIndex::default());
+        };
+        let config =
+            imgbuild_registry::push::fetch_blob(&self.client, repository, manifest.config())?;
+        Ok(serde_json::from_slice(&config).unwrap_or_default())
+    }
+
+    /// Adds `entry` to the cache repository's index (read, add, write).
+    pub(crate) fn add_to_index(
+        &self,
+        store: &Layout,
+        entry: crate::depcache::index::IndexEntry,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        use crate::depcache::index;
+        use imgbuild_oci::spec::{ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+        let mut current = self.read_index()?;
+        current.add(entry);
+        let config = store.put_json(MediaType::Other(index::CONFIG_MEDIA_TYPE.into()), &current)?;
+        let empty = store.put_bytes(MediaType::EmptyJSON, b"{}")?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::Other(index::ARTIFACT_TYPE.into()))
+            .config(config)
+            .layers(vec![empty])
+            .annotations(names::created(crate::time::now()))
+            .build()?;
+        let desc = store.put_json(MediaType::ImageManifest, &manifest)?;
+        let target = self.repository.with_tag(index::TAG);
+        let progress = push_progress(reporter, &target);
+        imgbuild_registry::push::push(&self.client, store, &desc, &target, &[], &progress)?;
+        Ok(())
+    }
+
     /// Whether the registry has `key`'s entry.
     pub(crate) fn has_entry(&self, key: &str) -> Result<bool> {
         Ok(imgbuild_registry::push::fetch_manifest(

@@ -177,7 +177,8 @@ fn inventory(
             manifests,
         };
         let artifact = manifest.artifact_type().as_ref().map(ToString::to_string);
-        if tag.starts_with("deps-") && !tag.starts_with("deps-latest-") {
+        let is_key = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
+        if tag.strip_prefix("deps-").is_some_and(is_key) {
             let cfg: Option<crate::depcache::EntryConfig> = config(client, repository, manifest);
             entries.push(entry(
                 EntryKind::Dependencies,

@@ -129,9 +129,23 @@ fn other_binaries_latest(
         }
     }
     let Some((_, (package, bin))) = best else {
-        return Ok(None);
+        return from_index(s, remote, reporter);
     };
     remote.pull_latest(&s.store, &package, &bin, reporter)
+}
+
+/// The entry of any binary (another project's too) that the cache repository's index says
+/// shares the most packages, with the same toolchain.
+fn from_index(s: &Setup, remote: &RemoteCache, reporter: &dyn Reporter) -> Result<Option<Entry>> {
+    let index = remote.read_index()?;
+    let Some((closest, _)) = index.closest(&s.dependency_key.inputs) else {
+        return Ok(None);
+    };
+    let tag = CacheName::Deps(&closest.key).tag();
+    match remote.pull_tag(&s.store, &tag, reporter)? {
+        Some(manifest) => depcache::adopt_as_is(&s.store, &manifest).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {
@@ -212,7 +226,7 @@ pub(crate) fn save(
         // repository was configured, or its push failed).
         match remote.has_entry(&s.dependency_key.key) {
             Ok(true) => {}
-            Ok(false) => share(remote, s, &r.entry.manifest, reporter),
+            Ok(false) => share(cx, remote, s, &r.entry.manifest, reporter),
             Err(e) => remote_warning(reporter, remote, "check the cache repository", &e),
         }
     }
@@ -251,7 +265,7 @@ fn store_entry(
         squashed: saved.squashed,
     });
     if let Some(remote) = &s.remote {
-        share(remote, s, &saved.manifest, reporter);
+        share(cx, remote, s, &saved.manifest, reporter);
         let latest = names::latest_tag(&target.package.name, &target.bin);
         if let Err(e) = remote.push_tag(&s.store, &saved.manifest, &latest, reporter) {
             remote_warning(reporter, remote, &format!("update {latest} in"), &e);
@@ -260,8 +274,10 @@ fn store_entry(
     Ok(())
 }
 
-/// Pushes the key's entry to the cache repository; a failure is a warning.
+/// Pushes the key's entry to the cache repository and adds it to the repository's index; a
+/// failure is a warning.
 fn share(
+    cx: &Context<'_>,
     remote: &RemoteCache,
     s: &Setup,
     manifest: &imgbuild_oci::spec::Descriptor,
@@ -269,6 +285,17 @@ fn share(
 ) {
     if let Err(e) = remote.push_entry(&s.store, &s.dependency_key.key, manifest, reporter) {
         remote_warning(reporter, remote, "push the dependency cache entry to", &e);
+        return;
+    }
+    let target = &cx.one().target;
+    let line = depcache::index::entry_for(
+        &s.dependency_key.key,
+        &format!("{}/{}", target.package.name, target.bin),
+        &s.dependency_key.inputs,
+    );
+    if let Err(e) = remote.add_to_index(&s.store, line, reporter) {
+        let what = format!("update {} in", depcache::index::TAG);
+        remote_warning(reporter, remote, &what, &e);
     }
 }
 

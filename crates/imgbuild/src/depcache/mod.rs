@@ -25,6 +25,7 @@ use crate::io_err as io;
 use crate::names::CacheName;
 use crate::{Error, Result};
 
+pub(crate) mod index;
 mod save;
 
 pub(crate) use save::{SaveRequest, save, scan_units};
