@@ -86,48 +86,24 @@ impl Layout {
     /// size, mode and mtime are written; a file that changed size since it was scanned is an
     /// error rather than a silently different snapshot.
     pub fn write_snapshot(&self, root: &Path, files: &FileMap) -> Result<LayerBlob> {
+        let mut writer = self.snapshot_writer()?;
+        for (rel, state) in files {
+            writer.append(root, rel, state)?;
+        }
+        writer.finish()
+    }
+
+    /// Starts a snapshot written file by file ([`SnapshotWriter`]), for files that become
+    /// ready one after another (a dependency unit's outputs, while cargo builds the next).
+    pub fn snapshot_writer(&self) -> Result<SnapshotWriter<'_>> {
         let (tmp, compressed) = self.start_blob(".tmp-snapshot-")?;
         let encoder = zstd::Encoder::new(compressed, ZSTD_LEVEL)
             .map_err(io_err("starting zstd for", tmp.path()))?;
-        let mut tar = tar::Builder::new(HashingWriter::new(encoder));
-        for (rel, state) in files {
-            let path = root.join(rel);
-            let src = File::open(&path).map_err(io_err("opening", &path))?;
-            let len = src
-                .metadata()
-                .map_err(io_err("reading metadata of", &path))?
-                .len();
-            if len != state.size {
-                return Err(Error::Io {
-                    action: "snapshotting (it changed while being read)",
-                    path,
-                    source: io::Error::other(format!("size {len}, expected {}", state.size)),
-                });
-            }
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mode(state.mode);
-            header.set_mtime(state.mtime);
-            header.set_size(len);
-            tar.append_data(&mut header, rel, io::Read::take(src, len))
-                .map_err(io_err("adding to snapshot", &path))?;
-        }
-        let uncompressed = tar
-            .into_inner()
-            .map_err(io_err("finishing snapshot", tmp.path()))?;
-        let (encoder, diff_id, uncompressed_size) = uncompressed.finish();
-        let compressed = encoder
-            .finish()
-            .map_err(io_err("compressing snapshot into", tmp.path()))?;
-        self.commit_blob(
+        Ok(SnapshotWriter {
+            layout: self,
+            tar: tar::Builder::new(HashingWriter::new(encoder)),
             tmp,
-            compressed,
-            MediaType::ImageLayerZstd,
-            diff_id,
-            uncompressed_size,
-        )
+        })
     }
 
     /// Restores the files of snapshot `digest` for which `wanted` is true into `root`, replacing
@@ -216,6 +192,65 @@ impl Layout {
             restored.bytes += size;
         }
         Ok(restored)
+    }
+}
+
+type Compressed = zstd::Encoder<'static, HashingWriter<std::io::BufWriter<File>>>;
+
+/// A snapshot being written file by file; nothing is visible in the layout until
+/// [`SnapshotWriter::finish`] (dropped unfinished, its temporary file is removed).
+pub struct SnapshotWriter<'a> {
+    layout: &'a Layout,
+    tar: tar::Builder<HashingWriter<Compressed>>,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl SnapshotWriter<'_> {
+    /// Appends `rel` (under `root`) with its recorded `state`; a file whose size is not the
+    /// recorded one is an error.
+    pub fn append(&mut self, root: &Path, rel: &str, state: &FileState) -> Result<()> {
+        let path = root.join(rel);
+        let src = File::open(&path).map_err(io_err("opening", &path))?;
+        let len = src
+            .metadata()
+            .map_err(io_err("reading metadata of", &path))?
+            .len();
+        if len != state.size {
+            return Err(Error::Io {
+                action: "snapshotting (it changed while being read)",
+                path,
+                source: io::Error::other(format!("size {len}, expected {}", state.size)),
+            });
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(state.mode);
+        header.set_mtime(state.mtime);
+        header.set_size(len);
+        self.tar
+            .append_data(&mut header, rel, io::Read::take(src, len))
+            .map_err(io_err("adding to snapshot", &path))
+    }
+
+    /// Ends the archive and puts the blob in the layout under its digest.
+    pub fn finish(self) -> Result<LayerBlob> {
+        let uncompressed = self
+            .tar
+            .into_inner()
+            .map_err(io_err("finishing snapshot", self.tmp.path()))?;
+        let (encoder, diff_id, uncompressed_size) = uncompressed.finish();
+        let compressed = encoder
+            .finish()
+            .map_err(io_err("compressing snapshot into", self.tmp.path()))?;
+        self.layout.commit_blob(
+            self.tmp,
+            compressed,
+            MediaType::ImageLayerZstd,
+            diff_id,
+            uncompressed_size,
+        )
     }
 }
 

@@ -87,6 +87,9 @@ pub trait Monitor {
     fn color(&self) -> Option<bool> {
         None
     }
+    /// Cargo reported a unit done (compiled, found fresh, or a build script run), with its
+    /// files: what depends on its outputs can start while cargo builds the next.
+    fn unit_finished(&self, _unit: &Unit) {}
 }
 
 /// No live display: cargo's stderr inherited, as cargo renders it.
@@ -268,6 +271,9 @@ pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
                     Ok(message) => {
                         if let Some((unit, script)) = outcome.add(message, req) {
                             monitor.progress(&counter.finished(unit, script));
+                            if let Some(last) = outcome.last() {
+                                monitor.unit_finished(last);
+                            }
                         }
                     }
                     Err(source) => {
@@ -309,9 +315,19 @@ struct Collected {
     executable: Option<PathBuf>,
     compiled: Vec<Unit>,
     build_script_runs: Vec<Unit>,
+    /// Whether the last unit recorded was a build-script run.
+    last_was_run: bool,
 }
 
 impl Collected {
+    /// The unit the last message reported.
+    fn last(&self) -> Option<&Unit> {
+        match self.last_was_run {
+            true => self.build_script_runs.last(),
+            false => self.compiled.last(),
+        }
+    }
+
     /// Records one message; returns the finished unit's name, and whether it is a compiled
     /// build script, when the message reports a unit.
     fn add(&mut self, message: Message, req: &BuildRequest<'_>) -> Option<(String, bool)> {
@@ -329,6 +345,7 @@ impl Collected {
                     true => format!("{}(build.rs)", package_name(&artifact.package_id.repr)),
                     false => artifact.target.name.clone(),
                 };
+                self.last_was_run = false;
                 self.compiled.push(Unit {
                     package_id: artifact.package_id.repr,
                     fresh: artifact.fresh,
@@ -342,6 +359,7 @@ impl Collected {
             }
             Message::BuildScriptExecuted(script) => {
                 let name = format!("{}(build)", package_name(&script.package_id.repr));
+                self.last_was_run = true;
                 self.build_script_runs.push(Unit {
                     package_id: script.package_id.repr,
                     fresh: true,

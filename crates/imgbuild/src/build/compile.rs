@@ -11,6 +11,7 @@ use imgbuild_cargo::units::{self, DependencyUnits};
 use crate::Result;
 use crate::build::Setup;
 use crate::context::Context;
+use crate::depcache::packer::Packer;
 use crate::event::{CargoMonitor, Event, IsolationMethod, NetworkAccess, Reporter};
 use crate::supply::Network;
 
@@ -25,7 +26,12 @@ pub(crate) struct Compiled {
 }
 
 /// Runs the stage.
-pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Compiled> {
+pub(crate) fn compile(
+    cx: &Context<'_>,
+    s: &Setup,
+    packer: Option<&Packer>,
+    reporter: &dyn Reporter,
+) -> Result<Compiled> {
     let options = cx.options;
     let target = &cx.one().target;
     // Downloads happen here, with the caller's network settings; the compile is offline.
@@ -73,7 +79,10 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
             sandbox: sandbox.as_ref(),
         }),
         expected_units: s.dependency_key.packages(),
-        monitor: &CargoMonitor(reporter),
+        monitor: &Monitor {
+            display: CargoMonitor(reporter),
+            packer,
+        },
     })?;
     drop(private);
     let dependencies = units::dependency_units(&outcome, &s.profile_dir);
@@ -89,6 +98,36 @@ pub(crate) fn compile(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
         dependencies,
         network,
     })
+}
+
+/// The display's monitor, and the packer told of every finished unit.
+struct Monitor<'a> {
+    display: CargoMonitor<'a>,
+    packer: Option<&'a Packer>,
+}
+
+impl run::Monitor for Monitor<'_> {
+    fn progress(&self, progress: &run::UnitProgress) {
+        self.display.progress(progress);
+    }
+
+    fn relay_stderr(&self) -> bool {
+        self.display.relay_stderr()
+    }
+
+    fn stderr_line(&self, line: &str) {
+        self.display.stderr_line(line);
+    }
+
+    fn color(&self) -> Option<bool> {
+        self.display.color()
+    }
+
+    fn unit_finished(&self, unit: &run::Unit) {
+        if let Some(packer) = self.packer {
+            packer.unit_finished(unit);
+        }
+    }
 }
 
 /// The path packages (`name@version`) of which cargo compiled a unit, sorted.

@@ -14,6 +14,7 @@ use imgbuild_cargo::units;
 use crate::build::Setup;
 use crate::build::compile::Compiled;
 use crate::context::Context;
+use crate::depcache::packer::Packer;
 use crate::depcache::{self, Entry};
 use crate::event::{Event, Reporter};
 use crate::names::{self, CacheName};
@@ -198,6 +199,7 @@ pub(crate) fn save(
     s: &Setup,
     restored: Restored,
     compiled: &Compiled,
+    packer: Option<Packer>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
     if !cx.options.caching() {
@@ -217,7 +219,7 @@ pub(crate) fn save(
                 ),
             });
         }
-        store_entry(cx, s, restored.map(|r| &r.entry), deps, reporter)?;
+        store_entry(cx, s, restored.map(|r| &r.entry), deps, packer, reporter)?;
     } else if let (Some(remote), Some(r)) = (&s.remote, restored)
         && r.exact
         && !r.pulled
@@ -240,10 +242,14 @@ fn store_entry(
     s: &Setup,
     parent: Option<&Entry>,
     deps: &units::DependencyUnits,
+    packer: Option<Packer>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let target = &cx.one().target;
     let files = depcache::scan_units(&s.profile_dir, &deps.hashes)?;
+    let prepacked = packer
+        .filter(|_| parent.is_none())
+        .and_then(|p| p.finish(&files));
     let saved = depcache::save(
         &s.store,
         &depcache::SaveRequest {
@@ -255,6 +261,7 @@ fn store_entry(
             profile_dir: &s.profile_dir,
             parent,
         },
+        prepacked,
     )?;
     reporter.report(&Event::CacheStored {
         key: s.dependency_key.key.clone(),
@@ -272,6 +279,13 @@ fn store_entry(
         }
     }
     Ok(())
+}
+
+/// A packer for the compile (see `depcache::packer`) when the build starts from no
+/// dependency entry at all (a cold build): everything cargo compiles goes into one layer.
+pub(crate) fn packer(cx: &Context<'_>, s: &Setup, restored: &Restored) -> Option<Packer> {
+    (cx.options.caching() && restored.entry.is_none())
+        .then(|| Packer::start(&s.store, &s.profile_dir))
 }
 
 /// Pushes the key's entry to the cache repository and adds it to the repository's index; a

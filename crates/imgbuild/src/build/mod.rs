@@ -64,9 +64,10 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
     });
     let restored = restored?;
     let units = units::restore_units(&cx, &setup, prefetched, reporter);
-    let compiled = compile::compile(&cx, &setup, reporter)?;
+    let packer = deps::packer(&cx, &setup, &restored);
+    let compiled = compile::compile(&cx, &setup, packer.as_ref(), reporter)?;
     units::save_units(&cx, &setup, units, &compiled, reporter)?;
-    deps::save(&cx, &setup, restored, &compiled, reporter)?;
+    deps::save(&cx, &setup, restored, &compiled, packer, reporter)?;
     let shipped = binary::binary(&cx, &setup, &compiled, reporter)?;
     let layers = layers::layers(&cx, &setup, &shipped, reporter)?;
     let image = assemble::assemble(&cx, &setup, layers, compiled.network)?;

@@ -26,6 +26,7 @@ use crate::names::CacheName;
 use crate::{Error, Result};
 
 pub(crate) mod index;
+pub(crate) mod packer;
 mod save;
 
 pub(crate) use save::{SaveRequest, save, scan_units};

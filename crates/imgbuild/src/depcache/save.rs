@@ -171,8 +171,14 @@ pub(crate) struct SaveRequest<'a> {
 }
 
 /// Stores the dependency units' files as the entry for `key`, on top of `parent` when given,
-/// and tags it. Blobs are written before the tag, each through a temporary file.
-pub(crate) fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
+/// and tags it. Blobs are written before the tag, each through a temporary file. `prepacked`
+/// is a layer of exactly `req.files` made while cargo built (see `packer`); it is the
+/// entry's one layer when the entry has no parent.
+pub(crate) fn save(
+    store: &Layout,
+    req: &SaveRequest<'_>,
+    prepacked: Option<imgbuild_oci::layout::LayerBlob>,
+) -> Result<SaveStats> {
     let plan = plan_entry(req.files, req.parent.map(|e| &e.config));
     let mut layers: Vec<Descriptor> = match req.parent {
         Some(p) if !plan.squashed => p.layers[..plan.kept_layers].to_vec(),
@@ -184,7 +190,10 @@ pub(crate) fn save(store: &Layout, req: &SaveRequest<'_>) -> Result<SaveStats> {
     };
     let mut new_layer_size = 0;
     if !plan.delta.is_empty() || layers.is_empty() {
-        let blob = store.write_snapshot(req.profile_dir, &plan.delta)?;
+        let blob = match prepacked {
+            Some(blob) if layers.is_empty() && plan.delta == *req.files => blob,
+            _ => store.write_snapshot(req.profile_dir, &plan.delta)?,
+        };
         new_layer_size = blob.descriptor.size();
         layers.push(blob.descriptor);
         layer_sizes.push(blob.uncompressed_size);
