@@ -90,6 +90,13 @@ impl Human<'_> {
                     if *squashed { " (squashed)" } else { "" }
                 ),
             ),
+            _ => {}
+        }
+    }
+
+    /// The unit cache's events.
+    fn units(&self, event: &Event) {
+        match event {
             Event::UnitsRestored {
                 records,
                 restored,
@@ -244,9 +251,8 @@ impl Reporter for Human<'_> {
             Event::AppCache { .. }
             | Event::CacheLookup { .. }
             | Event::CacheRestored { .. }
-            | Event::CacheStored { .. }
-            | Event::UnitsRestored { .. }
-            | Event::UnitsStored { .. } => self.cache(event),
+            | Event::CacheStored { .. } => self.cache(event),
+            Event::UnitsRestored { .. } | Event::UnitsStored { .. } => self.units(event),
             Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
             // Events a newer library adds are shown in JSON output only.
             _ => {}

@@ -114,21 +114,15 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
                 summary.images += 1;
             }
             Some(t) if t == crate::unitcache::ARTIFACT_TYPE => {
-                let Some(record) = config_of::<crate::unitcache::UnitsRecord>(store, &manifest)
-                else {
+                let Some((id, written)) = unit_record_id(store, &manifest, &desc) else {
                     continue;
                 };
-                let (package, bin) = record.binary.split_once('/').unwrap_or_default();
-                let id = crate::unitcache::record_id(package, bin, &record.toolchain);
-                // Older records of the binary are left behind as its record moves on: the
-                // newest blob is its record.
-                let written = std::fs::metadata(store.blob_path(desc.digest()))
-                    .and_then(|m| m.modified())
-                    .ok();
                 let mut tagged = desc.clone();
                 tagged.set_artifact_type(Some(MediaType::Other(
                     crate::unitcache::ARTIFACT_TYPE.into(),
                 )));
+                // Older records of the binary are left behind as its record moves on: the
+                // newest blob is its record.
                 match unit_records.get(&id) {
                     Some((when, _)) if *when >= written => {}
                     _ => {
@@ -161,6 +155,21 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
     summary.untagged = summary.untagged.saturating_sub(summary.images);
     store.write_index(&index_of(manifests)?)?;
     Ok(summary)
+}
+
+/// The tag id of a unit-cache record and when its manifest was written.
+fn unit_record_id(
+    store: &Layout,
+    manifest: &ImageManifest,
+    desc: &Descriptor,
+) -> Option<(String, Option<std::time::SystemTime>)> {
+    let record = config_of::<crate::unitcache::UnitsRecord>(store, manifest)?;
+    let (package, bin) = record.binary.split_once('/')?;
+    let id = crate::unitcache::record_id(package, bin, &record.toolchain);
+    let written = std::fs::metadata(store.blob_path(desc.digest()))
+        .and_then(|m| m.modified())
+        .ok();
+    Some((id, written))
 }
 
 /// Every blob of at most [`SMALL`] bytes, by digest, sorted.

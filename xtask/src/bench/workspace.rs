@@ -181,6 +181,84 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// A one-line change in the leaf binary, a mid-chain member and the bottom member, each on a
+/// fresh runner, against cargo's incremental rebuild in the warm checkout `bare`.
+fn changes(bench: &Bench, src: &Path, bare: &Path, repo: &str) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let copy = |name: &str| -> Result<PathBuf, String> {
+        let dir = bench.work.join(name);
+        copy_tree(src, &dir)?;
+        Ok(dir)
+    };
+    let chain_from = |n: usize| -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = (n..MEMBERS).map(|k| format!("c{k:02}")).collect();
+        s.insert("app-a".into());
+        s
+    };
+    let changes: [(&'static str, String, BTreeSet<String>); 3] = [
+        (
+            "ws fresh runner, leaf change",
+            "apps/app-a/src/main.rs".into(),
+            names(&["app-a"]),
+        ),
+        (
+            "ws fresh runner, mid-chain change",
+            "crates/c06/src/lib.rs".into(),
+            chain_from(6),
+        ),
+        (
+            "ws fresh runner, bottom change",
+            "crates/c00/src/lib.rs".into(),
+            chain_from(0),
+        ),
+    ];
+    for (i, (scenario, file, expected)) in changes.into_iter().enumerate() {
+        eprintln!("==> {scenario}");
+        let (from, to) = if file.ends_with("main.rs") {
+            ("println!(\"app-a", "println!(\"app-a!")
+        } else {
+            ("// edit here", "pub const EDITED: u32 = 1;")
+        };
+        for dir in [src, bare] {
+            edit(&dir.join(&file), from, to)?;
+        }
+        let cargo_inc = cargo_build(bench, bare, "app-a")?;
+        let runner = copy(&format!("ws-runner-{i}"))?;
+        let run = run_imgbuild(
+            bench,
+            &runner,
+            &bench.work.join(format!("ws-cache-runner-{i}")),
+            "app-a",
+            &repo,
+        )?;
+        let exact = run.members == expected && run.dependencies == 0;
+        let (target, met) = if i == 0 {
+            (
+                "<= 1.10x cargo incremental".to_string(),
+                exact && run.time.as_secs_f64() <= 1.1 * cargo_inc.as_secs_f64(),
+            )
+        } else {
+            ("exactly the member and its dependents".to_string(), exact)
+        };
+        rows.push(Row {
+            scenario,
+            imgbuild: run.time,
+            cargo: Some(cargo_inc),
+            target,
+            met,
+            note: format!(
+                "{} units restored; compiled {} members ({}), {} dependency units",
+                run.restored_units,
+                run.members.len(),
+                run.members.iter().cloned().collect::<Vec<_>>().join(" "),
+                run.dependencies
+            ),
+        });
+    }
+
+    Ok(rows)
+}
+
 /// Runs the workspace scenarios and prints their table; whether every target was met.
 pub(crate) fn workspace(bench: &Bench) -> Result<bool, String> {
     eprintln!("==> workspace: {MEMBERS} members in a chain, three binaries (generating, fetching)");
@@ -218,72 +296,7 @@ pub(crate) fn workspace(bench: &Bench) -> Result<bool, String> {
         ),
     });
 
-    let chain_from = |n: usize| -> BTreeSet<String> {
-        let mut s: BTreeSet<String> = (n..MEMBERS).map(|k| format!("c{k:02}")).collect();
-        s.insert("app-a".into());
-        s
-    };
-    let changes: [(&'static str, String, BTreeSet<String>); 3] = [
-        (
-            "ws fresh runner, leaf change",
-            "apps/app-a/src/main.rs".into(),
-            names(&["app-a"]),
-        ),
-        (
-            "ws fresh runner, mid-chain change",
-            "crates/c06/src/lib.rs".into(),
-            chain_from(6),
-        ),
-        (
-            "ws fresh runner, bottom change",
-            "crates/c00/src/lib.rs".into(),
-            chain_from(0),
-        ),
-    ];
-    for (i, (scenario, file, expected)) in changes.into_iter().enumerate() {
-        eprintln!("==> {scenario}");
-        let (from, to) = if file.ends_with("main.rs") {
-            ("println!(\"app-a", "println!(\"app-a!")
-        } else {
-            ("// edit here", "pub const EDITED: u32 = 1;")
-        };
-        for dir in [&src, &bare] {
-            edit(&dir.join(&file), from, to)?;
-        }
-        let cargo_inc = cargo_build(bench, &bare, "app-a")?;
-        let runner = copy(&format!("ws-runner-{i}"))?;
-        let run = run_imgbuild(
-            bench,
-            &runner,
-            &bench.work.join(format!("ws-cache-runner-{i}")),
-            "app-a",
-            &repo,
-        )?;
-        let exact = run.members == expected && run.dependencies == 0;
-        let (target, met) = if i == 0 {
-            (
-                "<= 1.10x cargo incremental".to_string(),
-                exact && run.time.as_secs_f64() <= 1.1 * cargo_inc.as_secs_f64(),
-            )
-        } else {
-            ("exactly the member and its dependents".to_string(), exact)
-        };
-        rows.push(Row {
-            scenario,
-            imgbuild: run.time,
-            cargo: Some(cargo_inc),
-            target,
-            met,
-            note: format!(
-                "{} units restored; compiled {} members ({}), {} dependency units",
-                run.restored_units,
-                run.members.len(),
-                run.members.iter().cloned().collect::<Vec<_>>().join(" "),
-                run.dependencies
-            ),
-        });
-    }
-
+    rows.extend(changes(bench, &src, &bare, &repo)?);
     eprintln!("==> workspace: a new binary (app-c) on a fresh runner");
     let bare_c = copy("ws-cargo-c")?;
     let cargo_c = cargo_build(bench, &bare_c, "app-c")?;

@@ -53,50 +53,7 @@ struct Found<'a> {
 /// The build's member units (path packages), except the binary itself (its files are not
 /// under `deps/`; the app cache keeps it).
 pub(crate) fn collect(req: &CollectRequest<'_>) -> Result<Vec<BuiltUnit>> {
-    let mut found: BTreeMap<String, Found<'_>> = BTreeMap::new();
-    let outcome = req.outcome;
-    let members = |id: &str| !units::is_cacheable(id);
-    for unit in outcome.compiled.iter().filter(|u| members(&u.package_id)) {
-        if let Some(hash) = unit
-            .paths
-            .iter()
-            .find_map(|p| hash_of_path(p, req.profile_dir))
-        {
-            let kind = Kind::Compile {
-                fresh: unit.fresh,
-                artifacts: &unit.paths,
-            };
-            found.insert(
-                hash.to_string(),
-                Found {
-                    package_id: &unit.package_id,
-                    kind,
-                },
-            );
-        }
-    }
-    for run in outcome
-        .build_script_runs
-        .iter()
-        .filter(|u| members(&u.package_id))
-    {
-        if let Some(hash) = run
-            .paths
-            .iter()
-            .find_map(|p| hash_of_path(p, req.profile_dir))
-        {
-            let kind = Kind::Run {
-                out_dir: run.paths.first(),
-            };
-            found.insert(
-                hash.to_string(),
-                Found {
-                    package_id: &run.package_id,
-                    kind,
-                },
-            );
-        }
-    }
+    let found = member_units(req);
     let wanted: BTreeSet<String> = found
         .keys()
         .cloned()
@@ -148,6 +105,49 @@ pub(crate) fn collect(req: &CollectRequest<'_>) -> Result<Vec<BuiltUnit>> {
     }
     propagate(&mut out);
     Ok(out)
+}
+
+/// The path packages' units cargo reported, by unit hash (units whose files are not named by
+/// a hash, the binary itself, are left out).
+fn member_units<'a>(req: &CollectRequest<'a>) -> BTreeMap<String, Found<'a>> {
+    let mut found = BTreeMap::new();
+    let members = |id: &str| !units::is_cacheable(id);
+    let hash = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .find_map(|p| hash_of_path(p, req.profile_dir))
+            .map(String::from)
+    };
+    for unit in req
+        .outcome
+        .compiled
+        .iter()
+        .filter(|u| members(&u.package_id))
+    {
+        if let Some(h) = hash(&unit.paths) {
+            let kind = Kind::Compile {
+                fresh: unit.fresh,
+                artifacts: &unit.paths,
+            };
+            let package_id = &unit.package_id;
+            found.insert(h, Found { package_id, kind });
+        }
+    }
+    for run in req
+        .outcome
+        .build_script_runs
+        .iter()
+        .filter(|u| members(&u.package_id))
+    {
+        if let Some(h) = hash(&run.paths) {
+            let kind = Kind::Run {
+                out_dir: run.paths.first(),
+            };
+            let package_id = &run.package_id;
+            found.insert(h, Found { package_id, kind });
+        }
+    }
+    found
 }
 
 /// A unit can be cached only when every member it depends on can.
