@@ -229,7 +229,7 @@ fn changes(bench: &Bench, src: &Path, bare: &Path, repo: &str) -> Result<Vec<Row
             &runner,
             &bench.work.join(format!("ws-cache-runner-{i}")),
             "app-a",
-            &repo,
+            repo,
         )?;
         let exact = run.members == expected && run.dependencies == 0;
         let (target, met) = if i == 0 {
