@@ -136,17 +136,17 @@ fn other_binaries_latest(
 }
 
 /// The entry of any binary (another project's too) that the cache repository's index says
-/// shares the most packages, with the same toolchain.
+/// shares the most packages, with the same toolchain. A line whose entry is gone (pruned) is
+/// passed over for the next.
 fn from_index(s: &Setup, remote: &RemoteCache, reporter: &dyn Reporter) -> Result<Option<Entry>> {
     let index = remote.read_index()?;
-    let Some((closest, _)) = index.closest(&s.dependency_key.inputs) else {
-        return Ok(None);
-    };
-    let tag = CacheName::Deps(&closest.key).tag();
-    match remote.pull_tag(&s.store, &tag, reporter)? {
-        Some(manifest) => depcache::adopt_as_is(&s.store, &manifest).map(Some),
-        None => Ok(None),
+    for (closest, _) in index.closest(&s.dependency_key.inputs).into_iter().take(4) {
+        let tag = CacheName::Deps(&closest.key).tag();
+        if let Some(manifest) = remote.pull_tag(&s.store, &tag, reporter)? {
+            return depcache::adopt_as_is(&s.store, &manifest).map(Some);
+        }
     }
+    Ok(None)
 }
 
 fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {

@@ -76,23 +76,21 @@ impl DepsIndex {
         self.entries.truncate(MAX_ENTRIES);
     }
 
-    /// The entry with the same toolchain that shares the most packages with `inputs` (at
-    /// least one), and how many it shares.
-    pub(crate) fn closest(&self, inputs: &[String]) -> Option<(&IndexEntry, usize)> {
+    /// The entries with the same toolchain that share packages with `inputs`, the most
+    /// shared first (newest first among equals), with how many they share.
+    pub(crate) fn closest(&self, inputs: &[String]) -> Vec<(&IndexEntry, usize)> {
         let wanted = entry_for("", "", inputs);
         let set: BTreeSet<&String> = wanted.packages.iter().collect();
-        self.entries
+        let mut found: Vec<(&IndexEntry, usize)> = self
+            .entries
             .iter()
             .filter(|e| e.toolchain == wanted.toolchain)
             .map(|e| (e, e.packages.iter().filter(|p| set.contains(p)).count()))
             .filter(|(_, shared)| *shared > 0)
-            .fold(
-                None,
-                |best: Option<(&IndexEntry, usize)>, (e, n)| match best {
-                    Some((_, m)) if m >= n => best,
-                    _ => Some((e, n)),
-                },
-            )
+            .collect();
+        // Stable: among equals the newer (earlier in the index) stays first.
+        found.sort_by_key(|(_, shared)| std::cmp::Reverse(*shared));
+        found
     }
 }
 
@@ -122,11 +120,10 @@ mod tests {
         let mut other = inputs(&["serde", "itoa", "ryu", "serde_json", "tokio"]);
         other[0] = "rustc release: 1.96.0".into();
         index.add(entry_for("c", "z/c", &other));
-        let (best, shared) = index
-            .closest(&inputs(&["serde", "ryu", "serde_json", "anyhow"]))
-            .unwrap();
-        assert_eq!((best.key.as_str(), shared), ("b", 3));
-        assert!(index.closest(&inputs(&["anyhow"])).is_none());
+        let found = index.closest(&inputs(&["serde", "ryu", "serde_json", "anyhow"]));
+        let keys: Vec<(&str, usize)> = found.iter().map(|(e, n)| (e.key.as_str(), *n)).collect();
+        assert_eq!(keys, [("b", 3), ("a", 1)], "c has another toolchain");
+        assert!(index.closest(&inputs(&["anyhow"])).is_empty());
     }
 
     #[test]
