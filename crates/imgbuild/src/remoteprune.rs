@@ -122,13 +122,12 @@ struct Fetched {
     manifest: Option<ImageManifest>,
 }
 
-fn fetch(client: &Client, repository: &str, reference: &str) -> Result<Option<Fetched>> {
-    Ok(
-        fetch_manifest(client, repository, reference)?.map(|(_, bytes, digest)| Fetched {
-            digest: digest.to_string(),
-            manifest: serde_json::from_slice(&bytes).ok(),
-        }),
-    )
+/// A manifest as the registry returned it.
+fn as_fetched((_, bytes, digest): (String, Vec<u8>, imgbuild_oci::spec::Digest)) -> Fetched {
+    Fetched {
+        digest: digest.to_string(),
+        manifest: serde_json::from_slice(&bytes).ok(),
+    }
 }
 
 fn created_of(manifest: &ImageManifest) -> Option<u64> {
@@ -156,8 +155,15 @@ fn inventory(
 ) -> Result<(Vec<RemoteEntry>, BTreeMap<String, String>)> {
     let mut digests = BTreeMap::new();
     let mut fetched = BTreeMap::new();
-    for tag in manage::list_tags(client, repository)? {
-        if let Some(f) = fetch(client, repository, &tag)? {
+    let tags = manage::list_tags(client, repository)?;
+    // Several manifests at a time: a fleet's repository has thousands of tags.
+    let manifests = imgbuild_registry::parallel::run(
+        &tags,
+        &imgbuild_registry::progress::NoProgress,
+        &|tag, _| Ok(fetch_manifest(client, repository, tag)?.map(as_fetched)),
+    )?;
+    for (tag, f) in tags.into_iter().zip(manifests) {
+        if let Some(f) = f {
             digests.insert(tag.clone(), f.digest.clone());
             fetched.insert(tag, f);
         }
