@@ -80,6 +80,19 @@ impl Context<'_> {
         &self.selected[0]
     }
 
+    /// Directories whose files are never a build's own inputs: cargo's home, the toolchain,
+    /// the target and build directories (dependencies and generated files, covered by other
+    /// key inputs).
+    pub(crate) fn not_inputs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![
+            run::cargo_home(),
+            self.workspace.target_dir.clone(),
+            self.workspace.build_dir.clone(),
+        ];
+        dirs.extend(self.env.rustup_home());
+        dirs
+    }
+
     /// The value a variable has in the compile step (see `imgbuild_cargo::hermetic`).
     pub(crate) fn compile_env_value(&self, name: &str) -> Option<String> {
         imgbuild_cargo::hermetic::stable_value(

@@ -295,17 +295,12 @@ impl RemoteCache {
         }
     }
 
-    /// The config of the newest entry of `package/bin` (its `deps-latest-…` tag), without
-    /// pulling its layers; `None` when the registry has none.
-    pub(crate) fn peek_latest(
-        &self,
-        package: &str,
-        bin: &str,
-    ) -> Result<Option<crate::depcache::EntryConfig>> {
+    /// The config of the artifact tagged `tag`, parsed, without its layers; `None` when the
+    /// registry has no such tag or it does not parse as `T`.
+    fn fetch_config<T: serde::de::DeserializeOwned>(&self, tag: &str) -> Result<Option<T>> {
         let repository = &self.repository.repository;
-        let tag = names::latest_tag(package, bin);
         let Some((_, bytes, _)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
+            imgbuild_registry::push::fetch_manifest(&self.client, repository, tag)?
         else {
             return Ok(None);
         };
@@ -318,23 +313,22 @@ impl RemoteCache {
         Ok(serde_json::from_slice(&config).ok())
     }
 
+    /// The config of the newest entry of `package/bin` (its `deps-latest-…` tag), without
+    /// pulling its layers; `None` when the registry has none.
+    pub(crate) fn peek_latest(
+        &self,
+        package: &str,
+        bin: &str,
+    ) -> Result<Option<crate::depcache::EntryConfig>> {
+        self.fetch_config(&names::latest_tag(package, bin))
+    }
+
     /// The cache repository's index of dependency entries (`deps-index`); empty when it has
     /// none or it cannot be parsed (it is rewritten by the next push).
     pub(crate) fn read_index(&self) -> Result<crate::depcache::index::DepsIndex> {
-        use crate::depcache::index;
-        let repository = &self.repository.repository;
-        let Some((_, bytes, _)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, index::TAG)?
-        else {
-            return Ok(index::DepsIndex::default());
-        };
-        let Ok(manifest) = serde_json::from_slice::<imgbuild_oci::spec::ImageManifest>(&bytes)
-        else {
-            return Ok(index::DepsIndex::default());
-        };
-        let config =
-            imgbuild_registry::push::fetch_blob(&self.client, repository, manifest.config())?;
-        Ok(serde_json::from_slice(&config).unwrap_or_default())
+        Ok(self
+            .fetch_config(crate::depcache::index::TAG)?
+            .unwrap_or_default())
     }
 
     /// Adds `entry` to the cache repository's index (read, add, write).

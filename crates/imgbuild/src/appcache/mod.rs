@@ -120,6 +120,17 @@ fn input_path(root: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// The current hash of one input: a file's content (relative to `root` when not absolute),
+/// or an `env:` entry's value from `env`; `-` when absent. The app cache and the unit cache
+/// key inputs the same way.
+pub(crate) fn hash_input(root: &Path, name: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    match name.strip_prefix("env:") {
+        Some(var) => env(var).map_or_else(|| "-".to_string(), |v| sha256_hex(v.as_bytes())),
+        None => std::fs::read(input_path(root, name))
+            .map_or_else(|_| "-".to_string(), |b| sha256_hex(&b)),
+    }
+}
+
 /// Hashes the current state of a record's inputs (`env` gives the values of `env:` entries).
 pub(crate) fn hash_inputs<'a>(
     root: &Path,
@@ -128,14 +139,7 @@ pub(crate) fn hash_inputs<'a>(
 ) -> BTreeMap<String, String> {
     names
         .into_iter()
-        .map(|name| {
-            let hash = match name.strip_prefix("env:") {
-                Some(var) => env(var).map_or_else(|| "-".to_string(), |v| sha256_hex(v.as_bytes())),
-                None => std::fs::read(input_path(root, name))
-                    .map_or_else(|_| "-".to_string(), |b| sha256_hex(&b)),
-            };
-            (name.clone(), hash)
-        })
+        .map(|name| (name.clone(), hash_input(root, name, env)))
         .collect()
 }
 

@@ -31,12 +31,7 @@ pub(crate) fn record(
         return Ok(());
     }
     let workspace = &cx.workspace;
-    let mut ignore = vec![
-        imgbuild_cargo::run::cargo_home(),
-        workspace.target_dir.clone(),
-        workspace.build_dir.clone(),
-    ];
-    ignore.extend(cx.env.rustup_home());
+    let ignore = cx.not_inputs();
     let names = super::collect_inputs(
         &workspace.root,
         outcome,

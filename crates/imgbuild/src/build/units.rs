@@ -179,12 +179,7 @@ pub(crate) fn save_units(
         return Ok(());
     };
     let workspace = &cx.workspace;
-    let mut ignore = vec![
-        imgbuild_cargo::run::cargo_home(),
-        workspace.target_dir.clone(),
-        workspace.build_dir.clone(),
-    ];
-    ignore.extend(cx.env.rustup_home());
+    let ignore = cx.not_inputs();
     let built = collect::collect(&CollectRequest {
         outcome: &compiled.outcome,
         profile_dir: &s.profile_dir,

@@ -234,10 +234,6 @@ fn inputs(req: &CollectRequest<'_>, f: &Found<'_>) -> (BTreeSet<String>, bool) {
     (names, declared)
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 fn newer_than(root: &Path, input: &str, started: Option<SystemTime>) -> bool {
     if input.starts_with("env:") {
         return false;
@@ -245,7 +241,7 @@ fn newer_than(root: &Path, input: &str, started: Option<SystemTime>) -> bool {
     let Some(started) = started else {
         return true;
     };
-    mtime(&root.join(input)).is_some_and(|m| m > started)
+    super::restore::mtime(&root.join(input)).is_some_and(|m| m > started)
 }
 
 /// One unit's fingerprint directory.

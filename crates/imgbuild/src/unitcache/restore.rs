@@ -55,11 +55,8 @@ impl<'a> Disk<'a> {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    imgbuild_oci::digest::sha256(bytes).digest().to_string()
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
+/// A file's modification time, when it can be read.
+pub(crate) fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
@@ -76,11 +73,7 @@ impl Checkout for Disk<'_> {
         if let Some(h) = self.hashes.borrow().get(input) {
             return h.clone();
         }
-        let hash = match input.strip_prefix("env:") {
-            Some(var) => (self.env)(var).map_or_else(|| "-".into(), |v| sha256_hex(v.as_bytes())),
-            None => std::fs::read(self.input_path(input))
-                .map_or_else(|_| "-".into(), |b| sha256_hex(&b)),
-        };
+        let hash = crate::appcache::hash_input(self.root, input, &self.env);
         self.hashes
             .borrow_mut()
             .insert(input.to_string(), hash.clone());
