@@ -14,6 +14,7 @@ mod build_outputs;
 mod buildenv;
 mod cache;
 mod console;
+mod engines;
 mod errors;
 mod examples;
 mod hermetic;

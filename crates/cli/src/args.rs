@@ -180,7 +180,8 @@ impl Selection {
 pub(crate) struct BuildArgs {
     #[command(flatten)]
     pub(crate) selection: Selection,
-    /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+    /// Also write the image to DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],
+    /// docker-daemon:NAME[:TAG] (the engine at DOCKER_HOST), docker://REF.
     #[arg(short, long = "output", value_name = "DEST")]
     pub(crate) outputs: Vec<String>,
     /// Neither restore compiled dependencies from the cache nor store them (nor reuse a

@@ -225,6 +225,19 @@ impl Reporter for Human<'_> {
                 ),
             ),
             Event::Output { destination } => self.status("Wrote", destination),
+            Event::Loaded {
+                reference,
+                engine,
+                layers_sent,
+                layers_reused,
+                ..
+            } => self.status(
+                "Loaded",
+                &format!(
+                    "{reference} into {engine} ({layers_sent} {} sent, {layers_reused} already there)",
+                    if *layers_sent == 1 { "layer" } else { "layers" }
+                ),
+            ),
             Event::Attached {
                 artifact_type,
                 digest,

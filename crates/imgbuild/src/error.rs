@@ -39,6 +39,14 @@ pub enum Error {
         /// Why, and what to write instead.
         reason: String,
     },
+    /// A container engine (`docker-daemon:` output) could not be reached or refused the image.
+    #[error("container engine at {endpoint}: {reason}")]
+    Daemon {
+        /// The socket, e.g. `unix:///var/run/docker.sock`.
+        endpoint: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// An extra file declared in the configuration is not usable.
     #[error("extra file {}: {reason}", src.display())]
     ExtraFile {

@@ -245,6 +245,19 @@ pub enum Event {
         /// The output, as given (e.g. `oci:out:latest`).
         destination: String,
     },
+    /// The image was loaded into a container engine (`docker-daemon:`).
+    Loaded {
+        /// The output, as given.
+        destination: String,
+        /// The name it was loaded as (`name:tag`).
+        reference: String,
+        /// The engine, e.g. `Docker Engine 20.10.24`.
+        engine: String,
+        /// Layers sent.
+        layers_sent: usize,
+        /// Layers the engine already had (not sent).
+        layers_reused: usize,
+    },
     /// A blob was handled during a push or a pull.
     Blob {
         /// The registry reference pushed to or pulled from.

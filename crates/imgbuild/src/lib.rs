@@ -60,6 +60,7 @@ mod buildenv;
 mod cachedir;
 mod closure;
 mod context;
+mod daemon;
 mod depcache;
 mod dpkg;
 mod envimage;

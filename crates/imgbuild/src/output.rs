@@ -1,6 +1,7 @@
 //! Where images go, named like skopeo's transports: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-//! `docker-archive:FILE[:NAME:TAG]`, `docker://REF`. Parsing is pure; `write` touches the
-//! filesystem (registries are written by `publish`).
+//! `docker-archive:FILE[:NAME:TAG]`, `docker-daemon:NAME[:TAG]`, `docker://REF`. Parsing is
+//! pure; `write` touches the filesystem, or a container engine's socket through `daemon`
+//! (registries are written by `publish`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,12 @@ pub enum Output {
         /// `name:tag` it loads as (default: the image's name and tag).
         reference: Option<String>,
     },
+    /// A container engine, through its API socket (`DOCKER_HOST`): Docker, or podman's
+    /// Docker-compatible service.
+    DockerDaemon {
+        /// `name[:tag]` it loads as (default: the image's name; tag: the image's tag).
+        reference: Option<String>,
+    },
     /// A registry (`docker://REF`); without a tag or digest the image's tag is used.
     Registry {
         /// The reference.
@@ -55,6 +62,11 @@ impl FromStr for Output {
             let reference =
                 imgbuild_registry::Reference::parse(reference).map_err(|e| bad(&e.to_string()))?;
             return Ok(Output::Registry { reference });
+        }
+        if let Some(reference) = s.strip_prefix("docker-daemon:") {
+            return parse_daemon_reference(reference)
+                .map(|reference| Output::DockerDaemon { reference })
+                .map_err(|why| bad(&why));
         }
         let (transport, rest) = s.split_once(':').ok_or_else(|| {
             bad("expected TRANSPORT:PATH, e.g. oci:out/hello, oci-archive:hello.tar or docker-archive:hello.tar")
@@ -98,11 +110,14 @@ impl FromStr for Output {
             "docker" => Err(bad(
                 "a registry output is docker://REGISTRY/REPOSITORY[:TAG]",
             )),
-            "docker-daemon" | "containers-storage" | "dir" => Err(bad(&format!(
-                "the {transport}: transport is not supported by this version; write oci:, oci-archive:, docker-archive: (then `docker load -i FILE`) or docker://REF"
-            ))),
+            "containers-storage" => Err(bad(
+                "containers-storage: is not supported; load into podman with docker-daemon:NAME[:TAG] and DOCKER_HOST set to podman's API socket (e.g. unix://$XDG_RUNTIME_DIR/podman/podman.sock, started by `systemctl --user start podman.socket`), or write docker-archive:FILE and `podman load -i FILE`",
+            )),
+            "dir" => Err(bad(
+                "the dir: transport is not supported; write oci:, oci-archive:, docker-archive:, docker-daemon: or docker://REF",
+            )),
             other => Err(bad(&format!(
-                "unknown transport {other:?}; use oci:, oci-archive:, docker-archive: or docker://"
+                "unknown transport {other:?}; use oci:, oci-archive:, docker-archive:, docker-daemon: or docker://"
             ))),
         }
     }
@@ -115,6 +130,13 @@ impl fmt::Display for Output {
             Output::OciArchive { file, tag } => ("oci-archive", file, tag),
             Output::DockerArchive { file, reference } => ("docker-archive", file, reference),
             Output::Registry { reference } => return write!(f, "docker://{reference}"),
+            Output::DockerDaemon { reference } => {
+                return write!(
+                    f,
+                    "docker-daemon:{}",
+                    reference.as_deref().unwrap_or_default()
+                );
+            }
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(r) = reference {
@@ -164,11 +186,39 @@ pub(crate) fn write(
                 mtime,
             )?)
         }
+        Output::DockerDaemon { .. } => Err(Error::InvalidOutput {
+            output: output.to_string(),
+            reason: "engine outputs are written by imgbuild::daemon".into(),
+        }),
         Output::Registry { .. } => Err(Error::InvalidOutput {
             output: output.to_string(),
             reason: "registry outputs are written by imgbuild::publish".into(),
         }),
     }
+}
+
+/// Parses the `NAME[:TAG]` of `docker-daemon:` (empty: the image's own name and tag). The
+/// name may start with a registry host and port, as image names in an engine do.
+fn parse_daemon_reference(text: &str) -> std::result::Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.contains('@') {
+        return Err("an engine stores images by name: give NAME[:TAG], not a digest".into());
+    }
+    let (name, tag) = match text.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+        _ => (text, None),
+    };
+    let path = match name.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => name,
+    };
+    imgbuild_cargo::config::validate_name(path).map_err(|why| format!("name {name:?}: {why}"))?;
+    if let Some(tag) = tag {
+        imgbuild_cargo::config::validate_tag(tag).map_err(|why| format!("tag {tag:?}: {why}"))?;
+    }
+    Ok(Some(text.to_string()))
 }
 
 fn check_parent(file: &Path) -> Result<()> {
@@ -307,12 +357,42 @@ mod tests {
     }
 
     #[test]
+    fn engine_outputs_take_a_name_with_an_optional_host_and_tag() {
+        for (text, reference) in [
+            ("docker-daemon:", None),
+            ("docker-daemon:hello", Some("hello")),
+            ("docker-daemon:team/hello:v1", Some("team/hello:v1")),
+            (
+                "docker-daemon:localhost:5000/hello:v1",
+                Some("localhost:5000/hello:v1"),
+            ),
+            (
+                "docker-daemon:localhost:5000/hello",
+                Some("localhost:5000/hello"),
+            ),
+        ] {
+            let out: Output = text.parse().unwrap();
+            assert_eq!(
+                out,
+                Output::DockerDaemon {
+                    reference: reference.map(str::to_string)
+                },
+                "{text}"
+            );
+            assert_eq!(out.to_string(), text);
+        }
+    }
+
+    #[test]
     fn bad_outputs_say_what_to_write_instead() {
         for (text, expected) in [
             ("out", "expected TRANSPORT:PATH"),
             ("oci:", "path is empty"),
             ("tarball:x", "unknown transport"),
-            ("docker-daemon:x", "not supported by this version"),
+            ("containers-storage:x", "podman's API socket"),
+            ("docker-daemon:Upper:v1", "lowercase"),
+            ("docker-daemon:app@sha256:00", "not a digest"),
+            ("docker-daemon:app:bad tag", "tag"),
             ("docker://Reg/UPPER", "lowercase"),
             ("docker:reg/x", "docker://REGISTRY"),
             ("oci:x:Bad Tag", "reference"),

@@ -1,8 +1,9 @@
 //! Stage `outputs`: tag the image in the local store, write every output (`oci:`,
-//! `oci-archive:`, `docker-archive:`, `docker://`), record the dependency key for
-//! `plan --explain`, and report the image.
+//! `oci-archive:`, `docker-archive:`, `docker-daemon:`, `docker://`), record the dependency key
+//! for `plan --explain`, and report the image.
 //!
-//! Writes to the local store, the output paths and the key records; pushes to registries.
+//! Writes to the local store, the output paths and the key records; pushes to registries and
+//! loads into container engines.
 
 use imgbuild_oci::spec::Descriptor;
 
@@ -45,6 +46,25 @@ pub(crate) fn outputs(
                     reporter,
                 )?;
             }
+            Output::DockerDaemon { reference } => {
+                let reference = daemon_reference(reference.as_deref(), &image.name, &image.tag);
+                let docker_host = cx.env.get("DOCKER_HOST");
+                let loaded = crate::daemon::load(
+                    docker_host,
+                    &s.store,
+                    &image.manifest,
+                    &reference,
+                    cx.epoch,
+                )?;
+                reporter.report(&Event::Loaded {
+                    destination: out.to_string(),
+                    reference,
+                    engine: loaded.engine,
+                    layers_sent: loaded.sent,
+                    layers_reused: loaded.reused,
+                });
+                continue;
+            }
             _ => output::write(
                 &s.store,
                 &image.manifest,
@@ -80,4 +100,32 @@ pub(crate) fn outputs(
         executable: image.executable,
         store: s.store.root().to_path_buf(),
     })
+}
+
+/// The `name:tag` an engine output loads as: as given, the image's tag added when it names
+/// none, the image's own name and tag when it names nothing.
+fn daemon_reference(given: Option<&str>, name: &str, tag: &str) -> String {
+    match given {
+        None => format!("{name}:{tag}"),
+        Some(r) if r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')) => r.to_string(),
+        Some(r) => format!("{r}:{tag}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_engine_output_takes_the_image_tag_when_it_names_none() {
+        let r = super::daemon_reference;
+        assert_eq!(r(None, "hello", "latest"), "hello:latest");
+        assert_eq!(r(Some("app"), "hello", "v2"), "app:v2");
+        assert_eq!(
+            r(Some("localhost:5000/app"), "hello", "v2"),
+            "localhost:5000/app:v2"
+        );
+        assert_eq!(
+            r(Some("localhost:5000/app:v1"), "hello", "v2"),
+            "localhost:5000/app:v1"
+        );
+    }
 }

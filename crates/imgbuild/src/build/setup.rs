@@ -66,7 +66,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     let options = cx.options;
     let selected = cx.one();
     for out in &options.outputs {
-        preflight(out)?;
+        preflight(out, cx.env.get("DOCKER_HOST"))?;
     }
     let package_dir = selected
         .target
@@ -141,12 +141,14 @@ fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCac
     }
 }
 
-/// Refuses outputs that cannot be written before anything is compiled.
-fn preflight(out: &Output) -> Result<()> {
+/// Refuses outputs that cannot be written before anything is compiled (an engine output:
+/// no engine answers at `docker_host`).
+fn preflight(out: &Output, docker_host: Option<&str>) -> Result<()> {
     let (path, is_dir_output) = match out {
         Output::Oci { dir, .. } => (dir, true),
         Output::OciArchive { file, .. } | Output::DockerArchive { file, .. } => (file, false),
         Output::Registry { .. } => return Ok(()),
+        Output::DockerDaemon { .. } => return crate::daemon::reachable(docker_host),
     };
     let bad = |reason: String| Error::InvalidOutput {
         output: out.to_string(),
