@@ -14,6 +14,7 @@ mod build_outputs;
 mod buildenv;
 mod cache;
 mod console;
+mod deploy;
 mod engines;
 mod errors;
 mod examples;

@@ -89,9 +89,14 @@ pub(crate) struct PruneArgs {
 
 #[derive(Args)]
 pub(crate) struct PushArgs {
-    /// Where to push, e.g. localhost:5000/team/app:1.0 (the tag defaults to the image's).
+    /// Where to push, e.g. localhost:5000/team/app:1.0 (the tag defaults to the image's);
+    /// without it, REPO/<image name> of --repo.
     #[arg(value_name = "REF")]
-    pub(crate) reference: String,
+    pub(crate) reference: Option<String>,
+    /// The repository images go to when no REF is given: REPO/<image name>, e.g.
+    /// ghcr.io/acme gives ghcr.io/acme/<image name>.
+    #[arg(long, env = "IMGBUILD_REPO", value_name = "REPO")]
+    pub(crate) repo: Option<String>,
     #[command(flatten)]
     pub(crate) build: BuildArgs,
 }
@@ -216,9 +221,14 @@ pub(crate) struct BuildArgs {
     /// Image name (default: the binary's name).
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Image tag (default: latest).
-    #[arg(long)]
-    pub(crate) tag: Option<String>,
+    /// Image tag (default: latest). Repeat it to push several tags in one push: the image
+    /// takes the first, every registry output gets them all.
+    #[arg(long, value_name = "TAG")]
+    pub(crate) tag: Vec<String>,
+    /// Write each pushed image's digest reference (REGISTRY/REPOSITORY@sha256:…), one per
+    /// line, to FILE for the next CI step.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) image_refs: Option<std::path::PathBuf>,
     /// Entrypoint: a program path, or a JSON array of arguments.
     #[arg(long, value_name = "ARGV")]
     pub(crate) entrypoint: Option<String>,

@@ -38,7 +38,7 @@ fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
     if let Some(v) = &args.name {
         put("name", v.clone().into());
     }
-    if let Some(v) = &args.tag {
+    if let Some(v) = args.tag.first() {
         put("tag", v.clone().into());
     }
     if let Some(v) = &args.entrypoint {
@@ -86,12 +86,38 @@ fn overrides(args: &BuildArgs) -> Result<ImageConfig> {
     )?)
 }
 
+/// `imgbuild push [REF]`: a build with one more output, `REF` or `REPO/<image name>`.
+pub(crate) fn run_push(
+    args: BuildArgs,
+    reference: Option<String>,
+    repo: Option<String>,
+    console: &Console,
+) -> Result<()> {
+    let output = match (reference, repo) {
+        (Some(reference), _) => format!("docker://{reference}").parse::<Output>()?,
+        (None, Some(repo)) => Output::repo(&repo)?,
+        (None, None) => bail!(
+            "push needs a destination: give REF (e.g. ghcr.io/acme/app:1.0), or --repo REPO / IMGBUILD_REPO=REPO to push to REPO/<image name>"
+        ),
+    };
+    build_with(args, vec![output], console)
+}
+
 pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
-    let outputs = args
+    build_with(args, Vec::new(), console)
+}
+
+fn build_with(args: BuildArgs, more_outputs: Vec<Output>, console: &Console) -> Result<()> {
+    let mut outputs = args
         .outputs
         .iter()
         .map(|o| o.parse::<Output>())
         .collect::<Result<Vec<_>, _>>()?;
+    outputs.extend(more_outputs);
+    for tag in &args.tag {
+        imgbuild_cargo::config::validate_tag(tag)
+            .map_err(|why| anyhow::anyhow!("--tag {tag:?}: {why}"))?;
+    }
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
         _ => None,
@@ -102,6 +128,7 @@ pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
     options.overrides = overrides;
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
+    options.push_tags = args.tag.clone();
     options.cache = match (args.no_dependency_cache, args.rebuild) {
         (true, _) => imgbuild::CacheMode::Off,
         (false, true) => imgbuild::CacheMode::Rebuild,
@@ -125,15 +152,20 @@ pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
         .map(imgbuild_registry::Reference::parse)
         .transpose()
         .context("--cache-repo")?;
-    match format {
-        MessageFormat::Json => {
-            imgbuild::build(&options, &Json)?;
-        }
+    if let Some(file) = &args.image_refs {
+        crate::refs::check_writable(file)?;
+    }
+    let image = match format {
+        MessageFormat::Json => imgbuild::build(&options, &Json)?,
         MessageFormat::Human => {
             let image = imgbuild::build(&options, &Human { console })?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
+            image
         }
+    };
+    if let Some(file) = &args.image_refs {
+        crate::refs::write(file, &image.pushed)?;
     }
     Ok(())
 }

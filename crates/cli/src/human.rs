@@ -267,6 +267,7 @@ impl Reporter for Human<'_> {
             | Event::CacheStored { .. } => self.cache(event),
             Event::UnitsRestored { .. } | Event::UnitsStored { .. } => self.units(event),
             Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
+            Event::Tagged { reference, .. } => self.status("Tagged", reference),
             // Events a newer library adds are shown in JSON output only.
             _ => {}
         }

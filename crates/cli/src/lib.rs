@@ -17,6 +17,7 @@ mod console;
 mod human;
 mod live;
 mod plan;
+mod refs;
 mod verify;
 
 use args::{Command, PushArgs};
@@ -46,10 +47,10 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Command::Push(args) => {
             let PushArgs {
                 reference,
-                mut build,
+                repo,
+                build,
             } = *args;
-            build.outputs.push(format!("docker://{reference}"));
-            build::run_build(build, &console)
+            build::run_push(build, reference, repo, &console)
         }
         Command::Plan(args) => plan::run_plan(args),
         Command::Cache(command) => cache::run_cache(command),

@@ -287,6 +287,13 @@ pub enum Event {
         /// Blobs the registry already had.
         present: usize,
     },
+    /// A pushed manifest was tagged once more (`--tag` given several times).
+    Tagged {
+        /// The new reference.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+    },
     /// The image is complete.
     ImageBuilt {
         /// Manifest digest.

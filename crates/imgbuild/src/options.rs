@@ -160,6 +160,9 @@ pub struct BuildOptions {
     pub cache_dir: CacheDir,
     /// Extra destinations; the image always goes to the local store.
     pub outputs: Vec<Output>,
+    /// More tags for every registry output: each gets its own tag (or the image's), then
+    /// these, with one push of the blobs.
+    pub push_tags: Vec<String>,
     /// How the caches are used.
     pub cache: CacheMode,
     /// Registry connection settings (for `docker://` outputs and the cache repository).
@@ -199,6 +202,7 @@ impl BuildOptions {
             source_date_epoch: None,
             cache_dir: cache_dir.into(),
             outputs: Vec::new(),
+            push_tags: Vec::new(),
             cache: CacheMode::default(),
             registry: RegistryOptions::default(),
             cache_repo: None,
@@ -244,6 +248,12 @@ impl BuildOptions {
     /// One more destination.
     pub fn output(mut self, output: Output) -> Self {
         self.outputs.push(output);
+        self
+    }
+
+    /// Tags every registry output with `tag` as well (see [`BuildOptions::push_tags`]).
+    pub fn push_tag(mut self, tag: impl Into<String>) -> Self {
+        self.push_tags.push(tag.into());
         self
     }
 
@@ -305,6 +315,9 @@ pub struct BuiltImage {
     pub executable: PathBuf,
     /// The local store.
     pub store: PathBuf,
+    /// Where it was pushed, one digest reference (`REGISTRY/REPOSITORY@sha256:…`) per
+    /// registry output.
+    pub pushed: Vec<imgbuild_registry::Reference>,
 }
 
 #[cfg(test)]

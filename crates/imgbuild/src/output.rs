@@ -48,6 +48,52 @@ pub enum Output {
         /// The reference.
         reference: imgbuild_registry::Reference,
     },
+    /// A registry repository named after the image (`--repo`, `IMGBUILD_REPO`): the image
+    /// goes to `REPO/<image name>`, tagged as a `docker://` output without a tag is. Made by
+    /// [`Output::repo`].
+    Repo {
+        /// `REGISTRY[/PATH]`, e.g. `ghcr.io/acme`.
+        repo: String,
+    },
+}
+
+impl Output {
+    /// The output for `--repo REPO`: `REPO/<image name>`. `REPO` is a registry host with an
+    /// optional path, no tag or digest.
+    pub fn repo(repo: &str) -> Result<Self> {
+        let repo = repo.trim_end_matches('/');
+        let bad = |why: String| Error::InvalidOutput {
+            output: repo.to_string(),
+            reason: format!("as a repository for images (--repo, IMGBUILD_REPO): {why}"),
+        };
+        let usage = "give REGISTRY[/PATH] without a tag or digest, e.g. ghcr.io/acme";
+        if repo.is_empty() || repo.contains('@') {
+            return Err(bad(usage.into()));
+        }
+        imgbuild_registry::Reference::parse(&format!("{repo}/image"))
+            .map_err(|e| bad(format!("{e}; {usage}")))?;
+        Ok(Self::Repo {
+            repo: repo.to_string(),
+        })
+    }
+
+    /// The registry reference this output pushes an image named `name` to, if it is a
+    /// registry output.
+    pub(crate) fn registry_reference(
+        &self,
+        name: &str,
+    ) -> Result<Option<imgbuild_registry::Reference>> {
+        match self {
+            Self::Registry { reference } => Ok(Some(reference.clone())),
+            Self::Repo { repo } => imgbuild_registry::Reference::parse(&format!("{repo}/{name}"))
+                .map(Some)
+                .map_err(|e| Error::InvalidOutput {
+                    output: self.to_string(),
+                    reason: format!("the image name {name:?} does not make a reference: {e}"),
+                }),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl FromStr for Output {
@@ -130,6 +176,7 @@ impl fmt::Display for Output {
             Output::OciArchive { file, tag } => ("oci-archive", file, tag),
             Output::DockerArchive { file, reference } => ("docker-archive", file, reference),
             Output::Registry { reference } => return write!(f, "docker://{reference}"),
+            Output::Repo { repo } => return write!(f, "docker://{repo}/<image name>"),
             Output::DockerDaemon { reference } => {
                 return write!(
                     f,
@@ -190,7 +237,7 @@ pub(crate) fn write(
             output: output.to_string(),
             reason: "engine outputs are written by imgbuild::daemon".into(),
         }),
-        Output::Registry { .. } => Err(Error::InvalidOutput {
+        Output::Registry { .. } | Output::Repo { .. } => Err(Error::InvalidOutput {
             output: output.to_string(),
             reason: "registry outputs are written by imgbuild::publish".into(),
         }),

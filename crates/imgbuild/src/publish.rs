@@ -157,9 +157,12 @@ pub(crate) struct Pushed<'a> {
     pub(crate) referrers: &'a [Descriptor],
     /// The tag used when the reference names no tag or digest.
     pub(crate) default_tag: &'a str,
+    /// More tags for the same manifest (one push, then one manifest `PUT` per tag).
+    pub(crate) more_tags: &'a [String],
 }
 
-/// Pushes `image` (in `store`) and its referrers to `reference`.
+/// Pushes `image` (in `store`) and its referrers to `reference`, then tags it with
+/// `image.more_tags` too. Returns the pushed image's digest reference.
 pub(crate) fn push(
     store: &Layout,
     image: &Pushed<'_>,
@@ -167,7 +170,7 @@ pub(crate) fn push(
     options: &RegistryOptions,
     cache: &CacheDir,
     reporter: &dyn Reporter,
-) -> Result<imgbuild_registry::push::PushReport> {
+) -> Result<Reference> {
     let (manifest, referrers) = (image.manifest, image.referrers);
     let target = if reference.tag.is_none() && reference.digest.is_none() {
         reference.with_tag(image.default_tag)
@@ -209,7 +212,21 @@ pub(crate) fn push(
     }
     write_homes(cache, &target.registry, &homes);
     report_pushed(reporter, &target, &report);
-    Ok(report)
+    for tag in image.more_tags {
+        if target.tag.as_deref() == Some(tag.as_str()) {
+            continue;
+        }
+        imgbuild_registry::push::tag(&client, store, manifest, &target.repository, tag)?;
+        reporter.report(&Event::Tagged {
+            reference: target.with_tag(tag).to_string(),
+            digest: report.digest.clone(),
+        });
+    }
+    Ok(Reference {
+        tag: None,
+        digest: Some(report.digest),
+        ..target
+    })
 }
 
 fn report_pushed(

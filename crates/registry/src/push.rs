@@ -112,30 +112,49 @@ pub fn push(
             }
         }
     }
-    let bytes = layout.read_blob(manifest.digest())?;
-    let media_type = manifest.media_type().to_string();
-    let mut targets = vec![manifest.digest().to_string()];
+    report.subject_indexed |= put_manifest(client, layout, manifest, repository, None)?;
     if let Some(tag) = &target.tag {
-        targets.push(tag.clone());
-    }
-    for reference in targets {
-        let reply = client.request(
-            Method::Put,
-            &format!("/v2/{repository}/manifests/{reference}"),
-            &scopes,
-            &[],
-            Body::Bytes(&bytes, &media_type),
-        )?;
-        if reply.status != 201 {
-            return Err(client.status_error(
-                &format!("PUT manifest {reference}"),
-                repository,
-                &reply,
-            ));
-        }
-        report.subject_indexed |= reply.header("oci-subject").is_some();
+        report.subject_indexed |= put_manifest(client, layout, manifest, repository, Some(tag))?;
     }
     Ok(report)
+}
+
+/// Tags `manifest`, already pushed to `repository` with its blobs, as `tag` as well.
+pub fn tag(
+    client: &Client,
+    layout: &Layout,
+    manifest: &Descriptor,
+    repository: &str,
+    tag: &str,
+) -> Result<()> {
+    put_manifest(client, layout, manifest, repository, Some(tag)).map(drop)
+}
+
+/// `PUT`s the manifest under its digest (`tag` `None`) or `tag`; says whether the registry
+/// answered that it indexed the manifest's `subject`.
+fn put_manifest(
+    client: &Client,
+    layout: &Layout,
+    manifest: &Descriptor,
+    repository: &str,
+    tag: Option<&str>,
+) -> Result<bool> {
+    let bytes = layout.read_blob(manifest.digest())?;
+    let media_type = manifest.media_type().to_string();
+    let digest = manifest.digest().to_string();
+    let reference = tag.unwrap_or(&digest);
+    let scopes = [push_scope(repository)];
+    let reply = client.request(
+        Method::Put,
+        &format!("/v2/{repository}/manifests/{reference}"),
+        &scopes,
+        &[],
+        Body::Bytes(&bytes, &media_type),
+    )?;
+    if reply.status != 201 {
+        return Err(client.status_error(&format!("PUT manifest {reference}"), repository, &reply));
+    }
+    Ok(reply.header("oci-subject").is_some())
 }
 
 /// Makes sure `repository` has `blob`: it is there, or mounted from one of `mount_from`, or

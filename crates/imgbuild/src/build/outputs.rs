@@ -29,55 +29,10 @@ pub(crate) fn outputs(
         let _lock = s.store.lock()?;
         s.store.set_tag(&reference, &image.manifest)?;
     }
+    let mut pushed = Vec::new();
     for out in &cx.options.outputs {
-        match out {
-            Output::Registry { reference } => {
-                let pushed = crate::publish::Pushed {
-                    manifest: &image.manifest,
-                    referrers,
-                    default_tag: &image.tag,
-                };
-                crate::publish::push(
-                    &s.store,
-                    &pushed,
-                    reference,
-                    &cx.options.registry,
-                    &cx.cache,
-                    reporter,
-                )?;
-            }
-            Output::DockerDaemon { reference } => {
-                let reference = daemon_reference(reference.as_deref(), &image.name, &image.tag);
-                let docker_host = cx.env.get("DOCKER_HOST");
-                let loaded = crate::daemon::load(
-                    docker_host,
-                    &s.store,
-                    &image.manifest,
-                    &reference,
-                    cx.epoch,
-                )?;
-                reporter.report(&Event::Loaded {
-                    destination: out.to_string(),
-                    reference,
-                    engine: loaded.engine,
-                    layers_sent: loaded.sent,
-                    layers_reused: loaded.reused,
-                });
-                continue;
-            }
-            _ => output::write(
-                &s.store,
-                &image.manifest,
-                referrers,
-                &image.name,
-                &image.tag,
-                out,
-                cx.epoch,
-            )?,
-        }
-        reporter.report(&Event::Output {
-            destination: out.to_string(),
-        });
+        let destination = write_one(cx, s, &image, referrers, out, &mut pushed, reporter)?;
+        reporter.report(&Event::Output { destination });
     }
     let target = &cx.one().target;
     keys::write_record(
@@ -99,7 +54,63 @@ pub(crate) fn outputs(
         layers: image.layers,
         executable: image.executable,
         store: s.store.root().to_path_buf(),
+        pushed,
     })
+}
+
+/// Writes `out` (a push adds its digest reference to `pushed`); returns the destination as
+/// written, a registry's resolved reference included.
+fn write_one(
+    cx: &Context<'_>,
+    s: &Setup,
+    image: &StoredImage,
+    referrers: &[Descriptor],
+    out: &Output,
+    pushed: &mut Vec<imgbuild_registry::Reference>,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    if let Some(reference) = out.registry_reference(&image.name)? {
+        let image = crate::publish::Pushed {
+            manifest: &image.manifest,
+            referrers,
+            default_tag: &image.tag,
+            more_tags: &cx.options.push_tags,
+        };
+        let digest_reference = crate::publish::push(
+            &s.store,
+            &image,
+            &reference,
+            &cx.options.registry,
+            &cx.cache,
+            reporter,
+        )?;
+        pushed.push(digest_reference);
+        return Ok(format!("docker://{reference}"));
+    }
+    if let Output::DockerDaemon { reference } = out {
+        let reference = daemon_reference(reference.as_deref(), &image.name, &image.tag);
+        let docker_host = cx.env.get("DOCKER_HOST");
+        let loaded =
+            crate::daemon::load(docker_host, &s.store, &image.manifest, &reference, cx.epoch)?;
+        reporter.report(&Event::Loaded {
+            destination: out.to_string(),
+            reference: reference.clone(),
+            engine: loaded.engine,
+            layers_sent: loaded.sent,
+            layers_reused: loaded.reused,
+        });
+        return Ok(format!("docker-daemon:{reference}"));
+    }
+    output::write(
+        &s.store,
+        &image.manifest,
+        referrers,
+        &image.name,
+        &image.tag,
+        out,
+        cx.epoch,
+    )?;
+    Ok(out.to_string())
 }
 
 /// The `name:tag` an engine output loads as: as given, the image's tag added when it names

@@ -147,7 +147,7 @@ fn preflight(out: &Output, docker_host: Option<&str>) -> Result<()> {
     let (path, is_dir_output) = match out {
         Output::Oci { dir, .. } => (dir, true),
         Output::OciArchive { file, .. } | Output::DockerArchive { file, .. } => (file, false),
-        Output::Registry { .. } => return Ok(()),
+        Output::Registry { .. } | Output::Repo { .. } => return Ok(()),
         Output::DockerDaemon { .. } => return crate::daemon::reachable(docker_host),
     };
     let bad = |reason: String| Error::InvalidOutput {
