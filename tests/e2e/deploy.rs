@@ -138,3 +138,177 @@ fn a_push_without_a_destination_or_with_bad_flags_fails_before_compiling() {
     run.fails_with(&["--tag \"bad tag\""]);
     assert!(!project.join("target/release/hello").exists());
 }
+
+/// A workspace of two packages and three binaries, no dependencies (nothing to download).
+fn two_packages(dir: &std::path::Path) -> std::path::PathBuf {
+    let main = |says: &str| format!("fn main() {{ println!(\"{says}\"); }}\n");
+    let project = project(
+        dir,
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nresolver = \"3\"\nmembers = [\"api\", \"tools\"]\n",
+            ),
+            (
+                "api/Cargo.toml",
+                "[package]\nname = \"api\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+            ),
+            ("api/src/main.rs", &main("api answers")),
+            (
+                "tools/Cargo.toml",
+                "[package]\nname = \"tools\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+            ),
+            ("tools/src/bin/migrate.rs", &main("migrating")),
+            ("tools/src/bin/seed.rs", &main("seeding")),
+        ],
+    );
+    lock(&project);
+    project
+}
+
+const DEPLOY: &str = r#"# The API and its migration job.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api  # the public one
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: "imgbuild://tools/migrate"
+      containers:
+        - name: api
+          image: imgbuild://api
+          args: ['--port', "8080"]
+"#;
+
+const SIDECAR: &str = r#"---
+kind: Pod
+spec:
+  containers:
+    - image: 'imgbuild://api'   # the same image once more
+    - image: busybox:1.36
+      command:
+        - sh
+        - -c
+        - |
+          echo imgbuild://api stays text in a block
+"#;
+
+#[test]
+fn resolve_pushes_each_named_image_once_and_rewrites_only_the_references() {
+    require("docker");
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = two_packages(&tmp.path().join("ws"));
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("10-deploy.yaml"), DEPLOY).unwrap();
+    std::fs::write(config.join("20-sidecar.yml"), SIDECAR).unwrap();
+    std::fs::write(config.join("notes.txt"), "image: imgbuild://nope\n").unwrap();
+    let repo = format!("{}/deploy", registry.host());
+    let refs = tmp.path().join("refs.txt");
+
+    let run = imgbuild_env(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "resolve",
+            "-f",
+            config.to_str().unwrap(),
+            "--image-refs",
+            refs.to_str().unwrap(),
+        ],
+        &[("IMGBUILD_REPO", &repo)],
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let lines = std::fs::read_to_string(&refs).unwrap();
+    let pushed: Vec<&str> = lines.lines().collect();
+    assert_eq!(pushed.len(), 2, "two images, each pushed once: {lines}");
+    let api = pushed.iter().find(|r| r.contains("/deploy/api@")).unwrap();
+    let migrate = pushed
+        .iter()
+        .find(|r| r.contains("/deploy/migrate@"))
+        .unwrap();
+    // The second file starts with its own `---`, so none is added between them.
+    let expected = format!(
+        "{}{}",
+        DEPLOY
+            .replace("imgbuild://tools/migrate", migrate)
+            .replace("imgbuild://api", api),
+        SIDECAR.replacen("'imgbuild://api'", &format!("'{api}'"), 1)
+    );
+    assert_eq!(run.stdout, expected, "every other byte is kept");
+    // Each pushed once, though `api` is named twice: its tag is put once.
+    for repository in ["api", "migrate"] {
+        let path = format!("/v2/deploy/{repository}/manifests/latest");
+        assert_eq!(registry.requests("PUT", &path), 1, "{repository}");
+    }
+    // What the YAML now names runs.
+    for (reference, says) in [(api, "api answers"), (migrate, "migrating")] {
+        assert_eq!(
+            remote_digest(reference),
+            reference.split_once('@').unwrap().1
+        );
+        let out = tool("docker", &["run", "--rm", reference]);
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", reference])
+            .output();
+        assert_eq!(out.trim(), says);
+    }
+}
+
+#[test]
+fn resolve_prints_nothing_when_the_yaml_is_bad_or_a_package_is_unknown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = two_packages(&tmp.path().join("ws"));
+    let cache = tmp.path().join("cache");
+    let repo = format!("{}/deploy", registry.host());
+    let good = tmp.path().join("good.yaml");
+    std::fs::write(&good, DEPLOY).unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: Pod\nspec: [unclosed\n").unwrap();
+
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &[
+            "resolve",
+            "-f",
+            good.to_str().unwrap(),
+            "-f",
+            bad.to_str().unwrap(),
+        ],
+        &[("IMGBUILD_REPO", &repo)],
+    );
+    run.fails_with(&[bad.to_str().unwrap()]);
+    assert_eq!(run.stdout, "");
+    assert_eq!(registry.requests("PUT", "/v2/"), 0, "nothing is pushed");
+
+    let unknown = tmp.path().join("unknown.yaml");
+    std::fs::write(&unknown, "image: imgbuild://billing\n").unwrap();
+    let run = imgbuild_env(
+        &project,
+        &cache,
+        &[
+            "resolve",
+            "-f",
+            good.to_str().unwrap(),
+            "-f",
+            unknown.to_str().unwrap(),
+        ],
+        &[("IMGBUILD_REPO", &repo)],
+    );
+    run.fails_with(&["imgbuild://billing", "unknown.yaml:1", "billing"]);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        registry.requests("PUT", "/v2/"),
+        0,
+        "a wrong name fails before anything is pushed"
+    );
+
+    let run = imgbuild(&project, &cache, &["resolve", "-f", good.to_str().unwrap()]);
+    run.fails_with(&["--repo", "IMGBUILD_REPO"]);
+}

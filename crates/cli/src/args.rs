@@ -11,6 +11,9 @@ pub(crate) enum Command {
     Build(Box<BuildArgs>),
     /// Build, then push the image to a registry: `imgbuild push REGISTRY/REPOSITORY[:TAG]`.
     Push(Box<PushArgs>),
+    /// Build and push every image `imgbuild://PACKAGE[/BIN]` names in YAML files, and print
+    /// the YAML with each replaced by the pushed digest reference.
+    Resolve(Box<ResolveArgs>),
     /// Print each binary's dependency-tree cache key and the inputs it hashes.
     Plan(PlanArgs),
     /// Build twice in two temporary folders and check that both images are identical.
@@ -102,6 +105,24 @@ pub(crate) struct PushArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ResolveArgs {
+    /// A YAML file, a directory (its *.yaml and *.yml files, by name) or - for stdin
+    /// (repeatable).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    pub(crate) files: Vec<PathBuf>,
+    /// The repository images go to: REPO/<image name>, e.g. ghcr.io/acme.
+    #[arg(long, env = "IMGBUILD_REPO", value_name = "REPO")]
+    pub(crate) repo: Option<String>,
+    #[command(flatten)]
+    pub(crate) build: BuildArgs,
+}
+
+#[derive(Args)]
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) selection: Selection,
@@ -127,7 +148,7 @@ pub(crate) enum MessageFormat {
 
 /// The flags `build` and `plan` share: which binary, how cargo compiles it, where the cache
 /// is, and what stdout carries.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct Selection {
     /// Path to Cargo.toml (or its directory); default: the current directory.
     #[arg(long, value_name = "PATH")]

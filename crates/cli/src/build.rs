@@ -108,6 +108,38 @@ pub(crate) fn run_build(args: BuildArgs, console: &Console) -> Result<()> {
 }
 
 fn build_with(args: BuildArgs, more_outputs: Vec<Output>, console: &Console) -> Result<()> {
+    let (options, format) = options(&args, more_outputs)?;
+    if let Some(file) = &args.image_refs {
+        crate::refs::check_writable(file)?;
+    }
+    let image = build_one(&options, format, console)?;
+    if format == MessageFormat::Human {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
+    }
+    if let Some(file) = &args.image_refs {
+        crate::refs::write(file, &image.pushed)?;
+    }
+    Ok(())
+}
+
+/// Builds with events reported as `format` asks (human: on stderr; JSON: on stdout).
+pub(crate) fn build_one(
+    options: &imgbuild::BuildOptions,
+    format: MessageFormat,
+    console: &Console,
+) -> Result<imgbuild::BuiltImage> {
+    Ok(match format {
+        MessageFormat::Json => imgbuild::build(options, &Json)?,
+        MessageFormat::Human => imgbuild::build(options, &Human { console })?,
+    })
+}
+
+/// The build options the flags ask for, `more_outputs` added to `--output`'s.
+pub(crate) fn options(
+    args: &BuildArgs,
+    more_outputs: Vec<Output>,
+) -> Result<(imgbuild::BuildOptions, MessageFormat)> {
     let mut outputs = args
         .outputs
         .iter()
@@ -122,9 +154,9 @@ fn build_with(args: BuildArgs, more_outputs: Vec<Output>, console: &Console) -> 
         Ok(v) if !v.is_empty() => Some(imgbuild::parse_source_date_epoch(&v)?),
         _ => None,
     };
-    let overrides = overrides(&args)?;
+    let overrides = overrides(args)?;
     let format = args.selection.message_format;
-    let mut options = args.selection.options();
+    let mut options = args.selection.clone().options();
     options.overrides = overrides;
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
@@ -152,20 +184,5 @@ fn build_with(args: BuildArgs, more_outputs: Vec<Output>, console: &Console) -> 
         .map(imgbuild_registry::Reference::parse)
         .transpose()
         .context("--cache-repo")?;
-    if let Some(file) = &args.image_refs {
-        crate::refs::check_writable(file)?;
-    }
-    let image = match format {
-        MessageFormat::Json => imgbuild::build(&options, &Json)?,
-        MessageFormat::Human => {
-            let image = imgbuild::build(&options, &Human { console })?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", image.manifest.digest()).context("writing the digest to stdout")?;
-            image
-        }
-    };
-    if let Some(file) = &args.image_refs {
-        crate::refs::write(file, &image.pushed)?;
-    }
-    Ok(())
+    Ok((options, format))
 }

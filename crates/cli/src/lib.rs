@@ -18,6 +18,7 @@ mod human;
 mod live;
 mod plan;
 mod refs;
+mod resolve;
 mod verify;
 
 use args::{Command, PushArgs};
@@ -52,6 +53,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
             } = *args;
             build::run_push(build, reference, repo, &console)
         }
+        Command::Resolve(args) => resolve::run_resolve(*args, &console),
         Command::Plan(args) => plan::run_plan(args),
         Command::Cache(command) => cache::run_cache(command),
         Command::Verify(args) => verify::run_verify(args, &console),

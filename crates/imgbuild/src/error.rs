@@ -47,6 +47,18 @@ pub enum Error {
         /// What went wrong, and what to do.
         reason: String,
     },
+    /// A YAML document given to `resolve` is not valid, or holds a malformed reference.
+    #[error("{source_name}:{line}:{column}: {reason}")]
+    Yaml {
+        /// The file (or `-` for stdin).
+        source_name: String,
+        /// The line (1-based).
+        line: usize,
+        /// The column (1-based).
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// An extra file declared in the configuration is not usable.
     #[error("extra file {}: {reason}", src.display())]
     ExtraFile {

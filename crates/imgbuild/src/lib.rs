@@ -78,6 +78,7 @@ mod procenv;
 mod publish;
 mod remoteprune;
 mod repair;
+pub mod resolve;
 mod rootfs;
 pub mod store;
 mod supply;
@@ -124,6 +125,24 @@ pub fn push(
         reference: reference.clone(),
     });
     build(&options, reporter)
+}
+
+/// Checks, without building, that each `(package, bin)` of `selections` picks exactly one
+/// binary in the workspace `options` name, as a build with those selections would; the error
+/// is the one that build would give. `resolve` runs it so a wrong name in a manifest fails
+/// before any image is pushed.
+pub fn check_selections(
+    options: &BuildOptions,
+    selections: &[(String, Option<String>)],
+) -> Result<()> {
+    let mut all = options.clone();
+    all.package = None;
+    all.bin = None;
+    let cx = context::prepare(&all, context::Scope::All, &event::Silent)?;
+    for (package, bin) in selections {
+        cx.workspace.select(Some(package), bin.as_deref())?;
+    }
+    Ok(())
 }
 
 /// Shorthand for results of this crate.
