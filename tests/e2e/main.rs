@@ -20,6 +20,7 @@ mod errors;
 mod examples;
 mod hermetic;
 mod plan;
+mod platforms;
 mod registry;
 mod registry_support;
 mod remote_prune;

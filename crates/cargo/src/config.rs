@@ -64,6 +64,9 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// Extra files for the app layer.
     pub files: Option<Vec<ExtraFile>>,
+    /// Platforms to build an image index for (`linux/amd64`, `linux/amd64/v3`, …), as
+    /// written; `imgbuild` checks them.
+    pub platforms: Option<Vec<String>>,
 }
 
 /// A file or directory from the project copied into the app layer.
@@ -86,6 +89,7 @@ struct Table {
     base: Option<String>,
     #[serde(rename = "build-env")]
     build_env: Option<String>,
+    platforms: Option<Vec<String>>,
     entrypoint: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
@@ -265,6 +269,7 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
         tag: table.tag,
         base: table.base,
         build_env: table.build_env,
+        platforms: table.platforms,
         entrypoint: table.entrypoint,
         cmd: table.cmd,
         env,
@@ -391,6 +396,7 @@ impl ImageConfig {
         self.expose = pick(self.expose, over.expose);
         self.labels.extend(over.labels);
         self.files = pick(self.files, over.files);
+        self.platforms = pick(self.platforms, over.platforms);
         self
     }
 }

@@ -44,10 +44,18 @@ const WRAPPER_NAME: &str = "rustc-remap-v1.sh";
 /// itself is the same for every project. Cargo does not fingerprint what a wrapper adds, unlike
 /// RUSTFLAGS, so a target dir restored into another folder stays fresh.
 const WRAPPER_SCRIPT: &str = r#"#!/bin/sh
-# Written by imgbuild. Runs rustc with --remap-path-prefix for the build's paths.
+# Written by imgbuild. Runs rustc with --remap-path-prefix for the build's paths, and with
+# IMGBUILD_TARGET_FLAGS for the units cargo compiles for its --target (not build scripts).
 if [ -n "$IMGBUILD_INNER_WRAPPER" ]; then
   set -- "$IMGBUILD_INNER_WRAPPER" "$@"
 fi
+case " $* " in
+  *" --target "*)
+    if [ -n "$IMGBUILD_TARGET_FLAGS" ]; then
+      # The flags have no spaces of their own (-Ctarget-cpu=x86-64-v3): split on spaces.
+      set -- "$@" $IMGBUILD_TARGET_FLAGS
+    fi ;;
+esac
 case " $* " in
   *" --crate-name "*)
     exec "$@" \
@@ -275,6 +283,7 @@ pub struct Wrapper {
     script: WrapperScript,
     workspace_root: PathBuf,
     build_dir: PathBuf,
+    target_flags: Vec<String>,
 }
 
 impl Wrapper {
@@ -284,14 +293,24 @@ impl Wrapper {
             script,
             workspace_root: workspace_root.to_path_buf(),
             build_dir: build_dir.to_path_buf(),
+            target_flags: Vec::new(),
         }
+    }
+
+    /// Adds rustc flags for the units of a `--target` build (not its build scripts or proc
+    /// macros), e.g. `-Ctarget-cpu=x86-64-v3`. Cargo does not see them, so a build with
+    /// flags needs a target directory of its own.
+    pub fn with_target_flags(mut self, flags: Vec<String>) -> Self {
+        self.target_flags = flags;
+        self
     }
 
     fn apply(&self, cmd: &mut Command, toolchain: &Toolchain) {
         self.script.apply(cmd, toolchain);
         cmd.env("IMGBUILD_REMAP_WORKSPACE", &self.workspace_root)
             .env("IMGBUILD_REMAP_CARGO_HOME", cargo_home())
-            .env("IMGBUILD_REMAP_TARGET", &self.build_dir);
+            .env("IMGBUILD_REMAP_TARGET", &self.build_dir)
+            .env("IMGBUILD_TARGET_FLAGS", self.target_flags.join(" "));
     }
 }
 
@@ -532,6 +551,21 @@ pub fn rustc_version(toolchain: &Toolchain) -> Result<String> {
         toolchain.command(Program::Rustc, Network::Off).arg("-vV"),
         "reading the compiler version",
     )
+}
+
+/// Where the toolchain keeps the standard library for `triple` (`rustc --print
+/// target-libdir`); the directory need not exist.
+pub fn target_libdir(toolchain: &Toolchain, triple: &str) -> Result<PathBuf> {
+    let out = checked_stdout(
+        toolchain.command(Program::Rustc, Network::Off).args([
+            "--print",
+            "target-libdir",
+            "--target",
+            triple,
+        ]),
+        "asking the compiler where a target's standard library is",
+    )?;
+    Ok(PathBuf::from(out.trim()))
 }
 
 /// The host triple from `rustc -vV` output.

@@ -246,6 +246,11 @@ pub(crate) struct BuildArgs {
     /// takes the first, every registry output gets them all.
     #[arg(long, value_name = "TAG")]
     pub(crate) tag: Vec<String>,
+    /// Build for these platforms (comma-separated: linux/amd64,linux/amd64/v3,linux/arm64):
+    /// one image each, listed in an OCI image index (default: this machine's platform, or
+    /// `platforms` in the metadata table).
+    #[arg(long, value_name = "PLATFORMS")]
+    pub(crate) platform: Option<String>,
     /// Write each pushed image's digest reference (REGISTRY/REPOSITORY@sha256:…), one per
     /// line, to FILE for the next CI step.
     #[arg(long, value_name = "FILE")]

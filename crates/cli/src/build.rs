@@ -161,6 +161,9 @@ pub(crate) fn options(
     options.source_date_epoch = source_date_epoch;
     options.outputs = outputs;
     options.push_tags = args.tag.clone();
+    if let Some(list) = &args.platform {
+        options.platforms = imgbuild::platform::parse_list(list)?;
+    }
     options.cache = match (args.no_dependency_cache, args.rebuild) {
         (true, _) => imgbuild::CacheMode::Off,
         (false, true) => imgbuild::CacheMode::Rebuild,

@@ -173,9 +173,28 @@ impl Reporter for Human<'_> {
                 package,
                 bin,
                 profile,
+                platform,
             } => self.status(
                 "Building",
-                &format!("image for {package}/{bin} ({profile} profile)"),
+                &match platform {
+                    Some(p) => format!("image for {package}/{bin} ({profile} profile, {p})"),
+                    None => format!("image for {package}/{bin} ({profile} profile)"),
+                },
+            ),
+            Event::IndexBuilt {
+                digest,
+                reference,
+                platforms,
+            } => self.status(
+                "Index",
+                &format!(
+                    "{reference} {digest} ({})",
+                    platforms
+                        .iter()
+                        .map(|p| p.platform.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
             Event::Isolation {
                 network, method, ..

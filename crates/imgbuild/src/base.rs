@@ -100,15 +100,15 @@ pub(crate) fn pull(
     store: &Layout,
     text: &str,
     reference: &Reference,
+    arch: &str,
     options: &RegistryOptions,
     cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<Descriptor> {
-    let arch = crate::image::host_arch().to_string();
     let progress = crate::publish::progress(reporter, reference);
     let fetched =
         Client::connect(reference, options.client_options(reference)).and_then(|client| {
-            imgbuild_registry::push::pull(&client, store, reference, "linux", &arch, &progress)
+            imgbuild_registry::push::pull(&client, store, reference, "linux", arch, &progress)
         });
     match fetched {
         Ok(Some(pulled)) => Ok(pulled.manifest),
@@ -134,22 +134,23 @@ pub(crate) fn pull(
     }
 }
 
-/// Resolves `text` to a base image in `store`: by digest from the store when it is there,
-/// else from its registry (an index gives the `linux/<host arch>` image). Blobs the store has
+/// Resolves `text` to a base image in `store` for architecture `arch` (OCI name): by digest
+/// from the store when it is there, else from its registry (an index gives the
+/// `linux/<arch>` image). Blobs the store has
 /// are not downloaded again. When the registry cannot be reached, the digest this reference
 /// last resolved to is used, with a warning.
 pub(crate) fn resolve(
     store: &Layout,
     text: &str,
+    arch: &str,
     options: &RegistryOptions,
     cache: &CacheDir,
     reporter: &dyn Reporter,
 ) -> Result<BaseImage> {
     let reference = Reference::parse(text)?;
-    let arch = crate::image::host_arch().to_string();
     let manifest_desc = match reference.digest.as_deref().and_then(|d| in_store(store, d)) {
         Some(desc) => desc,
-        None => pull(store, text, &reference, options, cache, reporter)?,
+        None => pull(store, text, &reference, arch, options, cache, reporter)?,
     };
     let manifest = store.read_manifest(manifest_desc.digest())?;
     let config_bytes = store.read_blob(manifest.config().digest())?;

@@ -232,7 +232,17 @@ fn locate(
     {
         return Ok(desc);
     }
-    crate::base::pull(store, text, &reference, &options.registry, cache, reporter).map_err(|e| {
+    let arch = crate::image::host_arch().to_string();
+    crate::base::pull(
+        store,
+        text,
+        &reference,
+        &arch,
+        &options.registry,
+        cache,
+        reporter,
+    )
+    .map_err(|e| {
         match e {
             // `pull` speaks of base images; this is the build environment.
             Error::Base { reference, reason } => Error::BuildEnv { reference, reason },

@@ -7,7 +7,7 @@
 //! script under the cache directory, and reads the process environment once.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use imgbuild_cargo::config::ImageConfig;
 use imgbuild_cargo::run;
@@ -18,6 +18,7 @@ use crate::buildenv::{self, BuildEnv};
 use crate::cachedir::CacheDir;
 use crate::event::Reporter;
 use crate::options::BuildOptions;
+use crate::platform::Platform;
 
 pub(crate) use crate::procenv::Env;
 
@@ -72,9 +73,24 @@ pub(crate) struct Context<'a> {
     /// What `cargo metadata` read (its answer, and `cargo tree`'s, are reused while these are
     /// unchanged).
     pub(crate) workspace_inputs: Vec<crate::probecache::Input>,
+    /// The platform asked for (`--platform`); `None`: the build machine's.
+    pub(crate) platform: Option<Platform>,
+    /// Cargo's `--target` when the platform is not the build machine's own (its outputs are
+    /// then under `<build dir>/<triple>/`).
+    pub(crate) cargo_triple: Option<String>,
 }
 
 impl Context<'_> {
+    /// Where cargo puts the profile's outputs under `dir` (the target or build directory):
+    /// `dir/<triple>/<profile>` with `--target`, else `dir/<profile>`.
+    pub(crate) fn profile_dir_in(&self, dir: &Path) -> PathBuf {
+        let profile = imgbuild_cargo::units::profile_dir_name(&self.options.profile);
+        match &self.cargo_triple {
+            Some(triple) => dir.join(triple).join(profile),
+            None => dir.join(profile),
+        }
+    }
+
     /// The one selected binary (for [`Scope::One`]).
     pub(crate) fn one(&self) -> &Selected {
         &self.selected[0]
@@ -151,8 +167,26 @@ pub(crate) fn prepare<'a>(
         workspace.target_dir = workspace.target_dir.join("allow-network");
         workspace.build_dir = workspace.target_dir.clone();
     }
-    let forced_target_dir = (options.allow_network || options.target_dir.is_some())
-        .then(|| workspace.target_dir.clone());
+    let cargo_triple = match &options.for_platform {
+        Some(p) => cross_target(p, &cache, &env, &toolchain, &workspace.root)?,
+        None => None,
+    };
+    if let Some(p) = options
+        .for_platform
+        .as_ref()
+        .filter(|_| cargo_triple.is_some())
+    {
+        // A platform with its own rustc flags gets its own target directory: cargo does not
+        // see what the wrapper adds, so its fingerprints cannot tell the builds apart.
+        workspace.target_dir = workspace
+            .target_dir
+            .join("imgbuild-platform")
+            .join(p.slug());
+        workspace.build_dir = workspace.target_dir.clone();
+    }
+    let forced_target_dir =
+        (options.allow_network || options.target_dir.is_some() || cargo_triple.is_some())
+            .then(|| workspace.target_dir.clone());
     let (package, bin) = (options.package.as_deref(), options.bin.as_deref());
     let targets = match scope {
         Scope::One => vec![workspace.select(package, bin)?],
@@ -182,7 +216,12 @@ pub(crate) fn prepare<'a>(
             &[&project, &workspace.target_dir, &workspace.build_dir],
         )?;
     }
-    let wrapper = run::Wrapper::new(script, &workspace.root, &workspace.build_dir);
+    let target_flags = match (&options.for_platform, &cargo_triple) {
+        (Some(p), Some(_)) => p.target_flags(),
+        _ => Vec::new(),
+    };
+    let wrapper = run::Wrapper::new(script, &workspace.root, &workspace.build_dir)
+        .with_target_flags(target_flags);
     Ok(Context {
         options,
         cache,
@@ -200,7 +239,41 @@ pub(crate) fn prepare<'a>(
         toolchain,
         graph,
         workspace_inputs,
+        platform: options.for_platform.clone(),
+        cargo_triple,
     })
+}
+
+/// Cargo's `--target` for `platform`: `None` when the build machine builds it natively;
+/// otherwise its triple, once the toolchain is known to have its standard library.
+fn cross_target(
+    platform: &Platform,
+    cache: &CacheDir,
+    env: &Env,
+    toolchain: &run::Toolchain,
+    root: &Path,
+) -> Result<Option<String>> {
+    let rustc = crate::probecache::rustc_version(cache, env, toolchain, root)?;
+    let host = run::host_triple(&rustc).unwrap_or_default();
+    if platform.is_native(&host) {
+        return Ok(None);
+    }
+    let triple = platform.triple();
+    let libdir = run::target_libdir(toolchain, triple)?;
+    let has_std = std::fs::read_dir(&libdir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+    });
+    if !has_std {
+        return Err(crate::Error::Platform {
+            platform: platform.to_string(),
+            reason: format!(
+                "the Rust standard library for {triple} is not installed; run `rustup target add {triple}` (or use a build environment that has it)"
+            ),
+        });
+    }
+    Ok(Some(triple.to_string()))
 }
 
 /// The result of a scoped thread; a panic in it continues in the caller.

@@ -59,6 +59,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A `--platform` value is not one imgbuild can build, or its toolchain is missing.
+    #[error("platform {platform}: {reason}")]
+    Platform {
+        /// The platform as given.
+        platform: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// An extra file declared in the configuration is not usable.
     #[error("extra file {}: {reason}", src.display())]
     ExtraFile {

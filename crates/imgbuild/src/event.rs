@@ -8,6 +8,16 @@ use serde::Serialize;
 
 pub use crate::image::LayerRole;
 
+/// One image of an index, in [`Event::IndexBuilt`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct PlatformImage {
+    /// `linux/amd64/v3`.
+    pub platform: String,
+    /// Its manifest digest.
+    pub digest: String,
+}
+
 /// How the compile step could reach the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,6 +102,9 @@ pub enum Event {
         bin: String,
         /// Cargo profile.
         profile: String,
+        /// The platform, when one was asked for (`--platform`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
     },
     /// How the compile step is isolated from the network.
     Isolation {
@@ -304,6 +317,15 @@ pub enum Event {
         config: String,
         /// Total compressed size of the layers.
         size: u64,
+    },
+    /// A multi-platform image index is complete (after each platform's `image-built`).
+    IndexBuilt {
+        /// The index's digest.
+        digest: String,
+        /// `name:tag` in the local store.
+        reference: String,
+        /// Each platform and its image's manifest digest, in the index's order.
+        platforms: Vec<PlatformImage>,
     },
     /// Something the user should know that is not an error.
     Warning {

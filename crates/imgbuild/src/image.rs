@@ -219,6 +219,7 @@ pub(crate) fn config(
     layers: &[Layer],
     created: &str,
     base_history: &[imgbuild_oci::spec::History],
+    platform: Option<&crate::platform::Platform>,
 ) -> Result<ImageConfiguration> {
     let mut runtime = ConfigBuilder::default()
         .user(spec.user.clone())
@@ -261,9 +262,14 @@ pub(crate) fn config(
                 .collect::<Vec<_>>(),
         )
         .build()?;
-    Ok(ImageConfigurationBuilder::default()
+    let mut builder = ImageConfigurationBuilder::default();
+    if let Some(variant) = platform.and_then(|p| p.variant.clone()) {
+        builder = builder.variant(variant);
+    }
+    let architecture = platform.map_or_else(host_arch, |p| Arch::from(p.architecture.as_str()));
+    Ok(builder
         .created(created.to_string())
-        .architecture(host_arch())
+        .architecture(architecture)
         .os(Os::Linux)
         .config(runtime.build()?)
         .rootfs(rootfs)

@@ -42,6 +42,8 @@ pub(crate) struct KeyContext {
     rustc: String,
     machine: Vec<String>,
     triple: String,
+    /// The key's `target` line: the triple, and `--target` with the platform's flags.
+    target_line: String,
     lock: BTreeMap<(String, String), LockedPackage>,
     /// sha256 hex of Cargo.lock's bytes (the provenance names it).
     lockfile_sha256: String,
@@ -61,7 +63,23 @@ impl KeyContext {
             &cx.toolchain,
             &cx.workspace.root,
         )?;
-        let triple = run::host_triple(&rustc).unwrap_or_else(|| "unknown".into());
+        let host = run::host_triple(&rustc).unwrap_or_else(|| "unknown".into());
+        let triple = cx.cargo_triple.clone().unwrap_or(host);
+        // A `--target` build lays out and compiles build scripts apart from a host build,
+        // and the wrapper's flags change every unit of the target: both are in the line.
+        let target_line = match &cx.cargo_triple {
+            Some(t) => {
+                let flags = cx
+                    .platform
+                    .as_ref()
+                    .map(|p| p.target_flags())
+                    .unwrap_or_default();
+                format!("{t} --target {}", flags.join(" "))
+                    .trim_end()
+                    .to_string()
+            }
+            None => triple.clone(),
+        };
         // A build environment's digest stands for its C toolchain and libc; on the host they
         // are probed.
         let machine = match &cx.build_env {
@@ -80,6 +98,7 @@ impl KeyContext {
             network_allowed: cx.options.allow_network,
             machine,
             triple,
+            target_line,
             rustc,
             lock: imgbuild_cargo::lockfile::parse(&lockfile),
             lockfile_sha256: imgbuild_oci::digest::sha256(lockfile.as_bytes())
@@ -101,7 +120,7 @@ impl KeyContext {
         &self.lockfile_sha256
     }
 
-    /// The host triple (`rustc -vV`'s `host:`).
+    /// The triple cargo compiles for (`rustc -vV`'s `host:` unless `--target` is used).
     pub(crate) fn triple(&self) -> &str {
         &self.triple
     }
@@ -124,7 +143,7 @@ impl KeyContext {
             members: &self.members,
             profile: &self.profile,
             profile_settings: &self.profile_settings,
-            target: &self.triple,
+            target: &self.target_line,
             rustc: &self.rustc,
             machine: &self.machine,
             env: &self.env,
@@ -139,8 +158,11 @@ pub(crate) fn tree(cx: &Context<'_>, target: &BinaryTarget) -> Result<String> {
         &cx.cache,
         &cx.env,
         &cx.workspace_inputs,
-        target,
-        cx.options.cargo_features(),
+        crate::probecache::TreeQuestion {
+            target,
+            triple: cx.cargo_triple.as_deref(),
+            features: cx.options.cargo_features(),
+        },
         &cx.wrapper,
         &cx.toolchain,
     )

@@ -73,6 +73,7 @@ mod names;
 mod options;
 pub mod output;
 pub mod plan;
+pub mod platform;
 mod probecache;
 mod procenv;
 mod publish;

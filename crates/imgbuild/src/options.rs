@@ -160,6 +160,14 @@ pub struct BuildOptions {
     pub cache_dir: CacheDir,
     /// Extra destinations; the image always goes to the local store.
     pub outputs: Vec<Output>,
+    /// The platforms to build for (`--platform`): empty, the build machine's; several, one
+    /// image each and an image index over them.
+    pub platforms: Vec<crate::platform::Platform>,
+    /// The one platform this build is for, when it is one image of a multi-platform build
+    /// (or a single `--platform` other than the host's).
+    pub(crate) for_platform: Option<crate::platform::Platform>,
+    /// This build makes one image of an index: it is not tagged in the store by itself.
+    pub(crate) in_index: bool,
     /// More tags for every registry output: each gets its own tag (or the image's), then
     /// these, with one push of the blobs.
     pub push_tags: Vec<String>,
@@ -203,6 +211,9 @@ impl BuildOptions {
             cache_dir: cache_dir.into(),
             outputs: Vec::new(),
             push_tags: Vec::new(),
+            platforms: Vec::new(),
+            for_platform: None,
+            in_index: false,
             cache: CacheMode::default(),
             registry: RegistryOptions::default(),
             cache_repo: None,
@@ -318,6 +329,11 @@ pub struct BuiltImage {
     /// Where it was pushed, one digest reference (`REGISTRY/REPOSITORY@sha256:…`) per
     /// registry output.
     pub pushed: Vec<imgbuild_registry::Reference>,
+    /// For a multi-platform build (`manifest` is then the image index): each platform's
+    /// image; empty for a single image.
+    pub platforms: Vec<(crate::platform::Platform, BuiltImage)>,
+    /// The image's referrers in the store (SBOM, provenance, debug info).
+    pub(crate) referrers: Vec<Descriptor>,
 }
 
 #[cfg(test)]

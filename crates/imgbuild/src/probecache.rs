@@ -306,25 +306,40 @@ pub(crate) fn metadata(
     Ok(answer)
 }
 
+/// Which tree `cargo tree` is asked for.
+pub(crate) struct TreeQuestion<'a> {
+    /// The binary's package.
+    pub(crate) target: &'a BinaryTarget,
+    /// Cargo's `--target` (`None`: the host's).
+    pub(crate) triple: Option<&'a str>,
+    /// The features asked for.
+    pub(crate) features: run::Features<'a>,
+}
+
 /// `cargo tree` for `target`, remembered under the inputs [`metadata`] found.
 pub(crate) fn dependency_tree(
     cache: &CacheDir,
     env: &Env,
     inputs: &[Input],
-    target: &BinaryTarget,
-    features: run::Features<'_>,
+    tree: TreeQuestion<'_>,
     wrapper: &run::Wrapper,
     toolchain: &run::Toolchain,
 ) -> Result<String> {
+    let TreeQuestion {
+        target,
+        triple,
+        features,
+    } = tree;
     let question = format!(
-        "cargo tree {} {features:?} {}",
+        "cargo tree {} {features:?} {} {}",
         target.package.manifest_path.display(),
-        toolchain_name(toolchain)
+        toolchain_name(toolchain),
+        triple.unwrap_or("host")
     );
     if let Some(tree) = lookup::<String>(cache, env, "tree", &question) {
         return Ok(tree);
     }
-    let tree = run::dependency_tree(target, None, features, wrapper, toolchain)?;
+    let tree = run::dependency_tree(target, triple, features, wrapper, toolchain)?;
     remember(cache, env, "tree", &question, inputs.to_vec(), &tree);
     Ok(tree)
 }

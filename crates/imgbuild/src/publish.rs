@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use imgbuild_oci::layout::Layout;
-use imgbuild_oci::spec::Descriptor;
+use imgbuild_oci::spec::{Descriptor, Digest, MediaType};
 use imgbuild_registry::push::{BlobOutcome, Progress};
 use imgbuild_registry::{Client, ClientOptions, Reference};
 
@@ -161,6 +161,28 @@ pub(crate) struct Pushed<'a> {
     pub(crate) more_tags: &'a [String],
 }
 
+/// The referrers grouped by the manifest they refer to (an index's referrers belong to its
+/// images); a referrer that names no subject is the image's own.
+fn by_subject(
+    store: &Layout,
+    manifest: &Descriptor,
+    referrers: &[Descriptor],
+) -> Result<Vec<(Digest, Vec<Descriptor>)>> {
+    let mut groups: Vec<(Digest, Vec<Descriptor>)> = Vec::new();
+    for r in referrers {
+        let subject = store
+            .read_manifest(r.digest())?
+            .subject()
+            .as_ref()
+            .map_or_else(|| manifest.digest().clone(), |s| s.digest().clone());
+        match groups.iter_mut().find(|(d, _)| *d == subject) {
+            Some((_, list)) => list.push(r.clone()),
+            None => groups.push((subject, vec![r.clone()])),
+        }
+    }
+    Ok(groups)
+}
+
 /// Pushes `image` (in `store`) and its referrers to `reference`, then tags it with
 /// `image.more_tags` too. Returns the pushed image's digest reference.
 pub(crate) fn push(
@@ -193,17 +215,29 @@ pub(crate) fn push(
     candidates.sort();
     candidates.dedup();
     let progress = push_progress(reporter, &target);
-    let report =
-        imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?;
-    imgbuild_registry::referrers::push_referrers(
-        &client,
-        store,
-        manifest.digest(),
-        referrers,
-        &target,
-        &candidates,
-        &progress,
-    )?;
+    let report = if *manifest.media_type() == MediaType::ImageIndex {
+        imgbuild_registry::push::push_index(
+            &client,
+            store,
+            manifest,
+            &target,
+            &candidates,
+            &progress,
+        )?
+    } else {
+        imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?
+    };
+    for (subject, referrers) in by_subject(store, manifest, referrers)? {
+        imgbuild_registry::referrers::push_referrers(
+            &client,
+            store,
+            &subject,
+            &referrers,
+            &target,
+            &candidates,
+            &progress,
+        )?;
+    }
     for blob in &blobs {
         homes
             .entry(blob.digest().to_string())

@@ -407,6 +407,13 @@ fn why_unusable(
     if let Some(why) = missing(desc.digest()) {
         return Some(why);
     }
+    if *desc.media_type() == imgbuild_oci::spec::MediaType::ImageIndex {
+        // A multi-platform image: usable when every image it lists is.
+        return match store.image_blobs(desc) {
+            Err(e) => Some(format!("its image index cannot be read: {e}")),
+            Ok(blobs) => blobs.iter().find_map(|b| missing(b.digest())),
+        };
+    }
     let Some(manifest) = manifest_of(store, desc.digest()) else {
         return Some("it is not an image manifest".into());
     };

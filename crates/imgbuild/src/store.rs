@@ -77,6 +77,11 @@ fn last_used(cache: &CacheDir, key: &str, store: &Layout, manifest: &Descriptor)
 /// cannot be read are skipped: the caller keeps what it cannot account for.
 fn referenced(store: &Layout, desc: &Descriptor) -> Vec<String> {
     let mut out = vec![desc.digest().to_string()];
+    if *desc.media_type() == MediaType::ImageIndex
+        && let Ok(blobs) = store.image_blobs(desc)
+    {
+        out.extend(blobs.iter().map(|b| b.digest().to_string()));
+    }
     if *desc.media_type() == MediaType::ImageManifest
         && let Ok(manifest) = store.read_manifest(desc.digest())
     {

@@ -337,8 +337,23 @@ impl Layout {
         })
     }
 
-    /// The manifest's blob, its config's and its layers' descriptors, in that order.
+    /// The manifest's blob, its config's and its layers' descriptors, in that order. For an
+    /// image index: the index's blob, then each image's blobs in the index's order.
     pub fn image_blobs(&self, manifest: &Descriptor) -> Result<Vec<Descriptor>> {
+        if *manifest.media_type() == MediaType::ImageIndex {
+            let bytes = self.read_blob(manifest.digest())?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
+                    what: "image index",
+                    path: self.blob_path(manifest.digest()),
+                    source,
+                })?;
+            let mut all = vec![manifest.clone()];
+            for child in index.manifests() {
+                all.extend(self.image_blobs(child)?);
+            }
+            return Ok(all);
+        }
         let parsed = self.read_manifest(manifest.digest())?;
         let mut all = vec![manifest.clone(), parsed.config().clone()];
         all.extend(parsed.layers().iter().cloned());

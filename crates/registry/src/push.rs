@@ -119,6 +119,48 @@ pub fn push(
     Ok(report)
 }
 
+/// Pushes the image index `index` from `layout` to `target`: every image it lists (blobs,
+/// then the image by digest), then the index by digest and, if `target` has one, its tag.
+/// The report sums the images' blobs; its digest is the index's.
+pub fn push_index(
+    client: &Client,
+    layout: &Layout,
+    index: &Descriptor,
+    target: &Reference,
+    mount_from: &[String],
+    progress: &dyn Progress,
+) -> Result<PushReport> {
+    let bytes = layout.read_blob(index.digest())?;
+    let parsed: ImageIndex =
+        serde_json::from_slice(&bytes).map_err(|source| imgbuild_oci::Error::InvalidJson {
+            what: "image index",
+            path: layout.blob_path(index.digest()),
+            source,
+        })?;
+    let untagged = Reference {
+        tag: None,
+        digest: None,
+        ..target.clone()
+    };
+    let mut report = PushReport {
+        digest: index.digest().to_string(),
+        ..PushReport::default()
+    };
+    for child in parsed.manifests() {
+        let pushed = push(client, layout, child, &untagged, mount_from, progress)?;
+        report.present += pushed.present;
+        report.mounted += pushed.mounted;
+        report.uploaded += pushed.uploaded;
+        report.uploaded_bytes += pushed.uploaded_bytes;
+    }
+    let repository = &target.repository;
+    put_manifest(client, layout, index, repository, None)?;
+    if let Some(tag) = &target.tag {
+        put_manifest(client, layout, index, repository, Some(tag))?;
+    }
+    Ok(report)
+}
+
 /// Tags `manifest`, already pushed to `repository` with its blobs, as `tag` as well.
 pub fn tag(
     client: &Client,

@@ -27,6 +27,9 @@ pub struct BuildRequest<'a> {
     pub target: &'a BinaryTarget,
     /// Cargo profile, e.g. `release`.
     pub profile: &'a str,
+    /// Cargo's `--target` (`None`: the host's, cargo's default, outputs under the profile
+    /// directory itself).
+    pub triple: Option<&'a str>,
     /// Feature flags.
     pub features: Features<'a>,
     /// The rustc wrapper (remaps the workspace, cargo home and build dir).
@@ -49,6 +52,7 @@ impl std::fmt::Debug for BuildRequest<'_> {
         f.debug_struct("BuildRequest")
             .field("target", &self.target)
             .field("profile", &self.profile)
+            .field("triple", &self.triple)
             .field("features", &self.features)
             .field("wrapper", &self.wrapper)
             .field("isolation", &self.isolation)
@@ -195,6 +199,9 @@ fn command(req: &BuildRequest<'_>, program: &std::ffi::OsStr, monitor: &dyn Moni
     ])
     .arg(&req.target.package.manifest_path)
     .args(["--bin", &req.target.bin, "--profile", req.profile]);
+    if let Some(triple) = req.triple {
+        cmd.args(["--target", triple]);
+    }
     if let Some(color) = monitor.color() {
         cmd.args(["--color", if color { "always" } else { "never" }]);
     }

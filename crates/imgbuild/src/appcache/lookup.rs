@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use imgbuild_cargo::units;
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::{Descriptor, ImageConfiguration};
 
@@ -269,9 +268,7 @@ fn stored_image(
         tag,
         layers,
         executable: cx
-            .workspace
-            .target_dir
-            .join(units::profile_dir_name(&cx.options.profile))
+            .profile_dir_in(&cx.workspace.target_dir)
             .join(&target.bin),
         host_files: Vec::new(),
         network: record.network,

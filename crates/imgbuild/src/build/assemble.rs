@@ -33,6 +33,7 @@ pub(crate) fn assemble(
         &layers.layers,
         &provenance.created,
         &base_history,
+        cx.platform.as_ref(),
     )?;
     let config = s.store.put_json(MediaType::ImageConfig, &config_json)?;
     let mut annotations = image::annotations(&cx.one().target, &provenance);

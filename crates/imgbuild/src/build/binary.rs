@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
 use imgbuild_cargo::run::binutils::{self, Finish};
-use imgbuild_cargo::units;
 
 use crate::build::Setup;
 use crate::build::compile::Compiled;
@@ -133,10 +132,7 @@ pub(crate) fn binary(
     }
     let bin = &cx.one().target.bin;
     let dir = cx
-        .workspace
-        .target_dir
-        .join("imgbuild")
-        .join(units::profile_dir_name(&cx.options.profile))
+        .profile_dir_in(&cx.workspace.target_dir.join("imgbuild"))
         .join(bin);
     std::fs::create_dir_all(&dir).map_err(crate::io_err("creating directory", &dir))?;
     let section = match supply_options.audit_data {

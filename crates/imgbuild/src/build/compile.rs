@@ -36,11 +36,8 @@ pub(crate) fn compile(
     let target = &cx.one().target;
     // Downloads happen here, with the caller's network settings; the compile is offline.
     if run::missing_downloads(s.keys.lock()) {
-        run::fetch(
-            &target.package.manifest_path,
-            s.keys.triple(),
-            &cx.toolchain,
-        )?;
+        let triple = cx.cargo_triple.as_deref().unwrap_or(s.keys.triple());
+        run::fetch(&target.package.manifest_path, triple, &cx.toolchain)?;
     }
     let sandbox = match &cx.toolchain {
         run::Toolchain::Environment(_) => environment_isolation(options.allow_network, reporter),
@@ -71,6 +68,7 @@ pub(crate) fn compile(
     let outcome = run::build(&run::BuildRequest {
         target,
         profile: &options.profile,
+        triple: cx.cargo_triple.as_deref(),
         features: options.cargo_features(),
         wrapper: &cx.wrapper,
         toolchain: &cx.toolchain,

@@ -10,6 +10,9 @@
 //!                                                           ─outputs→ BuiltImage
 //! ```
 //!
+//! With several platforms (`--platform`), `multi` runs this pipeline once per platform and
+//! lists the images in an OCI image index, which the outputs then take.
+//!
 //! The stages run cargo (through `imgbuild_cargo::run`), write to the local store and the
 //! outputs, and talk to the cache repository; the decisions inside them are made by the pure
 //! modules (`imgbuild_cargo::plan`, [`crate::image`], `depcache::plan_entry`).
@@ -20,6 +23,7 @@ mod binary;
 pub(crate) mod compile;
 mod deps;
 mod layers;
+mod multi;
 mod outputs;
 mod setup;
 mod units;
@@ -51,39 +55,53 @@ pub(crate) use setup::Setup;
 /// ```
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
     let cx = context::prepare(options, Scope::One, reporter)?;
-    let setup = setup::setup(&cx, reporter)?;
-    if let Some(hit) = appcache::lookup(&cx, &setup.app_cache(), reporter)? {
-        let attached = attach::attach(&cx, &setup, &hit, None, false, reporter)?;
-        return outputs::outputs(&cx, &setup, hit, &attached, reporter);
+    match multi::platforms(&cx)?.as_slice() {
+        [] => single(&cx, reporter),
+        [one] => {
+            let mut options = options.clone();
+            options.platforms = Vec::new();
+            options.for_platform = Some(one.clone());
+            single(&context::prepare(&options, Scope::One, reporter)?, reporter)
+        }
+        several => multi::build_index(&cx, several, reporter),
+    }
+}
+
+/// The pipeline for one image.
+fn single(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltImage> {
+    let setup = setup::setup(cx, reporter)?;
+    if let Some(hit) = appcache::lookup(cx, &setup.app_cache(), reporter)? {
+        let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;
+        return outputs::outputs(cx, &setup, hit, &attached, reporter);
     }
     // The unit records and layers are fetched while the dependency entry is restored.
     let (restored, prefetched) = std::thread::scope(|scope| {
-        let prefetch = scope.spawn(|| units::prefetch(&cx, &setup));
-        let restored = deps::restore(&cx, &setup, reporter);
+        let prefetch = scope.spawn(|| units::prefetch(cx, &setup));
+        let restored = deps::restore(cx, &setup, reporter);
         (restored, context::join(prefetch))
     });
     let restored = restored?;
-    let units = units::restore_units(&cx, &setup, prefetched, reporter);
-    let packer = deps::packer(&cx, &setup, &restored);
-    let compiled = compile::compile(&cx, &setup, packer.as_ref(), reporter)?;
-    units::save_units(&cx, &setup, units, &compiled, reporter)?;
-    deps::save(&cx, &setup, restored, &compiled, packer, reporter)?;
-    let shipped = binary::binary(&cx, &setup, &compiled, reporter)?;
-    let layers = layers::layers(&cx, &setup, &shipped, reporter)?;
-    let image = assemble::assemble(&cx, &setup, layers, compiled.network)?;
+    let units = units::restore_units(cx, &setup, prefetched, reporter);
+    let packer = deps::packer(cx, &setup, &restored);
+    let compiled = compile::compile(cx, &setup, packer.as_ref(), reporter)?;
+    units::save_units(cx, &setup, units, &compiled, reporter)?;
+    deps::save(cx, &setup, restored, &compiled, packer, reporter)?;
+    let shipped = binary::binary(cx, &setup, &compiled, reporter)?;
+    let layers = layers::layers(cx, &setup, &shipped, reporter)?;
+    let image = assemble::assemble(cx, &setup, layers, compiled.network)?;
     let debuginfo = shipped
         .debuginfo
         .map(binary::PendingDebugInfo::wait)
         .transpose()?;
-    let attached = attach::attach(&cx, &setup, &image, debuginfo.as_ref(), true, reporter)?;
+    let attached = attach::attach(cx, &setup, &image, debuginfo.as_ref(), true, reporter)?;
     let app_cache = setup.app_cache();
     appcache::record(
-        &cx,
+        cx,
         &app_cache,
         &compiled.outcome,
         &image,
         &attached,
         reporter,
     )?;
-    outputs::outputs(&cx, &setup, image, &attached, reporter)
+    outputs::outputs(cx, &setup, image, &attached, reporter)
 }

@@ -25,13 +25,21 @@ pub(crate) fn outputs(
     reporter: &dyn Reporter,
 ) -> Result<BuiltImage> {
     let reference = format!("{}:{}", image.name, image.tag);
-    {
+    // One image of a multi-platform build: the index is tagged and written, not it.
+    if !cx.options.in_index {
         let _lock = s.store.lock()?;
         s.store.set_tag(&reference, &image.manifest)?;
     }
     let mut pushed = Vec::new();
+    let written = Written {
+        manifest: &image.manifest,
+        name: &image.name,
+        tag: &image.tag,
+        referrers,
+        native: None,
+    };
     for out in &cx.options.outputs {
-        let destination = write_one(cx, s, &image, referrers, out, &mut pushed, reporter)?;
+        let destination = write_one(cx, &s.store, &written, out, &mut pushed, reporter)?;
         reporter.report(&Event::Output { destination });
     }
     let target = &cx.one().target;
@@ -55,30 +63,45 @@ pub(crate) fn outputs(
         executable: image.executable,
         store: s.store.root().to_path_buf(),
         pushed,
+        referrers: referrers.to_vec(),
+        platforms: Vec::new(),
     })
+}
+
+/// What an output is written from: an image, or a multi-platform index with the one image an
+/// engine or a `docker save` archive gets.
+pub(crate) struct Written<'a> {
+    /// The image's manifest, or the index.
+    pub(crate) manifest: &'a Descriptor,
+    /// Its name and tag.
+    pub(crate) name: &'a str,
+    pub(crate) tag: &'a str,
+    /// Every referrer (of the image, or of the index's images).
+    pub(crate) referrers: &'a [Descriptor],
+    /// For an index: the image for the build machine's platform (loaded into an engine).
+    pub(crate) native: Option<&'a Descriptor>,
 }
 
 /// Writes `out` (a push adds its digest reference to `pushed`); returns the destination as
 /// written, a registry's resolved reference included.
-fn write_one(
+pub(crate) fn write_one(
     cx: &Context<'_>,
-    s: &Setup,
-    image: &StoredImage,
-    referrers: &[Descriptor],
+    store: &imgbuild_oci::layout::Layout,
+    image: &Written<'_>,
     out: &Output,
     pushed: &mut Vec<imgbuild_registry::Reference>,
     reporter: &dyn Reporter,
 ) -> Result<String> {
-    if let Some(reference) = out.registry_reference(&image.name)? {
-        let image = crate::publish::Pushed {
-            manifest: &image.manifest,
-            referrers,
-            default_tag: &image.tag,
+    if let Some(reference) = out.registry_reference(image.name)? {
+        let pushing = crate::publish::Pushed {
+            manifest: image.manifest,
+            referrers: image.referrers,
+            default_tag: image.tag,
             more_tags: &cx.options.push_tags,
         };
         let digest_reference = crate::publish::push(
-            &s.store,
-            &image,
+            store,
+            &pushing,
             &reference,
             &cx.options.registry,
             &cx.cache,
@@ -88,10 +111,10 @@ fn write_one(
         return Ok(format!("docker://{reference}"));
     }
     if let Output::DockerDaemon { reference } = out {
-        let reference = daemon_reference(reference.as_deref(), &image.name, &image.tag);
+        let reference = daemon_reference(reference.as_deref(), image.name, image.tag);
         let docker_host = cx.env.get("DOCKER_HOST");
-        let loaded =
-            crate::daemon::load(docker_host, &s.store, &image.manifest, &reference, cx.epoch)?;
+        let manifest = image.native.unwrap_or(image.manifest);
+        let loaded = crate::daemon::load(docker_host, store, manifest, &reference, cx.epoch)?;
         reporter.report(&Event::Loaded {
             destination: out.to_string(),
             reference: reference.clone(),
@@ -102,11 +125,11 @@ fn write_one(
         return Ok(format!("docker-daemon:{reference}"));
     }
     output::write(
-        &s.store,
-        &image.manifest,
-        referrers,
-        &image.name,
-        &image.tag,
+        store,
+        image.manifest,
+        image.referrers,
+        image.name,
+        image.tag,
         out,
         cx.epoch,
     )?;

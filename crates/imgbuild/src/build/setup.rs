@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use imgbuild_cargo::config::ExtraFile;
 use imgbuild_cargo::plan::{DependencyKey, TreeEntry};
-use imgbuild_cargo::units;
 use imgbuild_oci::layout::{Layout, LayoutLock};
 
 use crate::appcache::{self, AppCache, StaticKey};
@@ -84,7 +83,12 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     // The base image is resolved before compiling: a wrong reference fails fast.
     let base = match selected.config.base_image() {
         Some(text) => {
-            let b = crate::base::resolve(&store, text, &options.registry, &cx.cache, reporter)?;
+            let arch = cx.platform.as_ref().map_or_else(
+                || crate::image::host_arch().to_string(),
+                |p| p.architecture.clone(),
+            );
+            let b =
+                crate::base::resolve(&store, text, &arch, &options.registry, &cx.cache, reporter)?;
             reporter.report(&Event::BaseResolved {
                 reference: b.reference.clone(),
                 digest: b.digest.clone(),
@@ -98,6 +102,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         package: selected.target.package.name.clone(),
         bin: selected.target.bin.clone(),
         profile: options.profile.clone(),
+        platform: cx.platform.as_ref().map(ToString::to_string),
     });
     let static_key = appcache::static_key_of(
         cx,
@@ -105,10 +110,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         &dependency_key.key,
         base.as_ref().map(|b| b.digest.as_str()),
     )?;
-    let profile_dir = cx
-        .workspace
-        .build_dir
-        .join(units::profile_dir_name(&options.profile));
+    let profile_dir = cx.profile_dir_in(&cx.workspace.build_dir);
     Ok(Setup {
         remote: connect_remote(cx, reporter),
         store,
