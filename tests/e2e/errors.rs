@@ -154,9 +154,9 @@ fn an_unwritable_output_path() {
     )
     .fails_with(&["is not an OCI image layout"]);
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
-    // An unknown transport is refused before anything is compiled.
-    imgbuild(&dir, &cache, &["build", "-o", "docker-daemon:x"])
-        .fails_with(&["not supported by this version"]);
+    // An unsupported transport is refused before anything is compiled, naming what to use.
+    imgbuild(&dir, &cache, &["build", "-o", "containers-storage:x"])
+        .fails_with(&["containers-storage: is not supported", "docker-daemon:"]);
 }
 
 #[test]

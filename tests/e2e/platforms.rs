@@ -193,13 +193,30 @@ fn platforms_that_cannot_be_built_or_written_fail_before_compiling_with_the_fix(
         !Path::new(libdir.trim()).exists(),
         "this test expects a toolchain without the aarch64 standard library"
     );
-    let run = imgbuild(
-        &project,
-        &cache,
-        &["build", "--platform", "linux/amd64,linux/arm64"],
-    );
+    // No cross linker: the error names the package and the setting.
+    let arm = ["build", "--platform", "linux/amd64,linux/arm64"];
+    let run = imgbuild(&project, &cache, &arm);
+    run.fails_with(&[
+        "linux/arm64",
+        "gcc-aarch64-linux-gnu",
+        "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc",
+    ]);
+    assert!(!run.stderr.contains("Compiling"), "{}", run.stderr);
+    // A linker, but no standard library for the target: the rustup command.
+    let linker = [("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "cc")];
+    let run = imgbuild_env(&project, &cache, &arm, &linker);
     run.fails_with(&["linux/arm64", "rustup target add aarch64-unknown-linux-gnu"]);
     assert!(!run.stderr.contains("Compiling"), "{}", run.stderr);
+    // The linker written in the project's cargo config counts too.
+    std::fs::create_dir_all(project.join(".cargo")).unwrap();
+    std::fs::write(
+        project.join(".cargo/config.toml"),
+        "[target.aarch64-unknown-linux-gnu]\nlinker = \"aarch64-linux-gnu-gcc\"\n",
+    )
+    .unwrap();
+    let run = imgbuild(&project, &cache, &arm);
+    run.fails_with(&["rustup target add aarch64-unknown-linux-gnu"]);
+    std::fs::remove_dir_all(project.join(".cargo")).unwrap();
 
     let archive = tmp.path().join("x.tar");
     let run = imgbuild(

@@ -56,11 +56,14 @@ pub struct CompileEnv<'a> {
     pub environment: Option<&'a [(String, String)]>,
 }
 
-/// Whether a caller variable passes into the compile step.
+/// Whether a caller variable passes into the compile step: the toolchain's, the key's,
+/// profile overrides, a target's linker (`CARGO_TARGET_<TRIPLE>_LINKER`, a key input through
+/// the machine lines) and those passed with `--pass-env`.
 pub fn passes(name: &str, pass: &[String]) -> bool {
     TOOLCHAIN_VARS.contains(&name)
         || KEY_ENV_VARS.contains(&name)
         || name.starts_with("CARGO_PROFILE_")
+        || (name.starts_with("CARGO_TARGET_") && name.ends_with("_LINKER"))
         || pass.iter().any(|p| p == name)
 }
 

@@ -244,6 +244,37 @@ pub(crate) fn prepare<'a>(
     })
 }
 
+/// Whether cargo has a linker for `platform`: its `CARGO_TARGET_<TRIPLE>_LINKER`, or a
+/// `[target.<triple>]` table with a `linker` in a cargo config file of the workspace, its
+/// parents or cargo's home.
+fn linker_configured(platform: &Platform, env: &Env, root: &Path) -> bool {
+    if env
+        .get(&platform.linker_var())
+        .is_some_and(|v| !v.is_empty())
+    {
+        return true;
+    }
+    let header = format!("[target.{}]", platform.triple());
+    let dotted = format!("target.{}.linker", platform.triple());
+    let mentions = |text: &str| {
+        let after_header = text.split(&header).skip(1).any(|rest| {
+            rest.split("\n[")
+                .next()
+                .is_some_and(|t| t.contains("linker"))
+        });
+        after_header || text.contains(&dotted)
+    };
+    let mut files: Vec<PathBuf> = root
+        .ancestors()
+        .flat_map(|dir| [dir.join(".cargo/config.toml"), dir.join(".cargo/config")])
+        .collect();
+    files.push(run::cargo_home().join("config.toml"));
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|text| mentions(&text))
+}
+
 /// Cargo's `--target` for `platform`: `None` when the build machine builds it natively;
 /// otherwise its triple, once the toolchain is known to have its standard library.
 fn cross_target(
@@ -259,6 +290,16 @@ fn cross_target(
         return Ok(None);
     }
     let triple = platform.triple();
+    let same_arch = host.split('-').next() == triple.split('-').next();
+    if !same_arch && !linker_configured(platform, env, root) {
+        let (var, prefix) = (platform.linker_var(), platform.gnu_prefix());
+        return Err(crate::Error::Platform {
+            platform: platform.to_string(),
+            reason: format!(
+                "no linker for {triple} is configured (the host's `cc` links for {host} only); install a cross linker (Debian: `apt-get install gcc-{prefix}`) and set {var}={prefix}-gcc, or write `[target.{triple}]` with `linker = \"{prefix}-gcc\"` in .cargo/config.toml"
+            ),
+        });
+    }
     let libdir = run::target_libdir(toolchain, triple)?;
     let has_std = std::fs::read_dir(&libdir).is_ok_and(|entries| {
         entries

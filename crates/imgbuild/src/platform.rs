@@ -46,6 +46,28 @@ impl Platform {
         }
     }
 
+    /// The GNU name of its cross toolchain (`aarch64-linux-gnu`), as Debian's cross
+    /// compiler packages (`gcc-aarch64-linux-gnu`) name their programs.
+    pub(crate) fn gnu_prefix(&self) -> &'static str {
+        match self.architecture.as_str() {
+            "amd64" => "x86_64-linux-gnu",
+            "arm64" => "aarch64-linux-gnu",
+            "arm" => "arm-linux-gnueabihf",
+            "386" => "i686-linux-gnu",
+            "riscv64" => "riscv64-linux-gnu",
+            "ppc64le" => "powerpc64le-linux-gnu",
+            _ => "s390x-linux-gnu",
+        }
+    }
+
+    /// The variable that names its linker for cargo: `CARGO_TARGET_<TRIPLE>_LINKER`.
+    pub(crate) fn linker_var(&self) -> String {
+        format!(
+            "CARGO_TARGET_{}_LINKER",
+            self.triple().to_uppercase().replace(['-', '.'], "_")
+        )
+    }
+
     /// The rustc flags for the target's own units (never for build scripts, which run on
     /// the build machine).
     pub fn target_flags(&self) -> Vec<String> {
