@@ -27,4 +27,5 @@ mod remote_prune;
 mod repair;
 mod reproducible;
 mod supply;
+mod trust;
 mod units;

@@ -221,6 +221,15 @@ pub(crate) struct BuildArgs {
     /// push new ones), e.g. ghcr.io/org/app-cache.
     #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
     pub(crate) cache_repo: Option<String>,
+    /// How the cache repository is used: read-write (pull and push), read-only (pull and use,
+    /// never push: pull requests, forks) or off.
+    #[arg(
+        long,
+        env = "IMGBUILD_CACHE_MODE",
+        value_enum,
+        default_value = "read-write"
+    )]
+    pub(crate) cache_mode: CacheModeArg,
     /// Let build scripts and proc macros reach the network (no sandbox; the image is
     /// annotated as not hermetic and shares no compiled dependencies with hermetic builds).
     #[arg(long)]
@@ -307,6 +316,23 @@ pub(crate) enum SbomArg {
     #[value(name = "cyclonedx")]
     CycloneDx,
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum CacheModeArg {
+    ReadWrite,
+    ReadOnly,
+    Off,
+}
+
+impl From<CacheModeArg> for imgbuild::RemoteCacheMode {
+    fn from(a: CacheModeArg) -> Self {
+        match a {
+            CacheModeArg::ReadWrite => imgbuild::RemoteCacheMode::ReadWrite,
+            CacheModeArg::ReadOnly => imgbuild::RemoteCacheMode::ReadOnly,
+            CacheModeArg::Off => imgbuild::RemoteCacheMode::Off,
+        }
+    }
 }
 
 impl From<SbomArg> for imgbuild::SbomFormat {

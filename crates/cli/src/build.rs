@@ -187,5 +187,6 @@ pub(crate) fn options(
         .map(imgbuild_registry::Reference::parse)
         .transpose()
         .context("--cache-repo")?;
+    options.cache_repo_mode = args.cache_mode.into();
     Ok((options, format))
 }

@@ -97,7 +97,9 @@ pub(crate) use error::io_err;
 pub use image::{Layer, LayerRole};
 pub use imgbuild_cargo::config::ImageConfig;
 pub use imgbuild_registry::Reference;
-pub use options::{BuildOptions, BuiltImage, CacheMode, FeatureSelection, SbomFormat, SupplyChain};
+pub use options::{
+    BuildOptions, BuiltImage, CacheMode, FeatureSelection, RemoteCacheMode, SbomFormat, SupplyChain,
+};
 pub use publish::RegistryOptions;
 
 /// Builds the image `options` describe (nothing is compiled when an image from the same inputs

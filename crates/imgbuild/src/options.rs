@@ -74,6 +74,20 @@ pub enum CacheMode {
     Off,
 }
 
+/// How a build uses the cache repository (`--cache-mode`, `IMGBUILD_CACHE_MODE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteCacheMode {
+    /// Pull entries and push what the build stores (the main branch's builds).
+    #[default]
+    ReadWrite,
+    /// Pull and use entries, never push anything to it (pull requests, forks: builds that
+    /// must not put compiled code into later builds).
+    ReadOnly,
+    /// Leave the cache repository alone.
+    Off,
+}
+
 /// Which SBOM a build attaches to the image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -177,6 +191,8 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// A registry repository that shares cache entries between machines.
     pub cache_repo: Option<imgbuild_registry::Reference>,
+    /// How the cache repository is used.
+    pub cache_repo_mode: RemoteCacheMode,
     /// Use this target directory instead of cargo's (`imgbuild verify` gives each of its two
     /// builds its own).
     pub target_dir: Option<PathBuf>,
@@ -217,6 +233,7 @@ impl BuildOptions {
             cache: CacheMode::default(),
             registry: RegistryOptions::default(),
             cache_repo: None,
+            cache_repo_mode: RemoteCacheMode::ReadWrite,
             allow_network: false,
             pass_env: Vec::new(),
             target_dir: None,

@@ -284,6 +284,8 @@ pub(crate) struct RemoteCache {
     client: Client,
     repository: Reference,
     cache: CacheDir,
+    /// `false` (`--cache-mode read-only`): every push is skipped, here, in one place.
+    writable: bool,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -309,7 +311,14 @@ impl RemoteCache {
             client: Client::connect(&repository, options.client_options(&repository))?,
             repository,
             cache: cache.clone(),
+            writable: true,
         })
+    }
+
+    /// Makes every push a no-op when `writable` is false (read-only mode).
+    pub(crate) fn writable(mut self, writable: bool) -> Self {
+        self.writable = writable;
+        self
     }
 
     /// The repository, as given.
@@ -389,6 +398,9 @@ impl RemoteCache {
         entry: crate::depcache::index::IndexEntry,
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
         use crate::depcache::index;
         use imgbuild_oci::spec::{ImageManifestBuilder, MediaType, SCHEMA_VERSION};
         let mut current = self.read_index()?;
@@ -429,6 +441,9 @@ impl RemoteCache {
         manifest: &Descriptor,
         reporter: &dyn Reporter,
     ) -> Result<imgbuild_registry::push::PushReport> {
+        if !self.writable {
+            return Ok(imgbuild_registry::push::PushReport::default());
+        }
         let target = self.repository.with_tag(&CacheName::Deps(key).tag());
         let progress = push_progress(reporter, &target);
         let report =
@@ -473,6 +488,9 @@ impl RemoteCache {
         referrers: &[Descriptor],
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
         if referrers.is_empty() {
             return Ok(());
         }
@@ -631,6 +649,9 @@ impl RemoteCache {
         tag: &str,
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
         let target = self.repository.with_tag(tag);
         let progress = push_progress(reporter, &target);
         imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;

@@ -130,7 +130,12 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
 fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCache> {
     let options = cx.options;
     let repo = options.cache_repo.as_ref().filter(|_| options.caching())?;
-    match RemoteCache::connect(repo, &options.registry, &cx.cache) {
+    let writable = match options.cache_repo_mode {
+        crate::options::RemoteCacheMode::Off => return None,
+        crate::options::RemoteCacheMode::ReadOnly => false,
+        _ => true,
+    };
+    match RemoteCache::connect(repo, &options.registry, &cx.cache).map(|r| r.writable(writable)) {
         Ok(remote) => Some(remote),
         Err(e) => {
             reporter.report(&Event::Warning {
