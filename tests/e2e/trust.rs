@@ -70,3 +70,238 @@ fn a_read_only_build_uses_the_cache_repository_and_writes_nothing_to_it() {
     let after = registry.requests("GET", "/v2/") + registry.requests("HEAD", "/v2/");
     assert_eq!(after, gets, "off leaves the repository alone");
 }
+
+/// A P-256 key pair made by `openssl`: (private, public) PEM files under `dir`.
+fn key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let p = private.to_str().unwrap();
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p,
+        ],
+    );
+    tool(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            p,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    (p.to_string(), public.to_str().unwrap().to_string())
+}
+
+/// Runs a Python snippet against the registry API (plain HTTP) with `args`; returns stdout.
+fn python(script: &str, args: &[&str]) -> String {
+    require("python3");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Flips one character of every signature in the repository's `*.sig` manifests.
+const TAMPER: &str = r#"
+import json, sys, urllib.request
+base, repo = sys.argv[1], sys.argv[2]
+accept = "application/vnd.oci.image.manifest.v1+json"
+tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
+for tag in [t for t in tags if t.endswith(".sig")]:
+    req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers={"Accept": accept})
+    m = json.load(urllib.request.urlopen(req))
+    for layer in m["layers"]:
+        s = layer["annotations"]["dev.cosignproject.cosign/signature"]
+        i = len(s) // 2
+        layer["annotations"]["dev.cosignproject.cosign/signature"] = s[:i] + ("A" if s[i] != "A" else "B") + s[i+1:]
+    body = json.dumps(m).encode()
+    put = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", data=body, method="PUT",
+                                 headers={"Content-Type": accept})
+    urllib.request.urlopen(put)
+    print(tag)
+"#;
+
+/// Fetches the signature of `digest` in `repo`: prints the payload and the signature (base64).
+const FETCH_SIGNATURE: &str = r#"
+import json, sys, urllib.request
+base, repo, digest = sys.argv[1], sys.argv[2], sys.argv[3]
+accept = "application/vnd.oci.image.manifest.v1+json"
+tag = digest.replace(":", "-") + ".sig"
+req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers={"Accept": accept})
+m = json.load(urllib.request.urlopen(req))
+layer = m["layers"][0]
+payload = urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{layer['digest']}").read()
+print(json.dumps({"media_type": layer["mediaType"], "payload": payload.decode(),
+                  "signature": layer["annotations"]["dev.cosignproject.cosign/signature"]}))
+"#;
+
+#[test]
+fn a_trusting_reader_uses_only_entries_its_keys_signed_and_says_why_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let keys = tmp.path().join("keys");
+    let (main_key, main_pub) = key_pair(&keys, "main");
+    let (other_key, _) = key_pair(&keys, "other");
+    let base = format!("http://{}", registry.host());
+    let mut n = 0;
+    let mut build = |repo: &str, extra: &[&str]| {
+        n += 1;
+        let cache = tmp.path().join(format!("cache-{n}"));
+        let repo = format!("{}/{repo}", registry.host());
+        let mut args = vec!["build", "--cache-repo", &repo, "--message-format", "json"];
+        args.extend_from_slice(extra);
+        let run = imgbuild(&project, &cache, &args);
+        let events = run.events();
+        let from_registry = events
+            .iter()
+            .any(|e| e["reason"] == "app-cache" && e["from_registry"] == true);
+        let compiled = events.iter().any(|e| e["reason"] == "compiled");
+        let warnings: Vec<String> = events
+            .iter()
+            .filter(|e| e["reason"] == "warning")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect();
+        (from_registry, compiled, warnings)
+    };
+    let trust = ["--cache-trust", main_pub.as_str()];
+
+    // Signed by the trusted key: used.
+    build("signed", &["--cache-sign-key", &main_key]);
+    let (hit, compiled, warnings) = build("signed", &trust);
+    assert!(hit && !compiled, "{warnings:?}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // Signed by another key, unsigned, tampered with: each a miss that says why.
+    build("other", &["--cache-sign-key", &other_key]);
+    build("unsigned", &[]);
+    build("tampered", &["--cache-sign-key", &main_key]);
+    let tampered = python(TAMPER, &[&base, "tampered"]);
+    assert!(!tampered.is_empty(), "signatures were found to tamper with");
+    for (repo, why) in [
+        ("other", "signed by a key that is not trusted"),
+        ("unsigned", "unsigned"),
+        ("tampered", "bad signature"),
+    ] {
+        let (hit, compiled, warnings) = build(repo, &trust);
+        assert!(!hit && compiled, "{repo}: an untrusted entry is a miss");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("is not trusted") && w.contains(why) && w.contains(repo)),
+            "{repo}: {warnings:?}"
+        );
+    }
+    // Without trusted keys configured, today's behaviour: the unsigned entry is used.
+    let (hit, _, _) = build("unsigned", &[]);
+    assert!(hit);
+}
+
+#[test]
+fn a_pushed_image_is_signed_the_way_cosign_does_and_openssl_verifies_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let keys = tmp.path().join("keys");
+    let (key, public) = key_pair(&keys, "release");
+    let (_, other_pub) = key_pair(&keys, "other");
+    let image = format!("{}/signed/hello:v1", registry.host());
+    let run = imgbuild(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "push",
+            &image,
+            "--sign-key",
+            &key,
+            "--message-format",
+            "json",
+        ],
+    );
+    let events = run.events();
+    let digest = image_digest(&events);
+    assert!(events.iter().any(|e| e["reason"] == "signed"));
+
+    // cosign's layout and payload, and a signature openssl checks over the payload.
+    let base = format!("http://{}", registry.host());
+    let sig = json(&python(FETCH_SIGNATURE, &[&base, "signed/hello", &digest]));
+    assert_eq!(
+        sig["media_type"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let payload = json(sig["payload"].as_str().unwrap());
+    let critical = &payload["critical"];
+    assert_eq!(critical["type"], "cosign container image signature");
+    assert_eq!(critical["image"]["docker-manifest-digest"], digest.as_str());
+    assert_eq!(
+        critical["identity"]["docker-reference"],
+        format!("{}/signed/hello", registry.host())
+    );
+    let payload_file = tmp.path().join("payload.json");
+    std::fs::write(&payload_file, sig["payload"].as_str().unwrap()).unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        sig["signature"].as_str().unwrap(),
+    )
+    .unwrap();
+    let sig_file = tmp.path().join("payload.sig");
+    std::fs::write(&sig_file, der).unwrap();
+    let verified = tool(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &public,
+            "-signature",
+            sig_file.to_str().unwrap(),
+            payload_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(verified.trim(), "Verified OK");
+
+    // imgbuild verify-signature: the right key passes, another fails.
+    let cache = tmp.path().join("cache");
+    let ok = imgbuild(
+        &project,
+        &cache,
+        &["verify-signature", &image, "--key", &public],
+    );
+    assert!(ok.status.success(), "{}", ok.stderr);
+    assert_eq!(ok.stdout.trim(), digest);
+    imgbuild(
+        &project,
+        &cache,
+        &["verify-signature", &image, "--key", &other_pub],
+    )
+    .fails_with(&["not trusted", &digest]);
+    // Signatures belong to digests: another image (another config) in the same repository
+    // is unsigned.
+    let unsigned = format!("{}/signed/hello:unsigned", registry.host());
+    imgbuild(&project, &cache, &["push", &unsigned, "-e", "X=1"]).digest();
+    imgbuild(
+        &project,
+        &cache,
+        &["verify-signature", &unsigned, "--key", &public],
+    )
+    .fails_with(&["unsigned"]);
+}

@@ -22,6 +22,8 @@ pub(crate) enum Command {
     Sbom(crate::artifacts::SbomArgs),
     /// Fetch an image's split-off debug info into DIR/.build-id/ for gdb.
     Debuginfo(crate::artifacts::DebuginfoArgs),
+    /// Check an image's signature (cosign's layout) against a public key.
+    VerifySignature(crate::artifacts::VerifySignatureArgs),
     /// Inspect and prune the dependency cache in the local store.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -230,6 +232,22 @@ pub(crate) struct BuildArgs {
         default_value = "read-write"
     )]
     pub(crate) cache_mode: CacheModeArg,
+    /// Sign every manifest pushed to the cache repository with this private key (PEM:
+    /// ECDSA P-256 or Ed25519).
+    #[arg(long, env = "IMGBUILD_CACHE_SIGN_KEY", value_name = "FILE")]
+    pub(crate) cache_sign_key: Option<PathBuf>,
+    /// Use only cache entries signed by this public key (PEM; repeatable, or
+    /// comma-separated in IMGBUILD_CACHE_TRUST). Others are a miss, with a warning.
+    #[arg(
+        long,
+        env = "IMGBUILD_CACHE_TRUST",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub(crate) cache_trust: Vec<PathBuf>,
+    /// Sign pushed images with this private key (PEM), the way `cosign sign --key` does.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign_key: Option<PathBuf>,
     /// Let build scripts and proc macros reach the network (no sandbox; the image is
     /// annotated as not hermetic and shares no compiled dependencies with hermetic builds).
     #[arg(long)]

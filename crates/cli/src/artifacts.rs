@@ -55,6 +55,19 @@ pub(crate) struct SbomArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct VerifySignatureArgs {
+    /// The image, REGISTRY/REPOSITORY[:TAG|@DIGEST].
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// The public key (PEM) that must have signed it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registry: Vec<String>,
+}
+
+#[derive(Args)]
 pub(crate) struct DebuginfoArgs {
     #[command(flatten)]
     pub(crate) image: ImageArgs,
@@ -82,4 +95,20 @@ pub(crate) fn run_debuginfo(args: DebuginfoArgs) -> Result<()> {
     let (cache, location, registry) = args.image.resolve()?;
     let path = artifacts::debuginfo(&cache, &location, &registry, &args.output)?;
     writeln!(std::io::stdout().lock(), "{}", path.display()).context("writing the path to stdout")
+}
+
+/// Checks an image's signature; the digest on stdout, what was checked on stderr.
+pub(crate) fn run_verify_signature(
+    args: VerifySignatureArgs,
+    console: &crate::console::Console,
+) -> Result<()> {
+    let reference = imgbuild::Reference::parse(&args.reference)?;
+    let mut registry = RegistryOptions::default();
+    registry.insecure = args.insecure_registry;
+    let (digest, key) = imgbuild::verify_signature(&reference, &args.key, &registry)?;
+    console.status(
+        "Verified",
+        &format!("{reference}@{digest}: signed by key {key}"),
+    );
+    writeln!(std::io::stdout().lock(), "{digest}").context("writing the digest to stdout")
 }

@@ -188,5 +188,8 @@ pub(crate) fn options(
         .transpose()
         .context("--cache-repo")?;
     options.cache_repo_mode = args.cache_mode.into();
+    options.cache_sign_key = args.cache_sign_key.clone();
+    options.cache_trust = args.cache_trust.clone();
+    options.sign_key = args.sign_key.clone();
     Ok((options, format))
 }

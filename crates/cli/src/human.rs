@@ -287,6 +287,9 @@ impl Reporter for Human<'_> {
             Event::UnitsRestored { .. } | Event::UnitsStored { .. } => self.units(event),
             Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
             Event::Tagged { reference, .. } => self.status("Tagged", reference),
+            Event::Signed { reference, key } => {
+                self.status("Signed", &format!("{reference} with key {key}"))
+            }
             // Events a newer library adds are shown in JSON output only.
             _ => {}
         }

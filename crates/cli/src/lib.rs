@@ -58,6 +58,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Command::Cache(command) => cache::run_cache(command),
         Command::Verify(args) => verify::run_verify(args, &console),
         Command::Sbom(args) => artifacts::run_sbom(args),
+        Command::VerifySignature(args) => artifacts::run_verify_signature(args, &console),
         Command::Debuginfo(args) => artifacts::run_debuginfo(args),
     };
     match result {

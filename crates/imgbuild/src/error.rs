@@ -67,6 +67,30 @@ pub enum Error {
         /// Why, and what to do.
         reason: String,
     },
+    /// A signing or verifying key cannot be used.
+    #[error("key {}: {reason}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why, and how to make a usable one.
+        reason: String,
+    },
+    /// A cache entry whose signature a reader with trusted keys does not accept.
+    #[error("cache entry {reference} is not trusted: {reason}; it is not used")]
+    UntrustedEntry {
+        /// The entry (`REPO:TAG@sha256:…`).
+        reference: String,
+        /// Unsigned, an unknown key, or a bad signature.
+        reason: String,
+    },
+    /// An image's signature does not check out (`verify-signature`).
+    #[error("{reference}: {reason}")]
+    Signature {
+        /// The image.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
     /// An extra file declared in the configuration is not usable.
     #[error("extra file {}: {reason}", src.display())]
     ExtraFile {

@@ -318,6 +318,13 @@ pub enum Event {
         /// Total compressed size of the layers.
         size: u64,
     },
+    /// A pushed image was signed (`push --sign-key`).
+    Signed {
+        /// The image, by digest.
+        reference: String,
+        /// The signing key's id (its public key's SHA-256, 12 hex).
+        key: String,
+    },
     /// A multi-platform image index is complete (after each platform's `image-built`).
     IndexBuilt {
         /// The index's digest.

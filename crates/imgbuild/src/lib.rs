@@ -81,6 +81,7 @@ mod remoteprune;
 mod repair;
 pub mod resolve;
 mod rootfs;
+mod signing;
 pub mod store;
 mod supply;
 mod time;
@@ -146,6 +147,18 @@ pub fn check_selections(
         cx.workspace.select(Some(package), bin.as_deref())?;
     }
     Ok(())
+}
+
+/// Checks that the image `reference` names is signed, cosign's way, by the private key whose
+/// public key (PEM) is at `key`; returns the image's digest and the key's id. What `cosign
+/// verify --key` checks: the signature manifest `sha256-<hex>.sig` beside the image, its
+/// payload naming this repository and digest, the signature over the payload.
+pub fn verify_signature(
+    reference: &Reference,
+    key: &std::path::Path,
+    options: &RegistryOptions,
+) -> Result<(String, String)> {
+    publish::verify_signature(reference, key, options)
 }
 
 /// Shorthand for results of this crate.

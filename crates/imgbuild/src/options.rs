@@ -193,6 +193,12 @@ pub struct BuildOptions {
     pub cache_repo: Option<imgbuild_registry::Reference>,
     /// How the cache repository is used.
     pub cache_repo_mode: RemoteCacheMode,
+    /// A private key (PEM) that signs every manifest pushed to the cache repository.
+    pub cache_sign_key: Option<PathBuf>,
+    /// Public keys (PEM): when given, only cache entries signed by one of them are used.
+    pub cache_trust: Vec<PathBuf>,
+    /// A private key (PEM) that signs pushed images, the way cosign does.
+    pub sign_key: Option<PathBuf>,
     /// Use this target directory instead of cargo's (`imgbuild verify` gives each of its two
     /// builds its own).
     pub target_dir: Option<PathBuf>,
@@ -234,6 +240,9 @@ impl BuildOptions {
             registry: RegistryOptions::default(),
             cache_repo: None,
             cache_repo_mode: RemoteCacheMode::ReadWrite,
+            cache_sign_key: None,
+            cache_trust: Vec::new(),
+            sign_key: None,
             allow_network: false,
             pass_env: Vec::new(),
             target_dir: None,

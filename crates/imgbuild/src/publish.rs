@@ -159,6 +159,40 @@ pub(crate) struct Pushed<'a> {
     pub(crate) default_tag: &'a str,
     /// More tags for the same manifest (one push, then one manifest `PUT` per tag).
     pub(crate) more_tags: &'a [String],
+    /// Signs the pushed manifest, cosign's way (`push --sign-key`).
+    pub(crate) sign_key: Option<&'a crate::signing::SigningKey>,
+}
+
+/// Checks that the image `reference` names is signed by `key` (a public key file), cosign's
+/// way; returns the image's digest and the key's id.
+pub(crate) fn verify_signature(
+    reference: &Reference,
+    key: &std::path::Path,
+    options: &RegistryOptions,
+) -> Result<(String, String)> {
+    let key = crate::signing::VerifyingKey::from_file(key)?;
+    let client = Client::connect(reference, options.client_options(reference))?;
+    let name = reference
+        .digest
+        .clone()
+        .or_else(|| reference.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let fail = |reason: String| crate::Error::Signature {
+        reference: reference.to_string(),
+        reason,
+    };
+    let Some((_, _, digest)) =
+        imgbuild_registry::push::fetch_manifest(&client, &reference.repository, &name)?
+    else {
+        return Err(fail("no such image in the registry".into()));
+    };
+    let digest = digest.to_string();
+    let verdict =
+        crate::signing::remote::verify(&client, reference, &digest, std::slice::from_ref(&key))?;
+    match verdict.distrust() {
+        None => Ok((digest, key.id())),
+        Some(why) => Err(fail(format!("{digest} is {why}"))),
+    }
 }
 
 /// The referrers grouped by the manifest they refer to (an index's referrers belong to its
@@ -256,6 +290,13 @@ pub(crate) fn push(
             digest: report.digest.clone(),
         });
     }
+    if let Some(key) = image.sign_key {
+        crate::signing::remote::sign(&client, store, &target, &report.digest, key)?;
+        reporter.report(&Event::Signed {
+            reference: target.with_digest(&report.digest).to_string(),
+            key: key.public().id(),
+        });
+    }
     Ok(Reference {
         tag: None,
         digest: Some(report.digest),
@@ -286,6 +327,10 @@ pub(crate) struct RemoteCache {
     cache: CacheDir,
     /// `false` (`--cache-mode read-only`): every push is skipped, here, in one place.
     writable: bool,
+    /// Signs every manifest pushed (`--cache-sign-key`).
+    sign_key: Option<std::sync::Arc<crate::signing::SigningKey>>,
+    /// When not empty (`--cache-trust`), only manifests signed by one of these are used.
+    trust: Vec<crate::signing::VerifyingKey>,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -312,7 +357,71 @@ impl RemoteCache {
             repository,
             cache: cache.clone(),
             writable: true,
+            sign_key: None,
+            trust: Vec::new(),
         })
+    }
+
+    /// Signs what it pushes with `sign_key`, and uses only what one of `trust` signed (when
+    /// `trust` is not empty).
+    pub(crate) fn signing(
+        mut self,
+        sign_key: Option<std::sync::Arc<crate::signing::SigningKey>>,
+        trust: Vec<crate::signing::VerifyingKey>,
+    ) -> Self {
+        self.sign_key = sign_key;
+        self.trust = trust;
+        self
+    }
+
+    /// Signs `manifest` (pushed to the cache repository) when a signing key is configured.
+    fn sign(&self, store: &Layout, manifest: &Descriptor) -> Result<()> {
+        match &self.sign_key {
+            Some(key) => crate::signing::remote::sign(
+                &self.client,
+                store,
+                &self.repository,
+                manifest.digest().as_ref(),
+                key,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// With trusted keys configured: the manifest `tag` names, checked, as a digest reference
+    /// to pull (so the tag cannot move between the check and the pull); `None` when the
+    /// repository has no such tag. Without trusted keys: the tag itself.
+    fn trusted(&self, tag: &str) -> Result<Option<Reference>> {
+        let reference = self.repository.with_tag(tag);
+        if self.trust.is_empty() {
+            return Ok(Some(reference));
+        }
+        let Some((_, _, digest)) = imgbuild_registry::push::fetch_manifest(
+            &self.client,
+            &self.repository.repository,
+            tag,
+        )?
+        else {
+            return Ok(None);
+        };
+        self.check(&reference.to_string(), digest.as_ref())?;
+        Ok(Some(self.repository.with_digest(digest.as_ref())))
+    }
+
+    /// Fails with [`crate::Error::UntrustedEntry`] unless a trusted key signed `digest`.
+    fn check(&self, what: &str, digest: &str) -> Result<()> {
+        if self.trust.is_empty() {
+            return Ok(());
+        }
+        let verdict =
+            crate::signing::remote::verify(&self.client, &self.repository, digest, &self.trust)?;
+        match verdict.distrust() {
+            None => Ok(()),
+            Some(reason) => Err(crate::Error::UntrustedEntry {
+                reference: format!("{what}@{digest}"),
+                reason,
+            }),
+        }
     }
 
     /// Makes every push a no-op when `writable` is false (read-only mode).
@@ -449,6 +558,7 @@ impl RemoteCache {
         let report =
             imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
         self.remember(store, manifest);
+        self.sign(store, manifest)?;
         report_pushed(reporter, &target, &report);
         Ok(report)
     }
@@ -462,7 +572,9 @@ impl RemoteCache {
         tag: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<Descriptor>> {
-        let reference = self.repository.with_tag(tag);
+        let Some(reference) = self.trusted(tag)? else {
+            return Ok(None);
+        };
         let progress = progress(reporter, &reference);
         let pulled = imgbuild_registry::push::pull(
             &self.client,
@@ -506,6 +618,7 @@ impl RemoteCache {
         )?;
         for r in referrers {
             self.remember(store, r);
+            self.sign(store, r)?;
         }
         Ok(())
     }
@@ -530,6 +643,12 @@ impl RemoteCache {
             .filter(|d| imgbuild_oci::referrers::is_one_of(d, types))
         {
             let reference = self.repository.with_digest(d.digest().as_ref());
+            if let Err(e) = self.check(&self.repository.to_string(), d.digest().as_ref()) {
+                reporter.report(&Event::Warning {
+                    message: e.to_string(),
+                });
+                continue;
+            }
             let progress = progress(reporter, &reference);
             let arch = crate::image::host_arch().to_string();
             let got = imgbuild_registry::push::pull(
@@ -577,12 +696,13 @@ impl RemoteCache {
     ) -> Result<Option<crate::unitcache::Loaded>> {
         let tag = CacheName::Units(id).tag();
         let repository = &self.repository.repository;
-        let Some((_, bytes, _)) =
+        let Some((_, bytes, digest)) =
             imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
         else {
             return Ok(None);
         };
         let reference = self.repository.with_tag(&tag);
+        self.check(&reference.to_string(), digest.as_ref())?;
         let invalid = |reason: String| crate::Error::CacheEntry {
             reference: reference.to_string(),
             reason,
@@ -656,6 +776,6 @@ impl RemoteCache {
         let progress = push_progress(reporter, &target);
         imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
         self.remember(store, manifest);
-        Ok(())
+        self.sign(store, manifest)
     }
 }

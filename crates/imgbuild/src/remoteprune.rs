@@ -5,7 +5,8 @@
 //! through the distribution API, manifest by manifest. A manifest another kept tag points at
 //! is never deleted, and blobs are left to the registry's garbage collection, which keeps every
 //! blob a remaining manifest uses. An image's referrers (the tag schema's `sha256-<hex>` index
-//! and the manifests it lists) go with the image.
+//! and the manifests it lists) go with the image, and every deleted manifest's signature
+//! (`sha256-<hex>.sig`).
 //!
 //! The choice is pure ([`select`]); [`prune_remote`] talks to the registry.
 
@@ -279,6 +280,14 @@ pub fn prune_remote(
         }
     }
     doomed.extend(referrers.into_iter().filter(|d| !kept_digests.contains(d)));
+    // Their signatures (`sha256-<hex>.sig`, cosign's layout) go with them.
+    let signatures: Vec<String> = doomed
+        .iter()
+        .filter_map(|d| digests.get(&crate::signing::cosign::signature_tag(d)))
+        .filter(|d| !kept_digests.contains(*d))
+        .cloned()
+        .collect();
+    doomed.extend(signatures);
     let mut report = RemotePruneReport {
         repository: repository.to_string(),
         kept: entries.len() - removed.len(),

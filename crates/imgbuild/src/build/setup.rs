@@ -67,6 +67,9 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     for out in &options.outputs {
         preflight(out, cx.env.get("DOCKER_HOST"))?;
     }
+    if let Some(key) = &options.sign_key {
+        crate::signing::SigningKey::from_file(key)?;
+    }
     let package_dir = selected
         .target
         .package
@@ -112,7 +115,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     )?;
     let profile_dir = cx.profile_dir_in(&cx.workspace.build_dir);
     Ok(Setup {
-        remote: connect_remote(cx, reporter),
+        remote: connect_remote(cx, reporter)?,
         store,
         _writer: writer,
         keys,
@@ -127,23 +130,40 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
 
 /// The cache repository, when one is configured and the cache is on; one that cannot be
 /// reached is a warning and the build goes on without it.
-fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Option<RemoteCache> {
+/// A key that cannot be read is an error: a trust setting silently ignored would be worse
+/// than no cache.
+fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Option<RemoteCache>> {
     let options = cx.options;
-    let repo = options.cache_repo.as_ref().filter(|_| options.caching())?;
+    let Some(repo) = options.cache_repo.as_ref().filter(|_| options.caching()) else {
+        return Ok(None);
+    };
     let writable = match options.cache_repo_mode {
-        crate::options::RemoteCacheMode::Off => return None,
+        crate::options::RemoteCacheMode::Off => return Ok(None),
         crate::options::RemoteCacheMode::ReadOnly => false,
         _ => true,
     };
-    match RemoteCache::connect(repo, &options.registry, &cx.cache).map(|r| r.writable(writable)) {
-        Ok(remote) => Some(remote),
+    let sign_key = options
+        .cache_sign_key
+        .as_deref()
+        .map(crate::signing::SigningKey::from_file)
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let trust = options
+        .cache_trust
+        .iter()
+        .map(|p| crate::signing::VerifyingKey::from_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    let connected = RemoteCache::connect(repo, &options.registry, &cx.cache)
+        .map(|r| r.writable(writable).signing(sign_key, trust));
+    match connected {
+        Ok(remote) => Ok(Some(remote)),
         Err(e) => {
             reporter.report(&Event::Warning {
                 message: format!(
                     "the cache repository {repo} is not usable, building without it: {e}"
                 ),
             });
-            None
+            Ok(None)
         }
     }
 }
