@@ -77,6 +77,7 @@ pub mod platform;
 mod probecache;
 mod procenv;
 mod publish;
+mod remotecache;
 mod remoteprune;
 mod repair;
 pub mod resolve;

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::LayerRole;
 use crate::names::CacheName;
-use crate::publish::RemoteCache;
+use crate::remotecache::RemoteCache;
 use crate::{Error, Result};
 
 mod lookup;

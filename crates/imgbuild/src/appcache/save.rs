@@ -16,7 +16,7 @@ use crate::event::{Event, Reporter};
 use crate::image::StoredImage;
 use crate::keys::{self, Record};
 use crate::names::CacheName;
-use crate::publish::RemoteCache;
+use crate::remotecache::RemoteCache;
 
 /// Runs the stage (nothing to do with the cache off).
 pub(crate) fn record(

@@ -18,7 +18,7 @@ use crate::depcache::packer::Packer;
 use crate::depcache::{self, Entry};
 use crate::event::{Event, Reporter};
 use crate::names::{self, CacheName};
-use crate::publish::RemoteCache;
+use crate::remotecache::RemoteCache;
 use crate::{Error, Result};
 
 /// What `restore` did; holds cargo's build directory locked until `save` is done.

@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::event::{Event, Reporter};
 use crate::keys::{self, KeyContext};
 use crate::output::Output;
-use crate::publish::RemoteCache;
+use crate::remotecache::RemoteCache;
 use crate::{Error, Result};
 
 /// A resolved extra file: image path → (host path, mode).

@@ -15,7 +15,7 @@ use imgbuild_oci::layout::Layout;
 use super::plan::{Checkout, RestorePlan};
 use super::{Loaded, UnitEntry};
 use crate::Result;
-use crate::publish::RemoteCache;
+use crate::remotecache::RemoteCache;
 
 /// The checkout and cargo's build directory, as the planner asks about them. File hashes are
 /// memoized, so the record written after the build hashes nothing twice.
