@@ -151,7 +151,9 @@ m = json.load(urllib.request.urlopen(req))
 layer = m["layers"][0]
 payload = urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{layer['digest']}").read()
 print(json.dumps({"media_type": layer["mediaType"], "payload": payload.decode(),
-                  "signature": layer["annotations"]["dev.cosignproject.cosign/signature"]}))
+                  "signature": layer["annotations"]["dev.cosignproject.cosign/signature"],
+                  "subject": m.get("subject", {}).get("digest"),
+                  "artifact_type": m.get("artifactType")}))
 "#;
 
 #[test]

@@ -293,7 +293,7 @@ pub(crate) fn push(
         });
     }
     if let Some(key) = image.sign_key {
-        crate::signing::remote::sign(&client, store, &target, &report.digest, key)?;
+        crate::signing::remote::sign(&client, store, &target, manifest, key)?;
         reporter.report(&Event::Signed {
             reference: target.with_digest(&report.digest).to_string(),
             key: key.public().id(),

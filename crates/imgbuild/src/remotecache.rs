@@ -75,13 +75,9 @@ impl RemoteCache {
     /// Signs `manifest` (pushed to the cache repository) when a signing key is configured.
     fn sign(&self, store: &Layout, manifest: &Descriptor) -> Result<()> {
         match &self.sign_key {
-            Some(key) => crate::signing::remote::sign(
-                &self.client,
-                store,
-                &self.repository,
-                manifest.digest().as_ref(),
-                key,
-            ),
+            Some(key) => {
+                crate::signing::remote::sign(&self.client, store, &self.repository, manifest, key)
+            }
             None => Ok(()),
         }
     }

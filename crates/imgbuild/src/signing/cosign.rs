@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 /// The payload's media type.
 pub(crate) const PAYLOAD_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The signature manifest's `artifactType` (cosign's, for its OCI 1.1 referrers mode).
+pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// The annotation holding the base64 signature.
 pub(crate) const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The payload's `critical.type`.

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use imgbuild_oci::layout::Layout;
-use imgbuild_oci::spec::{ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+use imgbuild_oci::spec::{
+    Descriptor, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION,
+};
 use imgbuild_registry::{Client, Reference};
 
 use super::cosign;
@@ -50,15 +52,17 @@ impl Verdict {
     }
 }
 
-/// Signs `digest`, a manifest in `repository`, with `key`: pushes the signature manifest
-/// under `sha256-<hex>.sig` (replacing what was there).
+/// Signs `subject`, a manifest in `repository`, with `key`: pushes the signature manifest
+/// under `sha256-<hex>.sig` (replacing what was there), where cosign looks, and with
+/// `subject` set, so a registry with the OCI referrers API also lists it as a referrer.
 pub(crate) fn sign(
     client: &Client,
     store: &Layout,
     repository: &Reference,
-    digest: &str,
+    subject: &Descriptor,
     key: &SigningKey,
 ) -> Result<()> {
+    let digest: &str = subject.digest().as_ref();
     let docker_reference = cosign::docker_reference(&repository.registry, &repository.repository);
     let payload = cosign::payload(&docker_reference, digest);
     let signature = BASE64.encode(key.sign(&payload));
@@ -70,11 +74,18 @@ pub(crate) fn sign(
     layer.set_annotations(Some(annotations));
     let config = cosign::config(&[payload_desc.digest().to_string()]);
     let config = store.put_json(MediaType::ImageConfig, &config)?;
+    let subject = Descriptor::new(
+        subject.media_type().clone(),
+        subject.size(),
+        subject.digest().clone(),
+    );
     let manifest = ImageManifestBuilder::default()
         .schema_version(SCHEMA_VERSION)
         .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::Other(cosign::ARTIFACT_TYPE.into()))
         .config(config)
         .layers(vec![layer])
+        .subject(subject)
         .build()
         .map_err(imgbuild_oci::Error::from)?;
     let manifest = store.put_json(MediaType::ImageManifest, &manifest)?;
