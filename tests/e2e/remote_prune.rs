@@ -12,7 +12,9 @@ use crate::registry_support::{Auth, Registry};
 use crate::support::*;
 use crate::units::{chain, checkout};
 
-fn build(dir: &Path, cache: &Path, repo: &str, opt: &str) -> Vec<Value> {
+/// Every build signs what it pushes and trusts only that key (the signatures must survive a
+/// prune for what is kept, and go for what is removed).
+fn build(dir: &Path, cache: &Path, repo: &str, opt: &str, signing: &[(&str, &str)]) -> Vec<Value> {
     imgbuild_env(
         dir,
         cache,
@@ -25,7 +27,7 @@ fn build(dir: &Path, cache: &Path, repo: &str, opt: &str) -> Vec<Value> {
             "--cache-repo",
             repo,
         ],
-        &[("CARGO_PROFILE_RELEASE_OPT_LEVEL", opt)],
+        &[&[("CARGO_PROFILE_RELEASE_OPT_LEVEL", opt)], signing].concat(),
     )
     .events()
 }
@@ -77,8 +79,35 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
 
     // An old build (opt-level 3), then, later, a new one (opt-level 2: another dependency key,
     // another app entry, another unit record) on another runner.
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (key, public) = (keys.join("cache.key"), keys.join("cache.pub"));
+    let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key,
+        ],
+    );
+    tool("openssl", &["pkey", "-in", key, "-pubout", "-out", public]);
+    let signing = [
+        ("IMGBUILD_CACHE_SIGN_KEY", key),
+        ("IMGBUILD_CACHE_TRUST", public),
+    ];
     let first = chain(&tmp.path().join("one"));
-    let old = build(&first, &tmp.path().join("cache-1"), &cache_repo, "3");
+    let old = build(
+        &first,
+        &tmp.path().join("cache-1"),
+        &cache_repo,
+        "3",
+        &signing,
+    );
     let old_done = Instant::now();
     let old_deps = event(&old, "cache-lookup")["key"]
         .as_str()
@@ -102,7 +131,13 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
     std::thread::sleep(Duration::from_secs(4));
     let new_started = Instant::now();
     let second = checkout(&first, &tmp.path().join("two"), &[]);
-    let new = build(&second, &tmp.path().join("cache-2"), &cache_repo, "2");
+    let new = build(
+        &second,
+        &tmp.path().join("cache-2"),
+        &cache_repo,
+        "2",
+        &signing,
+    );
     let new_deps = event(&new, "cache-lookup")["key"]
         .as_str()
         .unwrap()
@@ -167,6 +202,15 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
         assert!(!after.contains(tag), "{tag} is gone: {after:?}");
     }
     assert!(after.contains(&format!("deps-{new_deps}")));
+    // The removed manifests' signatures went with them; the kept ones' stay (the trusting
+    // build below uses them).
+    let signatures = |tags: &[String]| tags.iter().filter(|t| t.ends_with(".sig")).count();
+    assert!(
+        signatures(&after) > 0 && signatures(&after) < signatures(&before),
+        "{} of {} signatures left",
+        signatures(&after),
+        signatures(&before)
+    );
     assert!(
         after.contains(&"deps-index".to_string()),
         "the index of entries is not an entry"
@@ -181,7 +225,13 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
 
     // A fresh runner still gets the kept entries: the app cache hit, nothing compiled.
     let third = checkout(&first, &tmp.path().join("three"), &[]);
-    let events = build(&third, &tmp.path().join("cache-3"), &cache_repo, "2");
+    let events = build(
+        &third,
+        &tmp.path().join("cache-3"),
+        &cache_repo,
+        "2",
+        &signing,
+    );
     assert!(
         events.iter().all(|e| e["reason"] != "compiled"),
         "nothing compiled"

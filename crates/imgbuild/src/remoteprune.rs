@@ -249,10 +249,12 @@ pub fn prune_remote(
         .iter()
         .flat_map(|&i| entries[i].tags.iter())
         .collect();
-    // A manifest a kept tag points at stays.
+    // A manifest a kept tag points at stays. The tags that attach something to a manifest
+    // (`sha256-<hex>`: referrers; `sha256-<hex>.sig`: signatures) do not keep it: they go with
+    // what they are attached to.
     let kept_digests: BTreeSet<&String> = digests
         .iter()
-        .filter(|(tag, _)| !removed_tags.contains(tag))
+        .filter(|(tag, _)| !removed_tags.contains(tag) && !tag.starts_with("sha256-"))
         .map(|(_, d)| d)
         .collect();
     let mut doomed: Vec<String> = Vec::new();
