@@ -266,6 +266,27 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     // A third runner builds app-b, which nobody has built: it starts from app-a's dependency
     // entry and units in the cache repository, and compiles app-b alone.
     let three = checkout(&two, &tmp.path().join("three"), &[]);
+    // `plan --explain` says so beforehand, reading the cache repository (configs only).
+    let plan = imgbuild(
+        &three,
+        &tmp.path().join("cache-3"),
+        &[
+            "plan",
+            "-p",
+            "app-b",
+            "--explain",
+            "--cache-repo",
+            &repo,
+            "--message-format",
+            "json",
+        ],
+    );
+    assert!(plan.status.success(), "{}", plan.stderr);
+    let choice = json(plan.stdout.lines().next().unwrap())["dependency_entry"].clone();
+    assert_eq!(choice["binary"], "app-a/app-a", "{choice}");
+    assert_eq!(choice["cache_repo"], repo.as_str(), "{choice}");
+    assert_eq!(choice["exact"], false, "{choice}");
+    assert!(choice["shared_packages"].as_u64().unwrap() >= 1, "{choice}");
     let events = build(
         &three,
         &tmp.path().join("cache-3"),

@@ -137,9 +137,17 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct PlanArgs {
     #[command(flatten)]
     pub(crate) selection: Selection,
-    /// Say what changed in each key's inputs since that binary's last build.
+    /// Say what changed in each key's inputs since that binary's last build, and which
+    /// dependency entry a build would start from.
     #[arg(long)]
     pub(crate) explain: bool,
+    /// With --explain: when the local store has no entry to start from, look in this cache
+    /// repository, as a fresh runner would.
+    #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REF")]
+    pub(crate) cache_repo: Option<String>,
+    /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable). Localhost always may.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registry: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

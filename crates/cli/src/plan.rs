@@ -3,13 +3,20 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::args::{MessageFormat, PlanArgs};
 
 pub(crate) fn run_plan(args: PlanArgs) -> Result<()> {
     let format = args.selection.message_format;
-    let options = args.selection.options();
+    let mut options = args.selection.options();
+    options.cache_repo = args
+        .cache_repo
+        .as_deref()
+        .map(imgbuild::Reference::parse)
+        .transpose()
+        .context("--cache-repo")?;
+    options.registry.insecure = args.insecure_registry.clone();
     let plans = imgbuild::plan::plan(&options, args.explain)?;
     let mut out = std::io::stdout().lock();
     for p in &plans {
@@ -43,9 +50,22 @@ pub(crate) fn run_plan(args: PlanArgs) -> Result<()> {
                 }
                 if args.explain {
                     match &p.dependency_entry {
+                        Some(e) if e.exact && e.cache_repo.is_some() => writeln!(
+                            out,
+                            "    the cache repository has this key's entry: no dependency is compiled"
+                        )?,
                         Some(e) if e.exact => writeln!(
                             out,
                             "    the store has this key's entry: no dependency is compiled"
+                        )?,
+                        Some(e) if e.cache_repo.is_some() => writeln!(
+                            out,
+                            "    a fresh runner starts from entry {} of {} in {}: it holds {} of the tree's {} packages",
+                            &e.key[..12],
+                            e.binary,
+                            e.cache_repo.as_deref().unwrap_or_default(),
+                            e.shared_packages,
+                            e.packages
                         )?,
                         Some(e) => writeln!(
                             out,

@@ -61,6 +61,87 @@ pub struct EntryChoice {
     pub shared_packages: usize,
     /// Packages in this binary's tree.
     pub packages: usize,
+    /// The cache repository it is in, when the local store has none to start from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_repo: Option<String>,
+}
+
+/// How many `package …` lines of `wanted` an entry built from `inputs` holds, and how many
+/// `wanted` has.
+fn shared_packages(inputs: &[String], wanted: &[String]) -> (usize, usize) {
+    let is_package = |l: &&String| l.starts_with("package ");
+    let wanted: std::collections::BTreeSet<&String> = wanted.iter().filter(is_package).collect();
+    let shared = inputs
+        .iter()
+        .filter(is_package)
+        .filter(|l| wanted.contains(l))
+        .count();
+    (shared, wanted.len())
+}
+
+/// With `--cache-repo`: the entry a fresh runner would start from there, chosen as a build
+/// chooses (the key's own; the binary's newest; the workspace's other binaries' newest that
+/// shares the most; the repository index's closest), reading configs only.
+fn remote_entry_choice(
+    cx: &context::Context<'_>,
+    remote: &crate::remotecache::RemoteCache,
+    target: &imgbuild_cargo::workspace::BinaryTarget,
+    key: &DependencyKey,
+) -> Result<Option<EntryChoice>> {
+    let repo = Some(remote.repository().to_string());
+    let own = format!("{}/{}", target.package.name, target.bin);
+    if remote.has_entry(&key.key)? {
+        let (shared, packages) = shared_packages(&key.inputs, &key.inputs);
+        return Ok(Some(EntryChoice {
+            key: key.key.clone(),
+            binary: own,
+            exact: true,
+            shared_packages: shared,
+            packages,
+            cache_repo: repo,
+        }));
+    }
+    let mut best: Option<(usize, EntryChoice)> = None;
+    for other in cx.workspace.binaries() {
+        let Some(config) = remote.peek_latest(&other.package.name, &other.bin)? else {
+            continue;
+        };
+        if !crate::depcache::compatible(&config.inputs, &key.inputs) {
+            continue;
+        }
+        let (shared, packages) = shared_packages(&config.inputs, &key.inputs);
+        let is_own = other.package.name == target.package.name && other.bin == target.bin;
+        let choice = EntryChoice {
+            key: config.key.clone(),
+            binary: config.binary.clone(),
+            exact: false,
+            shared_packages: shared,
+            packages,
+            cache_repo: repo.clone(),
+        };
+        if is_own {
+            return Ok(Some(choice));
+        }
+        if best.as_ref().is_none_or(|(n, _)| shared > *n) {
+            best = Some((shared, choice));
+        }
+    }
+    if let Some((_, choice)) = best {
+        return Ok(Some(choice));
+    }
+    let index = remote.read_index()?;
+    let found = index
+        .closest(&key.inputs)
+        .first()
+        .map(|(entry, shared)| EntryChoice {
+            key: entry.key.clone(),
+            binary: entry.binary.clone(),
+            exact: false,
+            shared_packages: *shared,
+            packages: shared_packages(&key.inputs, &key.inputs).1,
+            cache_repo: repo.clone(),
+        });
+    Ok(found)
 }
 
 /// The entry a build of `key` (for `package/bin`) would restore from the store under `cache`.
@@ -82,21 +163,14 @@ fn entry_choice(
             false,
         ),
     };
-    let is_package = |l: &&String| l.starts_with("package ");
-    let wanted: std::collections::BTreeSet<&String> =
-        key.inputs.iter().filter(is_package).collect();
+    let (shared, packages) = shared_packages(&entry.config.inputs, &key.inputs);
     Some(EntryChoice {
-        shared_packages: entry
-            .config
-            .inputs
-            .iter()
-            .filter(is_package)
-            .filter(|l| wanted.contains(l))
-            .count(),
-        packages: wanted.len(),
+        shared_packages: shared,
+        packages,
         key: entry.config.key,
         binary: entry.config.binary,
         exact,
+        cache_repo: None,
     })
 }
 
@@ -118,6 +192,17 @@ fn entry_choice(
 pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryPlan>> {
     let cx = context::prepare(options, Scope::All, &crate::event::Silent)?;
     let keys = KeyContext::gather(&cx)?;
+    // With --explain and a cache repository, a fresh runner's starting entry is looked up
+    // there too (configs only); an unreachable repository is an error here, since the
+    // question was about it.
+    let remote = match (&options.cache_repo, explain_changes) {
+        (Some(repo), true) => Some(crate::remotecache::RemoteCache::connect(
+            repo,
+            &options.registry,
+            &cx.cache,
+        )?),
+        _ => None,
+    };
     // Cargo resolves dependencies per package: binaries of one package share its key.
     let mut by_package: HashMap<PathBuf, DependencyKey> = HashMap::new();
     cx.selected
@@ -139,9 +224,12 @@ pub fn plan(options: &BuildOptions, explain_changes: bool) -> Result<Vec<BinaryP
                 None
             };
             let app = appcache::status(&cx, selected, &key.key)?;
-            let dependency_entry = explain_changes
+            let mut dependency_entry = explain_changes
                 .then(|| entry_choice(&cx.cache, &t.package.name, &t.bin, &key))
                 .flatten();
+            if let Some(remote) = remote.as_ref().filter(|_| dependency_entry.is_none()) {
+                dependency_entry = remote_entry_choice(&cx, remote, t, &key)?;
+            }
             Ok(BinaryPlan {
                 package: t.package.name.clone(),
                 bin: t.bin.clone(),
