@@ -312,3 +312,28 @@ fn resolve_prints_nothing_when_the_yaml_is_bad_or_a_package_is_unknown() {
     let run = imgbuild(&project, &cache, &["resolve", "-f", good.to_str().unwrap()]);
     run.fails_with(&["--repo", "IMGBUILD_REPO"]);
 }
+
+#[test]
+fn resolve_prints_nothing_when_a_push_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = two_packages(&tmp.path().join("ws"));
+    let good = tmp.path().join("good.yaml");
+    std::fs::write(&good, DEPLOY).unwrap();
+    // Nothing listens on this port: the first push fails after its build.
+    let closed = crate::registry_support::free_port();
+    let repo = format!("127.0.0.1:{closed}/deploy");
+    let run = imgbuild_env(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "resolve",
+            "-f",
+            good.to_str().unwrap(),
+            "--registry-deadline",
+            "5",
+        ],
+        &[("IMGBUILD_REPO", &repo)],
+    );
+    run.fails_with(&["imgbuild://", &format!("127.0.0.1:{closed}")]);
+    assert_eq!(run.stdout, "", "no YAML after a failed push");
+}

@@ -236,3 +236,57 @@ fn platforms_that_cannot_be_built_or_written_fail_before_compiling_with_the_fix(
     let run = imgbuild(&project, &cache, &["build", "--platform", "linux/mips"]);
     run.fails_with(&["linux/mips", "known: amd64"]);
 }
+
+#[test]
+fn platforms_listed_in_the_metadata_table_make_an_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = cpu_project(&tmp.path().join("cpu"));
+    let manifest = project.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!(
+            "{toml}\n[package.metadata.imgbuild]\nplatforms = [\"linux/amd64\", \"linux/amd64/v3\"]\n"
+        ),
+    )
+    .unwrap();
+    let layout = tmp.path().join("oci");
+    let run = imgbuild(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "build",
+            "-o",
+            &format!("oci:{}", layout.display()),
+            "--message-format",
+            "json",
+        ],
+    );
+    let events = run.events();
+    let index = event(&events, "index-built");
+    let platforms: Vec<&str> = index["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/amd64/v3"]);
+    // --platform on the command line wins over the table: one plain image.
+    let run = imgbuild(
+        &project,
+        &tmp.path().join("cache"),
+        &[
+            "build",
+            "--platform",
+            "linux/amd64/v3",
+            "--message-format",
+            "json",
+        ],
+    );
+    let events = run.events();
+    assert!(events.iter().all(|e| e["reason"] != "index-built"));
+    assert_eq!(
+        event(&events, "build-started")["platform"],
+        "linux/amd64/v3"
+    );
+}
