@@ -63,7 +63,7 @@ pub(crate) fn run_resolve(args: ResolveArgs, console: &Console) -> Result<()> {
         one.package = Some(image.package.clone());
         one.bin = image.bin.clone();
         let built = crate::build::build_one(&one, format, console)
-            .with_context(|| format!("building {image} (named at {file}:{line})"))?;
+            .with_context(|| format!("building and pushing {image} (named at {file}:{line})"))?;
         let reference = built
             .pushed
             .first()
