@@ -158,35 +158,8 @@ pub(crate) fn prepare<'a>(
             Some((p.id.repr.clone(), dir))
         })
         .collect();
-    if let Some(dir) = &options.target_dir {
-        workspace.target_dir = dir.clone();
-        workspace.build_dir = dir.clone();
-    }
-    if options.allow_network {
-        // Artifacts built with network access never mix with hermetic ones.
-        workspace.target_dir = workspace.target_dir.join("allow-network");
-        workspace.build_dir = workspace.target_dir.clone();
-    }
-    let cargo_triple = match &options.for_platform {
-        Some(p) => cross_target(p, &cache, &env, &toolchain, &workspace.root)?,
-        None => None,
-    };
-    if let Some(p) = options
-        .for_platform
-        .as_ref()
-        .filter(|_| cargo_triple.is_some())
-    {
-        // A platform with its own rustc flags gets its own target directory: cargo does not
-        // see what the wrapper adds, so its fingerprints cannot tell the builds apart.
-        workspace.target_dir = workspace
-            .target_dir
-            .join("imgbuild-platform")
-            .join(p.slug());
-        workspace.build_dir = workspace.target_dir.clone();
-    }
-    let forced_target_dir =
-        (options.allow_network || options.target_dir.is_some() || cargo_triple.is_some())
-            .then(|| workspace.target_dir.clone());
+    let (cargo_triple, forced_target_dir) =
+        target_dirs(options, &mut workspace, (&cache, &env, &toolchain))?;
     let (package, bin) = (options.package.as_deref(), options.bin.as_deref());
     let targets = match scope {
         Scope::One => vec![workspace.select(package, bin)?],
@@ -242,6 +215,52 @@ pub(crate) fn prepare<'a>(
         platform: options.for_platform.clone(),
         cargo_triple,
     })
+}
+
+/// Moves the target directory where the options ask (`verify`'s own, `--allow-network`'s, a
+/// platform's); returns cargo's `--target` and the target directory the compile step must
+/// use when it moved (`None`: cargo's own choice).
+fn target_dirs(
+    options: &BuildOptions,
+    workspace: &mut Workspace,
+    tools: (&CacheDir, &Env, &run::Toolchain),
+) -> Result<(Option<String>, Option<PathBuf>)> {
+    if let Some(dir) = &options.target_dir {
+        workspace.target_dir = dir.clone();
+        workspace.build_dir = dir.clone();
+    }
+    if options.allow_network {
+        // Artifacts built with network access never mix with hermetic ones.
+        workspace.target_dir = workspace.target_dir.join("allow-network");
+        workspace.build_dir = workspace.target_dir.clone();
+    }
+    let cargo_triple = match &options.for_platform {
+        Some(p) => platform_dirs(p, workspace, tools)?,
+        None => None,
+    };
+    let forced_target_dir =
+        (options.allow_network || options.target_dir.is_some() || cargo_triple.is_some())
+            .then(|| workspace.target_dir.clone());
+    Ok((cargo_triple, forced_target_dir))
+}
+
+/// Cargo's `--target` for `platform` (see [`cross_target`]); a `--target` build gets a target
+/// directory of its own in `workspace`: cargo does not see the flags the wrapper adds, so its
+/// fingerprints cannot tell the builds apart.
+fn platform_dirs(
+    platform: &Platform,
+    workspace: &mut Workspace,
+    (cache, env, toolchain): (&CacheDir, &Env, &run::Toolchain),
+) -> Result<Option<String>> {
+    let triple = cross_target(platform, cache, env, toolchain, &workspace.root)?;
+    if triple.is_some() {
+        workspace.target_dir = workspace
+            .target_dir
+            .join("imgbuild-platform")
+            .join(platform.slug());
+        workspace.build_dir = workspace.target_dir.clone();
+    }
+    Ok(triple)
 }
 
 /// Whether cargo has a linker for `platform`: its `CARGO_TARGET_<TRIPLE>_LINKER`, or a

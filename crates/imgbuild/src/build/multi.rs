@@ -64,9 +64,44 @@ pub(crate) fn build_index(
     for (p, pcx) in platforms.iter().zip(&contexts) {
         images.push((p.clone(), super::single(pcx, reporter)?));
     }
+    let WrittenIndex {
+        index,
+        reference,
+        referrers,
+        pushed,
+    } = write_index(cx, &images, reporter)?;
+    let first = images[0].1.clone();
+    Ok(BuiltImage {
+        manifest: index,
+        reference,
+        pushed,
+        referrers,
+        platforms: images,
+        ..first
+    })
+}
+
+/// The index as stored and written.
+struct WrittenIndex {
+    /// Its descriptor in the store.
+    index: Descriptor,
+    /// Its `name:tag` there.
+    reference: String,
+    /// Every image's referrers.
+    referrers: Vec<Descriptor>,
+    /// The digest references of the registry outputs.
+    pushed: Vec<imgbuild_registry::Reference>,
+}
+
+/// Stores the index over `images`, tags it, and writes every output from it.
+fn write_index(
+    cx: &Context<'_>,
+    images: &[(Platform, BuiltImage)],
+    reporter: &dyn Reporter,
+) -> Result<WrittenIndex> {
     let store = crate::repair::open_store(&cx.cache, reporter)?;
     let _writer = store.writer_lock()?;
-    let index = index_of(&images)?;
+    let index = index_of(images)?;
     let index = store.put_json(MediaType::ImageIndex, &index)?;
     let reference = images[0].1.reference.clone();
     {
@@ -115,14 +150,11 @@ pub(crate) fn build_index(
             })
             .collect(),
     });
-    let first = images[0].1.clone();
-    Ok(BuiltImage {
-        manifest: index,
+    Ok(WrittenIndex {
+        index,
         reference,
-        pushed,
         referrers,
-        platforms: images,
-        ..first
+        pushed,
     })
 }
 
