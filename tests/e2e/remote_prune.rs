@@ -79,26 +79,10 @@ fn stale_entries_are_deleted_from_the_cache_repository_and_kept_ones_still_resto
 
     // An old build (opt-level 3), then, later, a new one (opt-level 2: another dependency key,
     // another app entry, another unit record) on another runner.
-    let keys = tmp.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let (key, public) = (keys.join("cache.key"), keys.join("cache.pub"));
-    let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
-    tool(
-        "openssl",
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key,
-        ],
-    );
-    tool("openssl", &["pkey", "-in", key, "-pubout", "-out", public]);
+    let (key, public) = key_pair(&tmp.path().join("keys"), "cache");
     let signing = [
-        ("IMGBUILD_CACHE_SIGN_KEY", key),
-        ("IMGBUILD_CACHE_TRUST", public),
+        ("IMGBUILD_CACHE_SIGN_KEY", key.as_str()),
+        ("IMGBUILD_CACHE_TRUST", public.as_str()),
     ];
     let first = chain(&tmp.path().join("one"));
     let old = build(

@@ -350,3 +350,35 @@ pub(crate) fn docker_load_and_run(archive: &Path, name: &str, args: &[&str]) -> 
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A P-256 key pair made by `openssl`: (private, public) PEM files under `dir`.
+pub(crate) fn key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let p = private.to_str().unwrap();
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p,
+        ],
+    );
+    tool(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            p,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    (p.to_string(), public.to_str().unwrap().to_string())
+}

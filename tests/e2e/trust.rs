@@ -71,38 +71,6 @@ fn a_read_only_build_uses_the_cache_repository_and_writes_nothing_to_it() {
     assert_eq!(after, gets, "off leaves the repository alone");
 }
 
-/// A P-256 key pair made by `openssl`: (private, public) PEM files under `dir`.
-fn key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    let p = private.to_str().unwrap();
-    tool(
-        "openssl",
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            p,
-        ],
-    );
-    tool(
-        "openssl",
-        &[
-            "pkey",
-            "-in",
-            p,
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    );
-    (p.to_string(), public.to_str().unwrap().to_string())
-}
-
 /// Runs a Python snippet against the registry API (plain HTTP) with `args`; returns stdout.
 fn python(script: &str, args: &[&str]) -> String {
     require("python3");

@@ -22,7 +22,7 @@ mod machine;
 mod toolchain;
 
 pub use compile::{BuildOutcome, BuildRequest, Monitor, Silent, Unit, UnitProgress, build};
-pub use machine::{MachineTools, machine_lines};
+pub use machine::{MachineTools, linker_var, machine_lines};
 pub use toolchain::{EnvironmentRoot, Network, Program, Toolchain};
 
 /// Where paths are remapped to inside compiled output (panic messages, debug info), so that

@@ -62,10 +62,7 @@ impl Platform {
 
     /// The variable that names its linker for cargo: `CARGO_TARGET_<TRIPLE>_LINKER`.
     pub(crate) fn linker_var(&self) -> String {
-        format!(
-            "CARGO_TARGET_{}_LINKER",
-            self.triple().to_uppercase().replace(['-', '.'], "_")
-        )
+        imgbuild_cargo::run::linker_var(self.triple())
     }
 
     /// The rustc flags for the target's own units (never for build scripts, which run on

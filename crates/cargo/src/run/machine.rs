@@ -24,6 +24,14 @@ pub struct MachineTools {
     pub linker: Option<OsString>,
 }
 
+/// The variable that names cargo's linker for `triple`: `CARGO_TARGET_<TRIPLE>_LINKER`.
+pub fn linker_var(triple: &str) -> String {
+    format!(
+        "CARGO_TARGET_{}_LINKER",
+        triple.to_uppercase().replace(['-', '.'], "_")
+    )
+}
+
 impl MachineTools {
     /// The tools named by `get` (a lookup into the caller's environment) for `triple`, in the
     /// order cc-rs and cargo read them.
@@ -37,11 +45,7 @@ impl MachineTools {
         .iter()
         .find_map(|name| get(name).filter(|v| !v.is_empty()))
         .map(OsString::from);
-        let linker_var = format!(
-            "CARGO_TARGET_{}_LINKER",
-            triple.to_uppercase().replace(['-', '.'], "_")
-        );
-        let linker = get(&linker_var)
+        let linker = get(&linker_var(triple))
             .filter(|v| !v.is_empty())
             .map(OsString::from);
         Self { cc, linker }
