@@ -152,7 +152,8 @@ pub(crate) fn imgbuild_env(dir: &Path, cache: &Path, args: &[&str], env: &[(&str
     cmd.args(args)
         .current_dir(dir)
         .env("IMGBUILD_CACHE_DIR", cache)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("COSIGN_PASSWORD");
     for var in COLOR_VARS {
         cmd.env_remove(var);
     }

@@ -212,8 +212,7 @@ fn a_pushed_image_is_signed_the_way_cosign_does_and_openssl_verifies_it() {
     assert!(events.iter().any(|e| e["reason"] == "signed"));
 
     // cosign's layout and payload, and a signature openssl checks over the payload.
-    let base = format!("http://{}", registry.host());
-    let sig = json(&python(FETCH_SIGNATURE, &[&base, "signed/hello", &digest]));
+    let sig = openssl_verifies_signature(&registry, "signed/hello", &digest, &public, tmp.path());
     assert_eq!(
         sig["media_type"],
         "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -226,28 +225,6 @@ fn a_pushed_image_is_signed_the_way_cosign_does_and_openssl_verifies_it() {
         critical["identity"]["docker-reference"],
         format!("{}/signed/hello", registry.host())
     );
-    let payload_file = tmp.path().join("payload.json");
-    std::fs::write(&payload_file, sig["payload"].as_str().unwrap()).unwrap();
-    let der = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        sig["signature"].as_str().unwrap(),
-    )
-    .unwrap();
-    let sig_file = tmp.path().join("payload.sig");
-    std::fs::write(&sig_file, der).unwrap();
-    let verified = tool(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            &public,
-            "-signature",
-            sig_file.to_str().unwrap(),
-            payload_file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(verified.trim(), "Verified OK");
 
     // imgbuild verify-signature: the right key passes, another fails.
     let cache = tmp.path().join("cache");
@@ -274,4 +251,167 @@ fn a_pushed_image_is_signed_the_way_cosign_does_and_openssl_verifies_it() {
         &["verify-signature", &unsigned, "--key", &public],
     )
     .fails_with(&["unsigned"]);
+}
+
+/// Fetches the signature of `digest` in `repo` and checks it with `openssl dgst -verify` and
+/// the `public` key over the payload; returns what `FETCH_SIGNATURE` printed.
+fn openssl_verifies_signature(
+    registry: &Registry,
+    repo: &str,
+    digest: &str,
+    public: &str,
+    scratch: &std::path::Path,
+) -> serde_json::Value {
+    let base = format!("http://{}", registry.host());
+    let sig = json(&python(FETCH_SIGNATURE, &[&base, repo, digest]));
+    let payload_file = scratch.join("payload.json");
+    std::fs::write(&payload_file, sig["payload"].as_str().unwrap()).unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        sig["signature"].as_str().unwrap(),
+    )
+    .unwrap();
+    let sig_file = scratch.join("payload.sig");
+    std::fs::write(&sig_file, der).unwrap();
+    let verified = tool(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            public,
+            "-signature",
+            sig_file.to_str().unwrap(),
+            payload_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(verified.trim(), "Verified OK");
+    sig
+}
+
+/// The sigstore crate (sigstore-rs, crates.io) ships keys for its own tests: one that
+/// `cosign generate-key-pair` made with an empty password, and keys its own code sealed in
+/// cosign's format with the password `123`. Fetched from crates.io and checked against the
+/// crate's SHA-256, so the fixture cannot drift.
+fn sigstore_test_keys(dir: &std::path::Path) -> std::path::PathBuf {
+    const CRATE: &str = "https://static.crates.io/crates/sigstore/sigstore-0.14.0.crate";
+    const SHA256: &str = "a4df549c175469befae9f95dcfa52cda15b11a4a72ade1f43a36e90cd90ba88a";
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join("sigstore.crate");
+    tool(
+        "curl",
+        &["-sSfL", "--retry", "3", "-o", file.to_str().unwrap(), CRATE],
+    );
+    assert_eq!(sha256_hex(&std::fs::read(&file).unwrap()), SHA256);
+    tool(
+        "tar",
+        &["xzf", file.to_str().unwrap(), "-C", dir.to_str().unwrap()],
+    );
+    dir.join("sigstore-0.14.0/tests/data/keys")
+}
+
+#[test]
+fn a_key_cosign_made_signs_images_and_cache_entries_with_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let project = copy_example("hello", tmp.path());
+    let keys = sigstore_test_keys(&tmp.path().join("keys"));
+    let cosign_key = keys.join("cosign_generated_encrypted_empty_private.key");
+    let cosign_key = cosign_key.to_str().unwrap();
+    let image = format!("{}/cosign/hello:v1", registry.host());
+    let cache_repo = format!("{}/cosign/cache", registry.host());
+    let push = [
+        "push",
+        &image,
+        "--sign-key",
+        cosign_key,
+        "--cache-repo",
+        &cache_repo,
+        "--cache-sign-key",
+        cosign_key,
+        "--message-format",
+        "json",
+    ];
+    let cache = tmp.path().join("cache");
+
+    // No password, or a wrong one: a clear error before anything compiles or is pushed.
+    let run = imgbuild(&project, &cache, &push);
+    run.fails_with(&[
+        "cosign_generated_encrypted_empty_private.key",
+        "COSIGN_PASSWORD",
+    ]);
+    assert!(!run.stdout.contains("\"compiled\""), "{}", run.stdout);
+    let run = imgbuild_env(&project, &cache, &push, &[("COSIGN_PASSWORD", "wrong")]);
+    run.fails_with(&["does not open it"]);
+    assert_eq!(writes(&registry), 0, "{}", registry.log());
+
+    // The public key, as `cosign public-key` prints it; openssl reads it.
+    let empty = [("COSIGN_PASSWORD", "")];
+    let printed = imgbuild_env(
+        &project,
+        &cache,
+        &["public-key", "--key", cosign_key],
+        &empty,
+    );
+    assert!(printed.status.success(), "{}", printed.stderr);
+    assert!(printed.stdout.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let public = tmp.path().join("cosign.pub");
+    std::fs::write(&public, &printed.stdout).unwrap();
+    let public = public.to_str().unwrap();
+    let text = tool(
+        "openssl",
+        &["pkey", "-pubin", "-in", public, "-text", "-noout"],
+    );
+    assert!(text.contains("prime256v1"), "{text}");
+
+    // With its password it signs the image (openssl and verify-signature check it) and the
+    // cache entries (a trusting fresh runner uses them).
+    let run = imgbuild_env(&project, &cache, &push, &empty);
+    let digest = image_digest(&run.events());
+    let sig = openssl_verifies_signature(&registry, "cosign/hello", &digest, public, tmp.path());
+    assert_eq!(sig["subject"], digest.as_str());
+    let ok = imgbuild(
+        &project,
+        &cache,
+        &["verify-signature", &image, "--key", public],
+    );
+    assert!(ok.status.success(), "{}", ok.stderr);
+    assert_eq!(ok.stdout.trim(), digest);
+    let fresh = [
+        "build",
+        "--cache-repo",
+        &cache_repo,
+        "--cache-trust",
+        public,
+        "--message-format",
+        "json",
+    ];
+    let events = imgbuild(&project, &tmp.path().join("fresh"), &fresh).events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "app-cache" && e["from_registry"] == true),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["reason"] == "warning"),
+        "{events:#?}"
+    );
+
+    // An Ed25519 key sealed in cosign's format (password `123`) reads too.
+    let ed = keys.join("ed25519_encrypted_private.key");
+    let args = ["public-key", "--key", ed.to_str().unwrap()];
+    let printed = imgbuild_env(&project, &cache, &args, &[("COSIGN_PASSWORD", "123")]);
+    assert!(printed.status.success(), "{}", printed.stderr);
+    let public = tmp.path().join("ed25519.pub");
+    std::fs::write(&public, &printed.stdout).unwrap();
+    let args = [
+        "pkey",
+        "-pubin",
+        "-in",
+        public.to_str().unwrap(),
+        "-text",
+        "-noout",
+    ];
+    assert!(tool("openssl", &args).contains("ED25519"));
 }

@@ -39,6 +39,7 @@ pub(crate) const PURE: &[&str] = &[
     "crates/imgbuild/src/platform.rs",
     "crates/imgbuild/src/resolve.rs",
     "crates/imgbuild/src/signing/cosign.rs",
+    "crates/imgbuild/src/signing/encrypted.rs",
     "crates/imgbuild/src/options.rs",
     "crates/registry/src/reference.rs",
     "crates/oci/src/json.rs",

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     Debuginfo(crate::artifacts::DebuginfoArgs),
     /// Check an image's signature (cosign's layout) against a public key.
     VerifySignature(crate::artifacts::VerifySignatureArgs),
+    /// Print the public key (PEM) of a signing key, for `--cache-trust` and `verify-signature`.
+    PublicKey(crate::artifacts::PublicKeyArgs),
     /// Inspect and prune the dependency cache in the local store.
     #[command(subcommand)]
     Cache(CacheCommand),

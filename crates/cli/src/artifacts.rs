@@ -68,6 +68,14 @@ pub(crate) struct VerifySignatureArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct PublicKeyArgs {
+    /// The private key (PEM: PKCS#8, SEC1, or cosign's encrypted `cosign.key`, opened with
+    /// `COSIGN_PASSWORD`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+}
+
+#[derive(Args)]
 pub(crate) struct DebuginfoArgs {
     #[command(flatten)]
     pub(crate) image: ImageArgs,
@@ -111,4 +119,11 @@ pub(crate) fn run_verify_signature(
         &format!("{reference}@{digest}: signed by key {key}"),
     );
     writeln!(std::io::stdout().lock(), "{digest}").context("writing the digest to stdout")
+}
+
+/// Prints a private key's public key on stdout.
+pub(crate) fn run_public_key(args: PublicKeyArgs) -> Result<()> {
+    let password = std::env::var("COSIGN_PASSWORD").ok();
+    let pem = imgbuild::public_key(&args.key, password.as_deref())?;
+    write!(std::io::stdout().lock(), "{pem}").context("writing the key to stdout")
 }

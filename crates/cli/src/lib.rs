@@ -59,6 +59,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Command::Verify(args) => verify::run_verify(args, &console),
         Command::Sbom(args) => artifacts::run_sbom(args),
         Command::VerifySignature(args) => artifacts::run_verify_signature(args, &console),
+        Command::PublicKey(args) => artifacts::run_public_key(args),
         Command::Debuginfo(args) => artifacts::run_debuginfo(args),
     };
     match result {

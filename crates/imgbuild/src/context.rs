@@ -73,6 +73,8 @@ pub(crate) struct Context<'a> {
     /// What `cargo metadata` read (its answer, and `cargo tree`'s, are reused while these are
     /// unchanged).
     pub(crate) workspace_inputs: Vec<crate::probecache::Input>,
+    /// The signing and trusted keys, read once.
+    pub(crate) keys: std::sync::Arc<crate::signing::Keys>,
     /// The platform asked for (`--platform`); `None`: the build machine's.
     pub(crate) platform: Option<Platform>,
     /// Cargo's `--target` when the platform is not the build machine's own (its outputs are
@@ -129,6 +131,13 @@ pub(crate) fn prepare<'a>(
 ) -> Result<Context<'a>> {
     let cache = options.cache_dir.clone();
     let env = Env::capture();
+    let keys = match &options.resolved_keys {
+        Some(keys) => keys.clone(),
+        None => std::sync::Arc::new(crate::signing::Keys::load(
+            options.key_files(),
+            env.get("COSIGN_PASSWORD"),
+        )?),
+    };
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
     let script = run::WrapperScript::install(&cache.tools())?;
     let build_env = match (
@@ -212,6 +221,7 @@ pub(crate) fn prepare<'a>(
         toolchain,
         graph,
         workspace_inputs,
+        keys,
         platform: options.for_platform.clone(),
         cargo_triple,
     })

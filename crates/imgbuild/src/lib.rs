@@ -162,6 +162,14 @@ pub fn verify_signature(
     publish::verify_signature(reference, key, options)
 }
 
+/// The public key (PEM, `BEGIN PUBLIC KEY`) of the private key at `key`, as `cosign
+/// public-key` prints it: what readers pass to `--cache-trust` or `verify-signature --key`.
+/// `password` opens cosign's encrypted `cosign.key` (commands take it from
+/// `COSIGN_PASSWORD`).
+pub fn public_key(key: &std::path::Path, password: Option<&str>) -> Result<String> {
+    signing::public_key_pem(key, password)
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -214,11 +214,27 @@ pub struct BuildOptions {
     /// A build environment already resolved (by `verify`, for its two builds, so that the
     /// copies neither pull nor unpack it again).
     pub(crate) resolved_env: Option<crate::envimage::BuildEnv>,
+    /// The signing keys already read (by a multi-platform build, for its platforms' builds:
+    /// a cosign key is decrypted once).
+    pub(crate) resolved_keys: Option<std::sync::Arc<crate::signing::Keys>>,
     /// SBOM, provenance, audit data and debug info.
     pub supply: SupplyChain,
 }
 
 impl BuildOptions {
+    /// The key files this build uses: the cache signing key only when it writes to a cache
+    /// repository.
+    pub(crate) fn key_files(&self) -> crate::signing::KeyFiles<'_> {
+        let writes_cache = self.cache_repo.is_some()
+            && self.caching()
+            && self.cache_repo_mode == RemoteCacheMode::ReadWrite;
+        crate::signing::KeyFiles {
+            push: self.sign_key.as_deref(),
+            cache: self.cache_sign_key.as_deref().filter(|_| writes_cache),
+            trust: &self.cache_trust,
+        }
+    }
+
     /// Defaults: current directory, release profile, default features, caches in use, no
     /// outputs beyond the local store.
     pub fn new(cache_dir: impl Into<CacheDir>) -> Self {
@@ -248,6 +264,7 @@ impl BuildOptions {
             target_dir: None,
             build_env: None,
             resolved_env: None,
+            resolved_keys: None,
             supply: SupplyChain::default(),
         }
     }

@@ -237,6 +237,7 @@ fn build_twice(
         o.cache = CacheMode::Off;
         o.cache_repo = None;
         o.resolved_env = cx.build_env.clone();
+        o.resolved_keys = Some(cx.keys.clone());
         build(&o, reporter)
     };
     Ok([build_in(0, &roots[0])?, build_in(1, &roots[1])?])

@@ -51,6 +51,7 @@ pub(crate) fn build_index(
             options.platforms = Vec::new();
             options.for_platform = Some(p.clone());
             options.in_index = true;
+            options.resolved_keys = Some(cx.keys.clone());
             options.outputs = Vec::new();
             options
         })

@@ -93,18 +93,12 @@ pub(crate) fn write_one(
     reporter: &dyn Reporter,
 ) -> Result<String> {
     if let Some(reference) = out.registry_reference(image.name)? {
-        let sign_key = cx
-            .options
-            .sign_key
-            .as_deref()
-            .map(crate::signing::SigningKey::from_file)
-            .transpose()?;
         let pushing = crate::publish::Pushed {
             manifest: image.manifest,
             referrers: image.referrers,
             default_tag: image.tag,
             more_tags: &cx.options.push_tags,
-            sign_key: sign_key.as_ref(),
+            sign_key: cx.keys.push.as_deref(),
         };
         let digest_reference = crate::publish::push(
             store,

@@ -67,9 +67,6 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     for out in &options.outputs {
         preflight(out, cx.env.get("DOCKER_HOST"))?;
     }
-    if let Some(key) = &options.sign_key {
-        crate::signing::SigningKey::from_file(key)?;
-    }
     let package_dir = selected
         .target
         .package
@@ -130,8 +127,8 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
 
 /// The cache repository, when one is configured and the cache is on; one that cannot be
 /// reached is a warning and the build goes on without it.
-/// A key that cannot be read is an error: a trust setting silently ignored would be worse
-/// than no cache.
+/// Its keys were read when the build was prepared (a key that cannot be read is an error
+/// there: a trust setting silently ignored would be worse than no cache).
 fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Option<RemoteCache>> {
     let options = cx.options;
     let Some(repo) = options.cache_repo.as_ref().filter(|_| options.caching()) else {
@@ -142,19 +139,10 @@ fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Option<Re
         crate::options::RemoteCacheMode::ReadOnly => false,
         _ => true,
     };
-    let sign_key = options
-        .cache_sign_key
-        .as_deref()
-        .map(crate::signing::SigningKey::from_file)
-        .transpose()?
-        .map(std::sync::Arc::new);
-    let trust = options
-        .cache_trust
-        .iter()
-        .map(|p| crate::signing::VerifyingKey::from_file(p))
-        .collect::<Result<Vec<_>>>()?;
-    let connected = RemoteCache::connect(repo, &options.registry, &cx.cache)
-        .map(|r| r.writable(writable).signing(sign_key, trust));
+    let connected = RemoteCache::connect(repo, &options.registry, &cx.cache).map(|r| {
+        r.writable(writable)
+            .signing(cx.keys.cache.clone(), cx.keys.trust.clone())
+    });
     match connected {
         Ok(remote) => Ok(Some(remote)),
         Err(e) => {

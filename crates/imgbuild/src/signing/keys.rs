@@ -2,7 +2,8 @@
 //! (PKCS#8 `PRIVATE KEY`, or SEC1 `EC PRIVATE KEY` as `openssl ecparam -genkey` writes) and
 //! Ed25519 (PKCS#8), public keys as `PUBLIC KEY` (SubjectPublicKeyInfo, what `cosign
 //! public-key` and `openssl pkey -pubout` print). Signatures are cosign's: ECDSA over the
-//! SHA-256 of the payload, DER-encoded; Ed25519 over the payload itself.
+//! SHA-256 of the payload, DER-encoded; Ed25519 over the payload itself. cosign's own
+//! encrypted `cosign.key` is read too, with its password ([`super::encrypted`]).
 //!
 //! Reads the key files.
 
@@ -26,6 +27,12 @@ pub(crate) enum VerifyingKey {
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifyingKey({})", self.id())
+    }
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(crate::io_err("reading the key", path))
 }
@@ -44,14 +51,31 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Reads a private key in PEM.
-    pub(crate) fn from_file(path: &Path) -> Result<Self> {
-        Self::from_pem(&read(path)?).map_err(|why| unusable(path, &why))
+    /// Reads a private key in PEM; `password` opens one of cosign's encrypted keys (cosign
+    /// reads it from `COSIGN_PASSWORD`, and so do imgbuild's commands).
+    pub(crate) fn from_file(path: &Path, password: Option<&str>) -> Result<Self> {
+        Self::from_pem(&read(path)?, password).map_err(|why| unusable(path, &why))
     }
 
-    fn from_pem(pem: &str) -> std::result::Result<Self, String> {
+    fn from_pem(pem: &str, password: Option<&str>) -> std::result::Result<Self, String> {
+        if super::encrypted::is_cosign_key(pem) {
+            let Some(password) = password else {
+                return Err("it is encrypted (cosign's format): set COSIGN_PASSWORD to its password (to an empty value if it was made with none)".into());
+            };
+            let der = super::encrypted::decrypt(pem, password.as_bytes()).map_err(|f| match f {
+                super::encrypted::Failure::WrongPassword => {
+                    "COSIGN_PASSWORD does not open it: the password is wrong, or the file is damaged".to_string()
+                }
+                super::encrypted::Failure::Malformed(why) => {
+                    format!("not a cosign encrypted key imgbuild can read: {why}")
+                }
+            })?;
+            return Self::from_pkcs8_der(&der).ok_or_else(|| {
+                "it opens, but holds neither an ECDSA P-256 nor an Ed25519 key (imgbuild signs with those two)".into()
+            });
+        }
         if pem.contains("ENCRYPTED") {
-            return Err("it is encrypted; imgbuild reads unencrypted PEM keys (make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out cache.key`, or decrypt: `openssl pkey -in KEY -out cache.key`)".into());
+            return Err("it is encrypted with openssl's PKCS#8 scheme, which imgbuild does not read (decrypt it: `openssl pkey -in KEY -out cache.key`, or make a cosign key pair)".into());
         }
         if pem.contains("BEGIN EC PRIVATE KEY") {
             return p256::SecretKey::from_sec1_pem(pem)
@@ -64,7 +88,16 @@ impl SigningKey {
         if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
             return Ok(Self::Ed25519(k));
         }
-        Err("not an ECDSA P-256 or Ed25519 private key in PEM (PKCS#8 `BEGIN PRIVATE KEY`, or `BEGIN EC PRIVATE KEY`)".into())
+        Err("not an ECDSA P-256 or Ed25519 private key in PEM (PKCS#8 `BEGIN PRIVATE KEY`, `BEGIN EC PRIVATE KEY`, or cosign's `BEGIN ENCRYPTED SIGSTORE PRIVATE KEY`)".into())
+    }
+
+    fn from_pkcs8_der(der: &[u8]) -> Option<Self> {
+        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
+            return Some(Self::P256(k));
+        }
+        ed25519_dalek::SigningKey::from_pkcs8_der(der)
+            .ok()
+            .map(Self::Ed25519)
     }
 
     /// Signs `payload`: DER ECDSA over its SHA-256, or Ed25519.
@@ -113,6 +146,16 @@ impl VerifyingKey {
         }
     }
 
+    /// The key in PEM (`BEGIN PUBLIC KEY`), as `cosign public-key` prints it.
+    pub(crate) fn to_pem(&self) -> String {
+        let le = ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF;
+        let pem = match self {
+            Self::P256(k) => k.to_public_key_pem(le),
+            Self::Ed25519(k) => k.to_public_key_pem(le),
+        };
+        pem.unwrap_or_default()
+    }
+
     /// A short name for messages: the SHA-256 of the key's SubjectPublicKeyInfo, 12 hex.
     pub(crate) fn id(&self) -> String {
         let der = match self {
@@ -139,7 +182,7 @@ w9ejNjny6TKU6OLWKiouzt2wIXFvi/tb/5sPaxNbGblAU/JugGMwRy66
 
     #[test]
     fn a_signature_verifies_with_its_public_key_only() {
-        let key = SigningKey::from_pem(P256_PKCS8).unwrap();
+        let key = SigningKey::from_pem(P256_PKCS8, None).unwrap();
         let sig = key.sign(b"payload");
         let public = key.public();
         assert!(public.verifies(b"payload", &sig));
@@ -158,9 +201,27 @@ w9ejNjny6TKU6OLWKiouzt2wIXFvi/tb/5sPaxNbGblAU/JugGMwRy66
 
     #[test]
     fn encrypted_and_foreign_keys_are_refused_with_the_fix() {
-        let e = SigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n").unwrap_err();
+        let e = SigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n", Some("pw"))
+            .unwrap_err();
         assert!(e.contains("openssl pkey"), "{e}");
-        let e = SigningKey::from_pem("-----BEGIN RSA PRIVATE KEY-----\nx\n").unwrap_err();
+        let e = SigningKey::from_pem("-----BEGIN RSA PRIVATE KEY-----\nx\n", None).unwrap_err();
         assert!(e.contains("P-256 or Ed25519"), "{e}");
+    }
+
+    #[test]
+    fn a_cosign_encrypted_key_opens_with_its_password_only() {
+        let plain = SigningKey::from_pem(P256_PKCS8, None).unwrap();
+        let der = p256::ecdsa::SigningKey::from_pkcs8_pem(P256_PKCS8).unwrap();
+        let der = p256::pkcs8::EncodePrivateKey::to_pkcs8_der(&der).unwrap();
+        let sealed = super::super::encrypted::tests::seal(der.as_bytes(), b"s3cret", 10);
+        let opened = SigningKey::from_pem(&sealed, Some("s3cret")).unwrap();
+        assert_eq!(opened.public().id(), plain.public().id());
+        let e = SigningKey::from_pem(&sealed, None).unwrap_err();
+        assert!(e.contains("set COSIGN_PASSWORD"), "{e}");
+        let e = SigningKey::from_pem(&sealed, Some("secret")).unwrap_err();
+        assert!(e.contains("does not open it"), "{e}");
+        let sealed = super::super::encrypted::tests::seal(b"not a key", b"", 10);
+        let e = SigningKey::from_pem(&sealed, Some("")).unwrap_err();
+        assert!(e.contains("neither an ECDSA P-256 nor an Ed25519"), "{e}");
     }
 }

@@ -4,7 +4,61 @@
 //! (`push --sign-key`, `imgbuild verify-signature`).
 
 pub(crate) mod cosign;
+pub(crate) mod encrypted;
 pub(crate) mod keys;
 pub(crate) mod remote;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 pub(crate) use keys::{SigningKey, VerifyingKey};
+
+/// The keys one build signs and checks with, each file read (and decrypted) once, when the
+/// build is prepared: a key that cannot be used fails the build before anything compiles.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    /// Signs pushed images (`push --sign-key`).
+    pub(crate) push: Option<Arc<SigningKey>>,
+    /// Signs what a read-write build pushes to the cache repository.
+    pub(crate) cache: Option<Arc<SigningKey>>,
+    /// The cache repository's entries are used only when one of these signed them.
+    pub(crate) trust: Vec<VerifyingKey>,
+}
+
+/// The key files one build uses ([`crate::BuildOptions`] says which).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyFiles<'a> {
+    /// `push --sign-key`.
+    pub(crate) push: Option<&'a Path>,
+    /// `--cache-sign-key`, when the build writes to a cache repository.
+    pub(crate) cache: Option<&'a Path>,
+    /// `--cache-trust`.
+    pub(crate) trust: &'a [PathBuf],
+}
+
+impl Keys {
+    /// Reads `files`; `password` opens cosign's encrypted private keys.
+    pub(crate) fn load(files: KeyFiles<'_>, password: Option<&str>) -> crate::Result<Self> {
+        let signing = |path: Option<&Path>| {
+            path.map(|p| SigningKey::from_file(p, password).map(Arc::new))
+                .transpose()
+        };
+        Ok(Self {
+            push: signing(files.push)?,
+            cache: signing(files.cache)?,
+            trust: files
+                .trust
+                .iter()
+                .map(|p| VerifyingKey::from_file(p))
+                .collect::<crate::Result<_>>()?,
+        })
+    }
+}
+
+/// The public key of the private key at `path`, in PEM.
+pub(crate) fn public_key_pem(
+    path: &std::path::Path,
+    password: Option<&str>,
+) -> crate::Result<String> {
+    Ok(SigningKey::from_file(path, password)?.public().to_pem())
+}
