@@ -7,6 +7,7 @@ use std::process::Command;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::proxies::*;
 use crate::registry_support::*;
 use crate::support::*;
 

@@ -65,15 +65,23 @@ impl Human<'_> {
             Event::CacheRestored {
                 present,
                 restored,
+                while_downloading,
                 bytes,
                 ..
-            } => self.status(
-                "Restored",
-                &format!(
-                    "{restored} files ({}), {present} already in place",
-                    human_size(*bytes)
-                ),
-            ),
+            } => {
+                let streamed = match *while_downloading {
+                    0 => String::new(),
+                    n if n == *restored => ", unpacked as it downloaded".to_string(),
+                    n => format!(", {n} unpacked as they downloaded"),
+                };
+                self.status(
+                    "Restored",
+                    &format!(
+                        "{restored} files ({}){streamed}, {present} already in place",
+                        human_size(*bytes)
+                    ),
+                )
+            }
             Event::CacheStored {
                 key,
                 layers,

@@ -73,6 +73,8 @@ pub(crate) struct Context<'a> {
     /// What `cargo metadata` read (its answer, and `cargo tree`'s, are reused while these are
     /// unchanged).
     pub(crate) workspace_inputs: Vec<crate::probecache::Input>,
+    /// Content hashes of input files, remembered between builds.
+    pub(crate) file_hashes: crate::filehash::FileHashes,
     /// The signing and trusted keys, read once.
     pub(crate) keys: std::sync::Arc<crate::signing::Keys>,
     /// The platform asked for (`--platform`); `None`: the build machine's.
@@ -204,6 +206,7 @@ pub(crate) fn prepare<'a>(
     };
     let wrapper = run::Wrapper::new(script, &workspace.root, &workspace.build_dir)
         .with_target_flags(target_flags);
+    let file_hashes = crate::filehash::FileHashes::open(cache.probes().join("file-hashes.json"));
     Ok(Context {
         options,
         cache,
@@ -221,6 +224,7 @@ pub(crate) fn prepare<'a>(
         toolchain,
         graph,
         workspace_inputs,
+        file_hashes,
         keys,
         platform: options.for_platform.clone(),
         cargo_triple,

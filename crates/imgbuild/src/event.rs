@@ -167,6 +167,8 @@ pub enum Event {
         present: u64,
         /// Files written.
         restored: u64,
+        /// Of those, the files unpacked while the entry downloaded from the cache repository.
+        while_downloading: u64,
         /// Bytes written.
         bytes: u64,
     },

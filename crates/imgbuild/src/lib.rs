@@ -66,6 +66,7 @@ mod dpkg;
 mod envimage;
 mod error;
 pub mod event;
+mod filehash;
 mod hermetic;
 mod image;
 mod keys;

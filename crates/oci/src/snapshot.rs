@@ -152,47 +152,78 @@ impl Layout {
         read: &dyn Fn(u64),
         when: Option<std::time::SystemTime>,
     ) -> Result<Restored> {
-        let blob_path = self.blob_path(digest);
-        fs::create_dir_all(root).map_err(io_err("creating directory", root))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".imgbuild-restore-")
-            .tempdir_in(root)
-            .map_err(io_err("creating temporary directory in", root))?;
         let blob = Counting {
             inner: self.open_blob(digest)?,
             read,
         };
-        let mut hashing = HashingReader::new(BufReader::new(blob));
-        let mut staged: Vec<(String, u64)> = Vec::new();
-        let unpacked = unpack_into(&mut hashing, staging.path(), wanted, when, &mut staged);
-        // Hash whatever the decoder did not need (or everything, after a decoding error).
-        io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading", &blob_path))?;
-        let (actual, _) = hashing.finish();
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                path: blob_path,
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        unpacked.map_err(|source| Error::Io {
-            action: "unpacking snapshot",
-            path: blob_path.clone(),
-            source,
-        })?;
-        let mut restored = Restored::default();
-        for (rel, size) in staged {
-            let dest = root.join(&rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
-            }
-            let from = staging.path().join(&rel);
-            fs::rename(&from, &dest).map_err(io_err("moving restored file to", &dest))?;
-            restored.files += 1;
-            restored.bytes += size;
-        }
-        Ok(restored)
+        restore_from(
+            BufReader::new(blob),
+            (digest, &self.blob_path(digest)),
+            root,
+            wanted,
+            when,
+        )
     }
+}
+
+/// [`Layout::restore_snapshot`] from `blob` as it arrives (a download in progress) rather
+/// than from the layout: nothing is moved into `root` unless what was read has `digest`.
+/// `source` names the blob in errors.
+pub fn restore_snapshot_from(
+    blob: impl io::Read,
+    digest: &Digest,
+    source: &Path,
+    root: &Path,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Restored> {
+    restore_from(blob, (digest, source), root, wanted, None)
+}
+
+/// Unpacks the wanted files of `blob` into a staging directory under `root` while hashing it,
+/// then, when the digest is `digest`, moves them into place.
+fn restore_from(
+    blob: impl io::Read,
+    (digest, blob_path): (&Digest, &Path),
+    root: &Path,
+    wanted: &dyn Fn(&str) -> bool,
+    when: Option<std::time::SystemTime>,
+) -> Result<Restored> {
+    let blob_path = blob_path.to_path_buf();
+    fs::create_dir_all(root).map_err(io_err("creating directory", root))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".imgbuild-restore-")
+        .tempdir_in(root)
+        .map_err(io_err("creating temporary directory in", root))?;
+    let mut hashing = HashingReader::new(blob);
+    let mut staged: Vec<(String, u64)> = Vec::new();
+    let unpacked = unpack_into(&mut hashing, staging.path(), wanted, when, &mut staged);
+    // Hash whatever the decoder did not need (or everything, after a decoding error).
+    io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading", &blob_path))?;
+    let (actual, _) = hashing.finish();
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            path: blob_path,
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    unpacked.map_err(|source| Error::Io {
+        action: "unpacking snapshot",
+        path: blob_path.clone(),
+        source,
+    })?;
+    let mut restored = Restored::default();
+    for (rel, size) in staged {
+        let dest = root.join(&rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
+        }
+        let from = staging.path().join(&rel);
+        fs::rename(&from, &dest).map_err(io_err("moving restored file to", &dest))?;
+        restored.files += 1;
+        restored.bytes += size;
+    }
+    Ok(restored)
 }
 
 type Compressed = zstd::Encoder<'static, HashingWriter<std::io::BufWriter<File>>>;

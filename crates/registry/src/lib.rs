@@ -32,6 +32,7 @@ mod transfer;
 
 pub use client::{Client, ClientOptions, RetryHook};
 pub use reference::Reference;
+pub use transfer::Tap;
 
 use std::path::PathBuf;
 

@@ -312,13 +312,33 @@ pub fn fetch_blob(client: &Client, repository: &str, desc: &Descriptor) -> Resul
 }
 
 /// Downloads the blob `desc` from `repository` into `layout` (unless it is there), verifying
-/// its digest and size before it becomes visible.
+/// its digest and size before it becomes visible. Returns whether it was downloaded.
 pub fn pull_blob(
     client: &Client,
     layout: &Layout,
     repository: &str,
     desc: &Descriptor,
     progress: &dyn Progress,
+) -> Result<bool> {
+    pull_blob_tapped(
+        client,
+        layout,
+        repository,
+        desc,
+        progress,
+        &mut crate::transfer::NoTap,
+    )
+}
+
+/// [`pull_blob`], giving `tap` the bytes as they arrive (nothing when the blob is already in
+/// `layout`).
+pub fn pull_blob_tapped(
+    client: &Client,
+    layout: &Layout,
+    repository: &str,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+    tap: &mut dyn crate::transfer::Tap,
 ) -> Result<bool> {
     if layout.has_blob(desc.digest()) {
         progress.blob(desc.digest().as_ref(), desc.size(), &BlobOutcome::Present);
@@ -333,6 +353,7 @@ pub fn pull_blob(
         &[pull_scope(repository)],
         (tmp.as_file_mut(), &path),
         progress,
+        tap,
     )?;
     if actual != *desc.digest() || size != desc.size() {
         return Err(Error::RemoteDigestMismatch {

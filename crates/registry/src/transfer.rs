@@ -17,6 +17,24 @@ use crate::http::{self, Body, Method, Reply, with_query};
 use crate::progress::{Progress, Reporting};
 use crate::{Error, Result};
 
+/// Where a download's bytes also go as they arrive, besides the layout's file: an unpacker
+/// that works while the blob downloads. It learns of every new try, since a broken
+/// connection starts the blob again from its first byte.
+pub trait Tap {
+    /// A try starts (again) from the first byte: what came before is void.
+    fn restart(&mut self);
+    /// The next bytes of the blob.
+    fn bytes(&mut self, chunk: &[u8]);
+}
+
+/// A tap that takes nothing.
+pub(crate) struct NoTap;
+
+impl Tap for NoTap {
+    fn restart(&mut self) {}
+    fn bytes(&mut self, _: &[u8]) {}
+}
+
 /// What a blob upload needs.
 pub(crate) struct Upload<'a> {
     /// The repository it goes into.
@@ -119,8 +137,8 @@ impl Client {
     }
 
     /// Downloads the blob `digest` of `repository` into `file` (at `path`, for messages),
-    /// following redirects; the file is emptied before every try. Returns the digest and size
-    /// of what arrived, for the caller to verify.
+    /// following redirects; the file is emptied before every try, and `tap` gets the bytes
+    /// too. Returns the digest and size of what arrived, for the caller to verify.
     pub(crate) fn download(
         &self,
         repository: &str,
@@ -128,6 +146,7 @@ impl Client {
         scopes: &[String],
         (file, path): (&mut File, &Path),
         progress: &dyn Progress,
+        tap: &mut dyn Tap,
     ) -> Result<(Digest, u64)> {
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let mut arrived = None;
@@ -147,7 +166,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             progress.transfer_started(digest, total);
             let mut body = response.into_body().into_reader();
-            match copy_into(&mut body, (&mut *file, path), progress, digest)? {
+            match copy_into(&mut body, (&mut *file, path), progress, digest, &mut *tap)? {
                 Ok(result) => arrived = Some(result),
                 Err(broken) => return Ok(Err(broken)),
             }
@@ -170,13 +189,15 @@ impl Client {
     }
 }
 
-/// Copies `body` into `file` from its start, hashing and reporting progress. The outer `Err` is
-/// a local failure (writing the file); the inner one, the network's (worth another try).
+/// Copies `body` into `file` (and `tap`) from its start, hashing and reporting progress. The
+/// outer `Err` is a local failure (writing the file); the inner one, the network's (worth
+/// another try).
 fn copy_into(
     body: &mut dyn Read,
     (file, path): (&mut File, &Path),
     progress: &dyn Progress,
     digest: &str,
+    tap: &mut dyn Tap,
 ) -> Result<std::result::Result<(Digest, u64), ureq::Error>> {
     let io_err = |action: &'static str| {
         move |source| Error::Io {
@@ -187,6 +208,7 @@ fn copy_into(
     };
     file.set_len(0).map_err(io_err("truncating"))?;
     file.rewind().map_err(io_err("seeking in"))?;
+    tap.restart();
     let mut out = HashingWriter::new(BufWriter::new(&mut *file));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -197,6 +219,7 @@ fn copy_into(
             Err(e) => return Ok(Err(ureq::Error::from(e))),
         };
         out.write_all(&buf[..n]).map_err(io_err("writing"))?;
+        tap.bytes(&buf[..n]);
         progress.transfer_advanced(digest, n as u64);
     }
     let (mut writer, actual, size) = out.finish();

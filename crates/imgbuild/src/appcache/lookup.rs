@@ -167,9 +167,12 @@ pub(crate) fn lookup(
         miss(&s.static_key.key);
         return Ok(None);
     };
-    let inputs = super::hash_inputs(&cx.workspace.root, record.inputs.keys(), &|name| {
-        cx.compile_env_value(name)
-    });
+    let inputs = super::hash_inputs(
+        &cx.file_hashes,
+        &cx.workspace.root,
+        record.inputs.keys(),
+        &|name| cx.compile_env_value(name),
+    );
     let key = super::app_key(&s.static_key.key, &inputs);
     let Some((image, from_registry)) = find_image(s, &key, reporter) else {
         miss(&key);
@@ -311,7 +314,7 @@ pub(crate) fn status(
             changes,
         });
     };
-    let inputs = super::hash_inputs(root(cx), record.inputs.keys(), &|name| {
+    let inputs = super::hash_inputs(&cx.file_hashes, root(cx), record.inputs.keys(), &|name| {
         cx.compile_env_value(name)
     });
     let key = super::app_key(&static_key.key, &inputs);

@@ -25,6 +25,7 @@ use imgbuild_oci::layout::{Layout, ref_name};
 use imgbuild_oci::spec::{Descriptor, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
+use crate::filehash::FileHashes;
 use crate::image::LayerRole;
 use crate::names::CacheName;
 use crate::remotecache::RemoteCache;
@@ -122,24 +123,32 @@ fn input_path(root: &Path, name: &str) -> PathBuf {
 
 /// The current hash of one input: a file's content (relative to `root` when not absolute),
 /// or an `env:` entry's value from `env`; `-` when absent. The app cache and the unit cache
-/// key inputs the same way.
-pub(crate) fn hash_input(root: &Path, name: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+/// key inputs the same way; file contents are hashed again only when `files` does not
+/// remember them.
+pub(crate) fn hash_input(
+    files: &FileHashes,
+    root: &Path,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
     match name.strip_prefix("env:") {
         Some(var) => env(var).map_or_else(|| "-".to_string(), |v| sha256_hex(v.as_bytes())),
-        None => std::fs::read(input_path(root, name))
-            .map_or_else(|_| "-".to_string(), |b| sha256_hex(&b)),
+        None => files
+            .sha256(&input_path(root, name))
+            .unwrap_or_else(|| "-".to_string()),
     }
 }
 
 /// Hashes the current state of a record's inputs (`env` gives the values of `env:` entries).
 pub(crate) fn hash_inputs<'a>(
+    files: &FileHashes,
     root: &Path,
     names: impl IntoIterator<Item = &'a String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> BTreeMap<String, String> {
     names
         .into_iter()
-        .map(|name| (name.clone(), hash_input(root, name, env)))
+        .map(|name| (name.clone(), hash_input(files, root, name, env)))
         .collect()
 }
 
@@ -377,7 +386,8 @@ mod tests {
         std::fs::write(tmp.path().join("b.rs"), "fn b() {}").unwrap();
         let names: Vec<String> = vec!["a.rs".into(), "b.rs".into(), "env:X".into()];
         let env = |_: &str| Some("1".to_string());
-        let before = hash_inputs(tmp.path(), &names, &env);
+        let files = FileHashes::open(tmp.path().join("memo.json"));
+        let before = hash_inputs(&files, tmp.path(), &names, &env);
         let record = AppRecord {
             static_key: "s".into(),
             app_key: app_key("s", &before),
@@ -391,7 +401,7 @@ mod tests {
         };
         std::fs::write(tmp.path().join("b.rs"), "fn b() { }").unwrap();
         std::fs::remove_file(tmp.path().join("a.rs")).unwrap();
-        let after = hash_inputs(tmp.path(), &names, &env);
+        let after = hash_inputs(&files, tmp.path(), &names, &env);
         assert_eq!(
             changed_inputs(&record, &after),
             vec!["a.rs (removed)", "b.rs"]

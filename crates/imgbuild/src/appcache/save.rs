@@ -39,7 +39,9 @@ pub(crate) fn record(
         &ignore,
         &image.host_files,
     );
-    let inputs = super::hash_inputs(&workspace.root, &names, &|name| cx.compile_env_value(name));
+    let inputs = super::hash_inputs(&cx.file_hashes, &workspace.root, &names, &|name| {
+        cx.compile_env_value(name)
+    });
     let target = &cx.one().target;
     let record = AppRecord {
         app_key: super::app_key(&s.static_key.key, &inputs),

@@ -15,7 +15,7 @@ use crate::build::Setup;
 use crate::build::compile::Compiled;
 use crate::context::Context;
 use crate::depcache::packer::Packer;
-use crate::depcache::{self, Entry};
+use crate::depcache::{self, Entry, stream};
 use crate::event::{Event, Reporter};
 use crate::names::{self, CacheName};
 use crate::remotecache::RemoteCache;
@@ -48,8 +48,12 @@ pub(crate) fn restore(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
     Ok(Restored { entry, _lock: lock })
 }
 
+/// An entry found, and when it came from the cache repository, what was restored while it
+/// downloaded.
+type Found = (Option<Entry>, Option<depcache::RestoreStats>);
+
 /// Looks up the entry for the key: the local store, else the cache repository.
-fn find_exact(s: &Setup, reporter: &dyn Reporter) -> (Option<Entry>, bool) {
+fn find_exact(s: &Setup, reporter: &dyn Reporter) -> Found {
     let key = &s.dependency_key.key;
     let local = match depcache::find(&s.store, key) {
         Ok(found) => found,
@@ -59,46 +63,61 @@ fn find_exact(s: &Setup, reporter: &dyn Reporter) -> (Option<Entry>, bool) {
         }
     };
     let Some(remote) = s.remote.as_ref().filter(|_| local.is_none()) else {
-        return (local, false);
+        return (local, None);
     };
-    match remote.pull_entry(&s.store, key, reporter) {
-        Ok(found) => {
-            let pulled = found.is_some();
-            (found, pulled)
-        }
+    match stream::pull_entry(remote, &s.store, key, &s.profile_dir, reporter) {
+        Ok(Some((entry, streamed))) => (Some(entry), Some(streamed)),
+        Ok(None) => (None, None),
         Err(e) => {
             remote_warning(reporter, remote, "pull the dependency cache entry from", &e);
-            (None, false)
+            (None, None)
         }
     }
 }
 
 /// The nearest earlier entry of the binary: local, else the newest one in the cache repository
 /// (a fresh runner) when its toolchain lines match.
-fn find_nearest(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> (Option<Entry>, bool) {
+fn find_nearest(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Found {
     let target = &cx.one().target;
     let inputs = &s.dependency_key.inputs;
     let nearest = depcache::nearest(&s.store, &target.package.name, &target.bin, inputs);
     let Some(remote) = s.remote.as_ref().filter(|_| nearest.is_none()) else {
-        return (nearest, false);
+        return (nearest, None);
     };
-    match remote.pull_latest(&s.store, &target.package.name, &target.bin, reporter) {
-        Ok(Some(e)) if depcache::compatible(&e.config.inputs, inputs) => (Some(e), true),
-        Ok(Some(_)) => (None, false),
+    match pull_other(
+        s,
+        remote,
+        &names::latest_tag(&target.package.name, &target.bin),
+        reporter,
+    ) {
+        Ok(Some((e, _))) if !depcache::compatible(&e.config.inputs, inputs) => (None, None),
+        Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
         Ok(None) => match other_binaries_latest(cx, s, remote, reporter) {
-            Ok(found) => (found.clone(), found.is_some()),
+            Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
+            Ok(None) => (None, None),
             Err(e) => {
                 let what = "pull another binary's newest dependency cache entry from";
                 remote_warning(reporter, remote, what, &e);
-                (None, false)
+                (None, None)
             }
         },
         Err(e) => {
             let what = "pull the newest dependency cache entry from";
             remote_warning(reporter, remote, what, &e);
-            (None, false)
+            (None, None)
         }
     }
+}
+
+/// Pulls the entry tagged `tag`, restoring it while it downloads when it fits this build.
+fn pull_other(
+    s: &Setup,
+    remote: &RemoteCache,
+    tag: &str,
+    reporter: &dyn Reporter,
+) -> Result<Option<(Entry, depcache::RestoreStats)>> {
+    let fits = (s.dependency_key.inputs.as_slice(), s.profile_dir.as_path());
+    stream::pull_other(remote, &s.store, tag, fits, reporter)
 }
 
 /// A binary with no entry in the cache repository yet starts from the newest entry of the
@@ -109,7 +128,7 @@ fn other_binaries_latest(
     s: &Setup,
     remote: &RemoteCache,
     reporter: &dyn Reporter,
-) -> Result<Option<Entry>> {
+) -> Result<Option<(Entry, depcache::RestoreStats)>> {
     let target = &cx.one().target;
     let inputs = &s.dependency_key.inputs;
     let wanted: std::collections::BTreeSet<&String> = inputs.iter().collect();
@@ -132,31 +151,36 @@ fn other_binaries_latest(
     let Some((_, (package, bin))) = best else {
         return from_index(s, remote, reporter);
     };
-    remote.pull_latest(&s.store, &package, &bin, reporter)
+    pull_other(s, remote, &names::latest_tag(&package, &bin), reporter)
 }
 
 /// The entry of any binary (another project's too) that the cache repository's index says
 /// shares the most packages, with the same toolchain. A line whose entry is gone (pruned) is
 /// passed over for the next.
-fn from_index(s: &Setup, remote: &RemoteCache, reporter: &dyn Reporter) -> Result<Option<Entry>> {
+fn from_index(
+    s: &Setup,
+    remote: &RemoteCache,
+    reporter: &dyn Reporter,
+) -> Result<Option<(Entry, depcache::RestoreStats)>> {
     let index = remote.read_index()?;
     for (closest, _) in index.closest(&s.dependency_key.inputs).into_iter().take(4) {
         let tag = CacheName::Deps(&closest.key).tag();
-        if let Some(manifest) = remote.pull_tag(&s.store, &tag, reporter)? {
-            return depcache::adopt_as_is(&s.store, &manifest).map(Some);
+        if let Some(found) = pull_other(s, remote, &tag, reporter)? {
+            return Ok(Some(found));
         }
     }
     Ok(None)
 }
 
 fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {
-    let (entry, pulled, exact) = match find_exact(s, reporter) {
-        (Some(entry), pulled) => (Some(entry), pulled, true),
+    let (entry, streamed, exact) = match find_exact(s, reporter) {
+        (Some(entry), streamed) => (Some(entry), streamed, true),
         (None, _) => {
-            let (nearest, pulled) = find_nearest(cx, s, reporter);
-            (nearest, pulled, false)
+            let (nearest, streamed) = find_nearest(cx, s, reporter);
+            (nearest, streamed, false)
         }
     };
+    let pulled = streamed.is_some();
     reporter.report(&Event::CacheLookup {
         key: s.dependency_key.key.clone(),
         hit: exact,
@@ -169,13 +193,16 @@ fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option
     let Some(entry) = entry else {
         return Ok(None);
     };
+    // What the download restored is in place already; the rest (if any) comes from the store.
     match depcache::restore(&s.store, &entry, &s.profile_dir, reporter) {
         Ok(stats) => {
+            let streamed = streamed.unwrap_or_default();
             reporter.report(&Event::CacheRestored {
                 key: entry.config.key.clone(),
-                present: stats.present,
-                restored: stats.restored,
-                bytes: stats.bytes,
+                present: stats.present.saturating_sub(streamed.restored),
+                restored: stats.restored + streamed.restored,
+                while_downloading: streamed.restored,
+                bytes: stats.bytes + streamed.bytes,
             });
             Ok(Some(RestoredEntry {
                 entry,

@@ -69,6 +69,14 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltIma
 
 /// The pipeline for one image.
 fn single(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltImage> {
+    let built = stages(cx, reporter);
+    // The hashes of the inputs read are remembered for the next build, even after a failure.
+    cx.file_hashes.save();
+    built
+}
+
+/// The one-image pipeline's stages.
+fn stages(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltImage> {
     let setup = setup::setup(cx, reporter)?;
     if let Some(hit) = appcache::lookup(cx, &setup.app_cache(), reporter)? {
         let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;

@@ -82,6 +82,7 @@ pub(crate) fn prefetch(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
             &cx.workspace.root,
             &s.profile_dir,
             Box::new(|name: &str| cx.compile_env_value(name)),
+            &cx.file_hashes,
         );
         let refs: Vec<&Loaded> = loading.records.iter().collect();
         let plan = plan::plan_restore(&refs, &restore::AssumeDependencies(&disk));
@@ -119,6 +120,7 @@ pub(crate) fn restore_units<'a>(
         &cx.workspace.root,
         &s.profile_dir,
         Box::new(|name: &str| cx.compile_env_value(name)),
+        &cx.file_hashes,
     );
     let records = loading.records;
     let binary = binary(cx);

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 pub(crate) mod index;
 pub(crate) mod packer;
 mod save;
+pub(crate) mod stream;
 
 pub(crate) use save::{SaveRequest, save, scan_units};
 

@@ -26,6 +26,8 @@ pub(crate) struct Disk<'a> {
     pub(crate) profile_dir: &'a Path,
     /// The value of an `env:` input as the compile sees it.
     env: EnvLookup<'a>,
+    /// Contents hashed in earlier builds.
+    files: &'a crate::filehash::FileHashes,
     hashes: RefCell<BTreeMap<String, String>>,
 }
 
@@ -33,11 +35,17 @@ pub(crate) struct Disk<'a> {
 pub(crate) type EnvLookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
 impl<'a> Disk<'a> {
-    pub(crate) fn new(root: &'a Path, profile_dir: &'a Path, env: EnvLookup<'a>) -> Self {
+    pub(crate) fn new(
+        root: &'a Path,
+        profile_dir: &'a Path,
+        env: EnvLookup<'a>,
+        files: &'a crate::filehash::FileHashes,
+    ) -> Self {
         Self {
             root,
             profile_dir,
             env,
+            files,
             hashes: RefCell::new(BTreeMap::new()),
         }
     }
@@ -73,7 +81,7 @@ impl Checkout for Disk<'_> {
         if let Some(h) = self.hashes.borrow().get(input) {
             return h.clone();
         }
-        let hash = crate::appcache::hash_input(self.root, input, &self.env);
+        let hash = crate::appcache::hash_input(self.files, self.root, input, &self.env);
         self.hashes
             .borrow_mut()
             .insert(input.to_string(), hash.clone());

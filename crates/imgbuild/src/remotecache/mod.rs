@@ -5,17 +5,17 @@
 //!
 //! Talks to the registry; writes pulled blobs into the local store.
 
+mod pull;
+
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::Descriptor;
 use imgbuild_registry::{Client, Reference};
 
 use crate::Result;
 use crate::cachedir::CacheDir;
-use crate::event::{Event, Reporter};
+use crate::event::Reporter;
 use crate::names::{self, CacheName};
-use crate::publish::{
-    RegistryOptions, progress, push_progress, read_homes, report_pushed, write_homes,
-};
+use crate::publish::{RegistryOptions, push_progress, report_pushed};
 
 /// The dependency cache shared through a registry repository (`--cache-repo`): entries are
 /// the same artifacts as in the local store, tagged `deps-<key>`.
@@ -129,63 +129,6 @@ impl RemoteCache {
         &self.repository
     }
 
-    /// Pulls `key`'s entry into `store` (blobs verified) and tags it there; `None` when the
-    /// registry does not have it.
-    pub(crate) fn pull_entry(
-        &self,
-        store: &Layout,
-        key: &str,
-        reporter: &dyn Reporter,
-    ) -> Result<Option<crate::depcache::Entry>> {
-        match self.pull_tag(store, &CacheName::Deps(key).tag(), reporter)? {
-            Some(manifest) => crate::depcache::adopt(store, key, &manifest).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Pulls the newest entry of `package/bin` (see `names::latest_tag`) into `store`; `None` when
-    /// the registry has none.
-    pub(crate) fn pull_latest(
-        &self,
-        store: &Layout,
-        package: &str,
-        bin: &str,
-        reporter: &dyn Reporter,
-    ) -> Result<Option<crate::depcache::Entry>> {
-        match self.pull_tag(store, &names::latest_tag(package, bin), reporter)? {
-            Some(desc) => crate::depcache::adopt_as_is(store, &desc).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The config of the artifact tagged `tag`, parsed, without its layers; `None` when the
-    /// registry has no such tag or it does not parse as `T`.
-    fn fetch_config<T: serde::de::DeserializeOwned>(&self, tag: &str) -> Result<Option<T>> {
-        let repository = &self.repository.repository;
-        let Some((_, bytes, _)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, tag)?
-        else {
-            return Ok(None);
-        };
-        let Ok(manifest) = serde_json::from_slice::<imgbuild_oci::spec::ImageManifest>(&bytes)
-        else {
-            return Ok(None);
-        };
-        let config =
-            imgbuild_registry::push::fetch_blob(&self.client, repository, manifest.config())?;
-        Ok(serde_json::from_slice(&config).ok())
-    }
-
-    /// The config of the newest entry of `package/bin` (its `deps-latest-…` tag), without
-    /// pulling its layers; `None` when the registry has none.
-    pub(crate) fn peek_latest(
-        &self,
-        package: &str,
-        bin: &str,
-    ) -> Result<Option<crate::depcache::EntryConfig>> {
-        self.fetch_config(&names::latest_tag(package, bin))
-    }
-
     /// The cache repository's index of dependency entries (`deps-index`); empty when it has
     /// none or it cannot be parsed (it is rewritten by the next push).
     pub(crate) fn read_index(&self) -> Result<crate::depcache::index::DepsIndex> {
@@ -259,31 +202,6 @@ impl RemoteCache {
 }
 
 impl RemoteCache {
-    /// Pulls the manifest tagged `tag` in the cache repository (and its blobs) into `store`.
-    pub(crate) fn pull_tag(
-        &self,
-        store: &Layout,
-        tag: &str,
-        reporter: &dyn Reporter,
-    ) -> Result<Option<Descriptor>> {
-        let Some(reference) = self.trusted(tag)? else {
-            return Ok(None);
-        };
-        let progress = progress(reporter, &reference);
-        let pulled = imgbuild_registry::push::pull(
-            &self.client,
-            store,
-            &reference,
-            "linux",
-            &crate::image::host_arch().to_string(),
-            &progress,
-        )?;
-        if let Some(p) = &pulled {
-            self.remember(store, &p.manifest);
-        }
-        Ok(pulled.map(|p| p.manifest))
-    }
-
     /// Pushes `referrers` of `subject` (artifacts in `store`) to the cache repository, where
     /// a fresh runner's app-cache hit finds them (the tag schema where the registry has no
     /// referrers API).
@@ -315,132 +233,6 @@ impl RemoteCache {
             self.sign(store, r)?;
         }
         Ok(())
-    }
-
-    /// Pulls the referrers of `subject` whose artifact type is one of `types` from the cache
-    /// repository into `store` (blobs verified) and lists them there.
-    pub(crate) fn pull_referrers(
-        &self,
-        store: &Layout,
-        subject: &Descriptor,
-        types: &[&str],
-        reporter: &dyn Reporter,
-    ) -> Result<Vec<Descriptor>> {
-        let listed = imgbuild_registry::referrers::list(
-            &self.client,
-            &self.repository.repository,
-            subject.digest(),
-        )?;
-        let mut pulled = Vec::new();
-        for d in listed
-            .iter()
-            .filter(|d| imgbuild_oci::referrers::is_one_of(d, types))
-        {
-            let reference = self.repository.with_digest(d.digest().as_ref());
-            if let Err(e) = self.check(&self.repository.to_string(), d.digest().as_ref()) {
-                reporter.report(&Event::Warning {
-                    message: e.to_string(),
-                });
-                continue;
-            }
-            let progress = progress(reporter, &reference);
-            let arch = crate::image::host_arch().to_string();
-            let got = imgbuild_registry::push::pull(
-                &self.client,
-                store,
-                &reference,
-                "linux",
-                &arch,
-                &progress,
-            )?;
-            if let Some(p) = got {
-                self.remember(store, &p.manifest);
-                pulled.push(d.clone());
-            }
-        }
-        let _lock = store.lock()?;
-        for d in &pulled {
-            imgbuild_oci::referrers::list(store, d)?;
-        }
-        Ok(pulled)
-    }
-
-    /// Records that the cache repository holds `manifest`'s blobs.
-    fn remember(&self, store: &Layout, manifest: &Descriptor) {
-        let Ok(blobs) = store.image_blobs(manifest) else {
-            return;
-        };
-        let mut homes = read_homes(&self.cache, &self.repository.registry);
-        for blob in blobs {
-            homes
-                .entry(blob.digest().to_string())
-                .or_default()
-                .insert(self.repository.repository.clone());
-        }
-        write_homes(&self.cache, &self.repository.registry, &homes);
-    }
-
-    /// Fetches the unit-cache record tagged `units-<id>`: its manifest, and its config into
-    /// `store` (verified). Its layers are pulled one by one ([`RemoteCache::pull_blob`]) when
-    /// a unit is restored.
-    pub(crate) fn fetch_units(
-        &self,
-        store: &Layout,
-        id: &str,
-    ) -> Result<Option<crate::unitcache::Loaded>> {
-        let tag = CacheName::Units(id).tag();
-        let repository = &self.repository.repository;
-        let Some((_, bytes, digest)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
-        else {
-            return Ok(None);
-        };
-        let reference = self.repository.with_tag(&tag);
-        self.check(&reference.to_string(), digest.as_ref())?;
-        let invalid = |reason: String| crate::Error::CacheEntry {
-            reference: reference.to_string(),
-            reason,
-        };
-        let manifest: imgbuild_oci::spec::ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("not an image manifest: {e}")))?;
-        self.pull_blob(store, manifest.config(), &crate::event::Silent)?;
-        let config = store.read_blob(manifest.config().digest())?;
-        crate::unitcache::parse(&config, manifest.layers().clone(), true)
-            .map(Some)
-            .map_err(invalid)
-    }
-
-    /// Pulls one blob of the cache repository into `store` (verified; nothing to do when it
-    /// is there).
-    pub(crate) fn pull_blob(
-        &self,
-        store: &Layout,
-        blob: &Descriptor,
-        reporter: &dyn Reporter,
-    ) -> Result<()> {
-        self.pull_blobs(store, std::slice::from_ref(blob), reporter)
-            .map(|_| ())
-    }
-
-    /// Pulls blobs of the cache repository into `store`, several at a time (each verified;
-    /// those already there are skipped). Returns how many were downloaded.
-    pub(crate) fn pull_blobs(
-        &self,
-        store: &Layout,
-        blobs: &[Descriptor],
-        reporter: &dyn Reporter,
-    ) -> Result<usize> {
-        let progress = progress(reporter, &self.repository);
-        let pulled = imgbuild_registry::parallel::run(blobs, &progress, &|blob, progress| {
-            imgbuild_registry::push::pull_blob(
-                &self.client,
-                store,
-                &self.repository.repository,
-                blob,
-                progress,
-            )
-        })?;
-        Ok(pulled.into_iter().filter(|p| *p).count())
     }
 
     /// Whether the cache repository has `tag`.

@@ -1,0 +1,89 @@
+//! Issue #15: a fresh runner restores a dependency entry from the cache repository while it
+//! downloads, and a download broken midway starts over without leaving anything half-written.
+
+use std::path::Path;
+
+use crate::proxies::DownloadCuttingProxy;
+use crate::registry_support::{Auth, Registry};
+use crate::support::*;
+
+/// Every path under `dir` whose name starts with `prefix`.
+fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path.display().to_string());
+        }
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(leftovers(&path, prefix));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_fresh_runner_unpacks_the_entry_as_it_downloads_even_when_the_download_breaks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let build = |dir: &Path, cache: &str, host: &str| {
+        let repo = format!("{host}/cache/deps");
+        let args = ["build", "--cache-repo", &repo, "--message-format", "json"];
+        imgbuild(dir, &tmp.path().join(cache), &args).events()
+    };
+    let first = build(
+        &cached_fixture(tmp.path(), "one"),
+        "cache-a",
+        &registry.host(),
+    );
+    assert!(event(&first, "compiled")["dependencies_compiled"].as_u64() > Some(0));
+
+    // A fresh runner on a new commit (so the app is compiled, not pulled), through a proxy
+    // that breaks the first long blob download midway.
+    let proxy = DownloadCuttingProxy::start(registry.port, 128 * 1024);
+    let two = cached_fixture(tmp.path(), "two");
+    let main = two.join("src/main.rs");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{source}\n// a new commit\n")).unwrap();
+    let via = format!("127.0.0.1:{}", proxy.port());
+    let second = build(&two, "cache-b", &via);
+    assert_eq!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The broken download was the dependency entry's layer, and it was tried again.
+    let retried = second
+        .iter()
+        .filter(|e| e["reason"] == "warning")
+        .filter_map(|e| e["message"].as_str()?.split("GET blob ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(retried.len(), 1, "{second:#?}");
+    let pulled = second
+        .iter()
+        .find(|e| e["reason"] == "blob" && e["digest"] == retried[0].as_str())
+        .unwrap_or_else(|| panic!("{second:#?}"));
+    assert!(
+        pulled["reference"].as_str().unwrap().contains(":deps-"),
+        "{pulled}"
+    );
+    let lookup = event(&second, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["from_registry"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let restored = event(&second, "cache-restored");
+    assert!(restored["restored"].as_u64() > Some(0), "{restored}");
+    assert_eq!(
+        restored["while_downloading"], restored["restored"],
+        "{restored}"
+    );
+    assert_eq!(event(&second, "compiled")["dependencies_compiled"], 0);
+    // The broken try's staging directory is gone, and the store is whole.
+    assert_eq!(
+        leftovers(&two.join("target"), ".imgbuild-restore-"),
+        Vec::<String>::new()
+    );
+    let check = imgbuild(&two, &tmp.path().join("cache-b"), &["cache", "check"]);
+    assert!(check.status.success(), "{}", check.stderr);
+}
