@@ -383,3 +383,22 @@ pub(crate) fn key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
     );
     (p.to_string(), public.to_str().unwrap().to_string())
 }
+
+/// The layer digests of the dependency-cache entry for `key` in `repo`, through skopeo.
+pub(crate) fn entry_layers(repo: &str, key: &str) -> Vec<String> {
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{repo}:deps-{key}"),
+        ],
+    ));
+    raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}

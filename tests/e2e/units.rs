@@ -330,4 +330,62 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     assert_eq!(lookup["from_registry"], true, "{lookup}");
     assert!(lookup["nearest"].is_string(), "{lookup}");
     assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
+
+    // A project that needs one package more (ryu) warm-starts the same way, compiles ryu
+    // alone, and stores only the delta: the entry it started from stays its first layer,
+    // shared by digest, and the push uploads just the new layer and the config.
+    let more = project(
+        &tmp.path().join("more"),
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"more\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"=1.0.10\"\nryu = \"1\"\n",
+            ),
+            (
+                "src/main.rs",
+                "fn main() { println!(\"{} {}\", itoa::Buffer::new().format(7u8), ryu::Buffer::new().format(0.5f64)); }\n",
+            ),
+        ],
+    );
+    lock(&more);
+    let run = imgbuild(
+        &more,
+        &tmp.path().join("cache-5"),
+        &["build", "--message-format", "json", "--cache-repo", &repo],
+    );
+    let events = run.events();
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(lookup["from_registry"], true, "{lookup}");
+    let started_from = lookup["nearest"].as_str().unwrap().to_string();
+    let compiled = event(&events, "compiled");
+    let packages = compiled["compiled_packages"].as_array().unwrap();
+    assert!(
+        !packages.is_empty()
+            && packages
+                .iter()
+                .all(|p| p.as_str().unwrap().starts_with("ryu@")),
+        "{compiled}"
+    );
+    let stored = event(&events, "cache-stored");
+    assert_eq!(stored["squashed"], false, "{stored}");
+    assert_eq!(stored["layers"], 2, "{stored}");
+    let parent_layers = entry_layers(&repo, &started_from);
+    let key = stored["key"].as_str().unwrap();
+    let layers = entry_layers(&repo, key);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert_eq!(
+        layers[..parent_layers.len()],
+        parent_layers[..],
+        "the parent's layers, shared"
+    );
+    let pushed = events
+        .iter()
+        .find(|e| e["reason"] == "pushed" && e["reference"].as_str().unwrap().contains(":deps-"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(
+        (pushed["uploaded"].as_u64(), pushed["present"].as_u64()),
+        (Some(2), Some(parent_layers.len() as u64)),
+        "{pushed}"
+    );
+    assert_eq!(output_of(&more, "more"), "7 0.5");
 }
