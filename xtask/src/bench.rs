@@ -153,7 +153,10 @@ pub(crate) fn median(mut times: Vec<Duration>) -> Duration {
 
 /// `times` as `1.23/4.56 s`, for a row's note.
 pub(crate) fn seconds(times: &[Duration]) -> String {
-    let list: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64())).collect();
+    let list: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.2}", t.as_secs_f64()))
+        .collect();
     format!("{} s", list.join("/"))
 }
 
@@ -221,7 +224,10 @@ impl Bench {
         for k in 1..COLD_RUNS {
             cargo_times.push(self.cargo_build(&self.copy(&format!("cargo-cold-{k}"))?)?);
             let cache = self.work.join(format!("cache-cold-{k}"));
-            img_times.push(self.imgbuild(&self.copy(&format!("cold-{k}"))?, &cache)?.time);
+            img_times.push(
+                self.imgbuild(&self.copy(&format!("cold-{k}"))?, &cache)?
+                    .time,
+            );
         }
         let (cargo_cold, img_cold) = (median(cargo_times.clone()), median(img_times.clone()));
         rows.push(Row {

@@ -136,8 +136,28 @@ impl Human<'_> {
     }
 
     /// The registry events.
-    fn registry(&self, event: &Event) {
+    /// Where the image goes: blobs, pushes, tags, signatures, engines, files.
+    fn delivery(&self, event: &Event) {
         match event {
+            Event::Output { destination } => self.status("Wrote", destination),
+            Event::Loaded {
+                reference,
+                engine,
+                layers_sent,
+                layers_reused,
+                ..
+            } => self.status(
+                "Loaded",
+                &format!(
+                    "{reference} into {engine} ({layers_sent} {} sent, {layers_reused} already there)",
+                    if *layers_sent == 1 { "layer" } else { "layers" }
+                ),
+            ),
+            Event::Tagged { reference, .. } => self.status("Tagged", reference),
+            Event::Signed { reference, key } => {
+                self.status("Signed", &format!("{reference} with key {key}"))
+            }
+
             Event::Blob {
                 digest,
                 size,
@@ -172,10 +192,9 @@ impl Human<'_> {
             _ => {}
         }
     }
-}
 
-impl Reporter for Human<'_> {
-    fn report(&self, event: &Event) {
+    /// What a build starts from: the binary, its sandbox, base image and environment.
+    fn started(&self, event: &Event) {
         match event {
             Event::BuildStarted {
                 package,
@@ -207,8 +226,13 @@ impl Reporter for Human<'_> {
             Event::Isolation {
                 network, method, ..
             } => match network {
-                NetworkAccess::Isolated => self.status("Sandbox", &format!("no network for the build ({method})")),
-                NetworkAccess::Allowed => self.status("Sandbox", "network allowed (--allow-network); the image is marked not hermetic"),
+                NetworkAccess::Isolated => {
+                    self.status("Sandbox", &format!("no network for the build ({method})"))
+                }
+                NetworkAccess::Allowed => self.status(
+                    "Sandbox",
+                    "network allowed (--allow-network); the image is marked not hermetic",
+                ),
                 _ => {} // the warning that follows says it
             },
             Event::BaseResolved {
@@ -222,6 +246,14 @@ impl Reporter for Human<'_> {
             Event::BuildEnvResolved { reference, digest } => {
                 self.status("Environment", &format!("{reference} {}", short(digest)))
             }
+            _ => {}
+        }
+    }
+}
+
+impl Reporter for Human<'_> {
+    fn report(&self, event: &Event) {
+        match event {
             Event::CacheUnusable { key, message } => self.console.warning(&format!(
                 "cache entry {} not usable, treated as a miss: {message}",
                 &key[..12]
@@ -249,20 +281,6 @@ impl Reporter for Human<'_> {
                     "{role:<9} {} {:>10} ({entries} entries)",
                     short(digest),
                     human_size(*size)
-                ),
-            ),
-            Event::Output { destination } => self.status("Wrote", destination),
-            Event::Loaded {
-                reference,
-                engine,
-                layers_sent,
-                layers_reused,
-                ..
-            } => self.status(
-                "Loaded",
-                &format!(
-                    "{reference} into {engine} ({layers_sent} {} sent, {layers_reused} already there)",
-                    if *layers_sent == 1 { "layer" } else { "layers" }
                 ),
             ),
             Event::Attached {
@@ -293,11 +311,17 @@ impl Reporter for Human<'_> {
             | Event::CacheRestored { .. }
             | Event::CacheStored { .. } => self.cache(event),
             Event::UnitsRestored { .. } | Event::UnitsStored { .. } => self.units(event),
-            Event::Blob { .. } | Event::Pushed { .. } => self.registry(event),
-            Event::Tagged { reference, .. } => self.status("Tagged", reference),
-            Event::Signed { reference, key } => {
-                self.status("Signed", &format!("{reference} with key {key}"))
-            }
+            Event::Blob { .. }
+            | Event::Pushed { .. }
+            | Event::Tagged { .. }
+            | Event::Signed { .. }
+            | Event::Loaded { .. }
+            | Event::Output { .. } => self.delivery(event),
+            Event::BuildStarted { .. }
+            | Event::IndexBuilt { .. }
+            | Event::Isolation { .. }
+            | Event::BaseResolved { .. }
+            | Event::BuildEnvResolved { .. } => self.started(event),
             // Events a newer library adds are shown in JSON output only.
             _ => {}
         }

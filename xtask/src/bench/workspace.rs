@@ -223,7 +223,10 @@ fn changes(bench: &Bench, src: &Path, bare: &Path, repo: &str) -> Result<Vec<Row
         let (mut cargo_times, mut img_times, mut runs) = (Vec::new(), Vec::new(), Vec::new());
         for k in 0..rounds {
             let (from, to) = if file.ends_with("main.rs") {
-                ("println!(\"app-a", format!("println!(\"app-a{}", "!".repeat(k + 1)))
+                (
+                    "println!(\"app-a",
+                    format!("println!(\"app-a{}", "!".repeat(k + 1)),
+                )
             } else {
                 ("// edit here", "pub const EDITED: u32 = 1;".to_string())
             };

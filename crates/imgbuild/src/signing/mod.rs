@@ -43,9 +43,15 @@ impl Keys {
             path.map(|p| SigningKey::from_file(p, password).map(Arc::new))
                 .transpose()
         };
+        let push = signing(files.push)?;
+        // One file for both (a team's one key) is read and decrypted once.
+        let cache = match (&push, files.cache) {
+            (Some(key), Some(path)) if files.push == Some(path) => Some(key.clone()),
+            _ => signing(files.cache)?,
+        };
         Ok(Self {
-            push: signing(files.push)?,
-            cache: signing(files.cache)?,
+            push,
+            cache,
             trust: files
                 .trust
                 .iter()
@@ -56,9 +62,6 @@ impl Keys {
 }
 
 /// The public key of the private key at `path`, in PEM.
-pub(crate) fn public_key_pem(
-    path: &std::path::Path,
-    password: Option<&str>,
-) -> crate::Result<String> {
+pub(crate) fn public_key_pem(path: &Path, password: Option<&str>) -> crate::Result<String> {
     Ok(SigningKey::from_file(path, password)?.public().to_pem())
 }
