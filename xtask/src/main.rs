@@ -73,8 +73,10 @@ fn ci() -> Result<(), String> {
             "--workspace",
             "--locked",
             "--",
+            // Three at a time on two cores: many e2e tests wait on registries, engines and
+            // Debian's mirror rather than compute.
             "--test-threads",
-            "2",
+            "3",
         ],
         &[],
     )
