@@ -80,6 +80,10 @@ struct ImgRun {
     hit: bool,
     /// Whether cargo ran at all (a zero-work hit runs no compiler).
     ran_cargo: bool,
+    /// The wall time outside cargo's run (before it started and after it finished).
+    outside_cargo: Option<Duration>,
+    /// imgbuild's own CPU time, without cargo's and the compilers'.
+    own_cpu: Option<Duration>,
 }
 
 fn imgbuild(imgbuild: &Path, dir: &Path, cache: &Path) -> Result<ImgRun, String> {
@@ -97,19 +101,20 @@ fn imgbuild_with(
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
-    let (time, stdout) = timed(dir, imgbuild, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| format!("imgbuild printed non-JSON {l:?}: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let find = |reason: &str| events.iter().find(|e| e["reason"] == reason);
+    let run = timed_events(dir, imgbuild, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
+    let at = |reason: &str| run.events.iter().find(|(_, e)| e["reason"] == reason);
+    let find = |reason: &str| at(reason).map(|(_, e)| e);
     let ran_cargo = find("compiled").is_some();
     let none = Value::Null;
     let compiled = find("compiled").unwrap_or(&none);
+    // Cargo runs from the isolation event (the sandbox is chosen just before it starts) to
+    // the compiled event; the rest is imgbuild's own time.
+    let outside_cargo = match (at("isolation"), at("compiled")) {
+        (Some((from, _)), Some((to, _))) => Some(run.time.saturating_sub(to.saturating_sub(*from))),
+        _ => None,
+    };
     Ok(ImgRun {
-        time,
+        time: run.time,
         digest: find("image-built").ok_or("no image-built event")?["digest"]
             .as_str()
             .unwrap_or_default()
@@ -126,7 +131,87 @@ fn imgbuild_with(
             .unwrap_or_default(),
         hit: find("cache-lookup").is_some_and(|e| e["hit"] == true),
         ran_cargo,
+        outside_cargo,
+        own_cpu: run.own_cpu,
     })
+}
+
+/// A finished run of [`timed_events`].
+pub(crate) struct Timed {
+    pub(crate) time: Duration,
+    /// The JSON events printed on stdout, each with the time it arrived.
+    pub(crate) events: Vec<(Duration, Value)>,
+    /// The CPU time (user + system) of the process itself, not of its children (read from
+    /// `/proc` once it has exited, before it is reaped).
+    pub(crate) own_cpu: Option<Duration>,
+}
+
+/// Runs a command in `dir` like [`timed`], reading its stdout's JSON events as they come.
+pub(crate) fn timed_events(
+    dir: &Path,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<Timed, String> {
+    use std::io::BufRead;
+    let stderr_path =
+        std::env::temp_dir().join(format!("imgbuild-bench-stderr-{}", std::process::id()));
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let events = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .map(|e| (start.elapsed(), e))
+        .collect();
+    let own_cpu = exited_cpu(child.id());
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let time = start.elapsed();
+    let errors = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
+    if !status.success() {
+        return Err(format!(
+            "{} {} failed in {}:\n{errors}",
+            program.display(),
+            args.join(" "),
+            dir.display()
+        ));
+    }
+    Ok(Timed {
+        time,
+        events,
+        own_cpu,
+    })
+}
+
+/// The CPU time of process `pid` once it has exited (a zombie's `/proc/PID/stat` keeps its
+/// final user and system times, in clock ticks of 1/100 s); `None` if it is not seen exit
+/// within two seconds or the file cannot be read.
+fn exited_cpu(pid: u32) -> Option<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(&path).ok()?;
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            return Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
 }
 
 fn secs(d: Duration) -> String {
@@ -134,6 +219,8 @@ fn secs(d: Duration) -> String {
 }
 
 struct Row {
+    /// The ratio shown when it is not `imgbuild / cargo`: the median of paired runs' ratios.
+    ratio: Option<f64>,
     scenario: &'static str,
     imgbuild: Duration,
     cargo: Option<Duration>,
@@ -142,8 +229,31 @@ struct Row {
     note: String,
 }
 
-/// How many cold builds of each the cold row takes the median of.
-const COLD_RUNS: usize = 3;
+/// How many cold builds of each the cold row takes, alternated.
+const COLD_RUNS: usize = 5;
+
+/// The median of the ratios `imgbuild / cargo` of runs taken in pairs, one right after the
+/// other: the machine's speed drifts by more than the targets between pairs, and a pair's
+/// ratio cancels most of that drift where a ratio of medians does not.
+pub(crate) fn paired_ratio(imgbuild: &[Duration], cargo: &[Duration]) -> f64 {
+    let mut ratios: Vec<f64> = imgbuild
+        .iter()
+        .zip(cargo)
+        .map(|(i, c)| i.as_secs_f64() / c.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
+/// `ratios` as `1.02/0.97x`, for a row's note.
+pub(crate) fn ratios(imgbuild: &[Duration], cargo: &[Duration]) -> String {
+    let list: Vec<String> = imgbuild
+        .iter()
+        .zip(cargo)
+        .map(|(i, c)| format!("{:.2}", i.as_secs_f64() / c.as_secs_f64()))
+        .collect();
+    format!("{}x", list.join("/"))
+}
 
 /// The median of `times`.
 pub(crate) fn median(mut times: Vec<Duration>) -> Duration {
@@ -216,31 +326,36 @@ impl Bench {
 
     /// Cold builds, then a fresh checkout with new app code on the warm cache.
     fn cold_and_warm(&self, rows: &mut Vec<Row>) -> Result<(Baseline, ImgRun), String> {
-        eprintln!("==> cold builds (median of {COLD_RUNS}, cargo and imgbuild alternated)");
+        eprintln!("==> cold builds ({COLD_RUNS} pairs, imgbuild then cargo)");
         let bare = self.copy("cargo")?;
-        let cold = self.imgbuild(&self.copy("first")?, &self.cache)?;
+        let mut cold_runs = vec![self.imgbuild(&self.copy("first")?, &self.cache)?];
         let mut cargo_times = vec![self.cargo_build(&bare)?];
-        let mut img_times = vec![cold.time];
         for k in 1..COLD_RUNS {
-            cargo_times.push(self.cargo_build(&self.copy(&format!("cargo-cold-{k}"))?)?);
             let cache = self.work.join(format!("cache-cold-{k}"));
-            img_times.push(
-                self.imgbuild(&self.copy(&format!("cold-{k}"))?, &cache)?
-                    .time,
-            );
+            cold_runs.push(self.imgbuild(&self.copy(&format!("cold-{k}"))?, &cache)?);
+            cargo_times.push(self.cargo_build(&self.copy(&format!("cargo-cold-{k}"))?)?);
         }
+        let img_times: Vec<Duration> = cold_runs.iter().map(|r| r.time).collect();
         let (cargo_cold, img_cold) = (median(cargo_times.clone()), median(img_times.clone()));
+        let ratio = paired_ratio(&img_times, &cargo_times);
+        let outside: Vec<Duration> = cold_runs.iter().filter_map(|r| r.outside_cargo).collect();
+        let own_cpu: Vec<Duration> = cold_runs.iter().filter_map(|r| r.own_cpu).collect();
+        let cold = cold_runs.swap_remove(0);
         rows.push(Row {
-            scenario: "cold build (empty cache, median of 3)",
+            ratio: Some(ratio),
+            scenario: "cold build (empty cache, 5 pairs)",
             imgbuild: img_cold,
             cargo: Some(cargo_cold),
-            target: "<= 1.03x cargo".into(),
-            met: img_cold.as_secs_f64() <= 1.03 * cargo_cold.as_secs_f64(),
+            target: "<= 1.03x cargo (median pair ratio)".into(),
+            met: ratio <= 1.03,
             note: format!(
-                "{} dependency units compiled; runs: imgbuild {}, cargo {}",
+                "{} dependency units compiled; pair ratios {}; runs: imgbuild {}, cargo {}; imgbuild outside cargo's run {}, imgbuild's own CPU {}",
                 cold.compiled,
+                ratios(&img_times, &cargo_times),
                 seconds(&img_times),
-                seconds(&cargo_times)
+                seconds(&cargo_times),
+                seconds(&outside),
+                seconds(&own_cpu),
             ),
         });
         eprintln!("==> fresh checkout, warm cache");
@@ -255,6 +370,7 @@ impl Bench {
         let warm = self.imgbuild(&second, &self.cache)?;
         let ratio = warm.time.as_secs_f64() / cargo_cold.as_secs_f64();
         rows.push(Row {
+            ratio: None,
             scenario: "fresh checkout, warm cache",
             imgbuild: warm.time,
             cargo: Some(cargo_cold),
@@ -289,6 +405,7 @@ impl Bench {
             .collect::<Result<_, _>>()?;
         cargo_noops.sort();
         Ok(Row {
+            ratio: None,
             scenario: "no-op (median of 5)",
             imgbuild: noop,
             cargo: Some(cargo_noops[2]),
@@ -330,6 +447,7 @@ impl Bench {
         let compiled: u64 = runs.iter().map(|r| r.compiled).sum();
         let changed = runs.iter().all(|r| r.digest != warm.digest && r.ran_cargo);
         Ok(Row {
+            ratio: None,
             scenario: "app-only change (median of 3)",
             imgbuild: app_time,
             cargo: Some(cargo_app),
@@ -361,6 +479,7 @@ impl Bench {
                 .any(|p| p.starts_with(&format!("{krate}@")))
         };
         rows.push(Row {
+            ratio: None,
             scenario: "leaf bump, same checkout",
             imgbuild: bump.time,
             cargo: Some(cargo_bump),
@@ -373,6 +492,7 @@ impl Bench {
         let fresh_bump = self.imgbuild(&third, &cache_before_bump)?;
         let same = fresh_bump.digest == bump.digest;
         rows.push(Row {
+            ratio: None,
             scenario: "leaf bump, fresh checkout",
             imgbuild: fresh_bump.time,
             cargo: Some(base.cargo_cold),
@@ -418,8 +538,9 @@ fn print_rows(rows: &[Row]) -> bool {
     );
     for r in rows {
         let ratio = r
-            .cargo
-            .map(|c| format!("{:.2}x", r.imgbuild.as_secs_f64() / c.as_secs_f64()))
+            .ratio
+            .or_else(|| r.cargo.map(|c| r.imgbuild.as_secs_f64() / c.as_secs_f64()))
+            .map(|x| format!("{x:.2}x"))
             .unwrap_or_else(|| "-".into());
         println!(
             "{:<36} {:>10} {:>10} {:>7}  {:<40} {}{}",

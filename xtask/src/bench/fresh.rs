@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Baseline, Bench, Row, copy_tree, edit, imgbuild, secs, timed};
+use super::{Baseline, Bench, Row, copy_tree, edit, imgbuild, secs, timed, timed_events};
 use crate::registry::LocalRegistry;
 
 impl Bench {
@@ -45,6 +45,7 @@ impl Bench {
             .unwrap_or(u64::MAX);
         let ratio = push_time.as_secs_f64() / base.cargo_cold.as_secs_f64();
         let push = Row {
+            ratio: None,
             scenario: "same commit, fresh runner, push",
             imgbuild: push_time,
             cargo: Some(base.cargo_cold),
@@ -83,7 +84,7 @@ impl Bench {
             &cache_repo,
         ];
         let env = [("IMGBUILD_CACHE_DIR", cache.as_path())];
-        let (time, events) = timed_events(&restore, &self.img, &args, &env)?;
+        let super::Timed { time, events, .. } = timed_events(&restore, &self.img, &args, &env)?;
         let at = |reason: &str| events.iter().find(|(_, e)| e["reason"] == reason);
         let hit = at("cache-lookup").is_some_and(|(_, e)| e["hit"] == true);
         let compiled = at("compiled").map_or(u64::MAX, |(_, e)| {
@@ -97,6 +98,7 @@ impl Bench {
         };
         let ratio = time.as_secs_f64() / base.cargo_cold.as_secs_f64();
         let restore = Row {
+            ratio: None,
             scenario: "new commit, fresh runner (registry)",
             imgbuild: time,
             cargo: Some(base.cargo_cold),
@@ -153,6 +155,7 @@ impl Bench {
         let overhead = app.saturating_sub(cargo_app);
         Ok(vec![
             Row {
+                ratio: None,
                 scenario: "hello: no-op (median of 5)",
                 imgbuild: noop,
                 cargo: Some(cargo_noop),
@@ -161,6 +164,7 @@ impl Bench {
                 note: format!("same digest and no compiler run: {all_noop}"),
             },
             Row {
+                ratio: None,
                 scenario: "hello: app-only change (median of 3)",
                 imgbuild: app,
                 cargo: Some(cargo_app),
@@ -170,42 +174,4 @@ impl Bench {
             },
         ])
     }
-}
-
-/// Runs a command in `dir` like [`timed`], reading its stdout's JSON events as they come:
-/// each with the time it arrived.
-fn timed_events(
-    dir: &Path,
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &Path)],
-) -> Result<(Duration, Vec<(Duration, Value)>), String> {
-    use std::io::BufRead;
-    let start = std::time::Instant::now();
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let events = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .map(|e| (start.elapsed(), e))
-        .collect();
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!(
-            "{} {} failed in {}",
-            program.display(),
-            args.join(" "),
-            dir.display()
-        ));
-    }
-    Ok((start.elapsed(), events))
 }

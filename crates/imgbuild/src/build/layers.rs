@@ -72,40 +72,28 @@ pub(crate) fn layers(
         Some(b) => base_layers(b)?,
         None => Vec::new(),
     };
-    let mut add = |role: LayerRole, created_by: String, builder: &LayerBuilder| -> Result<()> {
-        let blob = s
-            .store
-            .write_layer_memoized(builder, cx.epoch, &cx.cache.layer_memo())?;
-        reporter.report(&Event::Layer {
-            role,
-            digest: blob.descriptor.digest().to_string(),
-            diff_id: blob.diff_id.to_string(),
-            size: blob.descriptor.size(),
-            entries: builder.paths().count(),
-        });
-        layers.push(Layer::written(&blob, role, created_by));
-        Ok(())
-    };
+    let mut wanted: Vec<(LayerRole, String, LayerBuilder)> = Vec::new();
     if s.base.is_none() {
         let text = "imgbuild: minimal rootfs (users, /tmp, CA certificates)";
-        add(
+        wanted.push((
             LayerRole::Rootfs,
             text.into(),
-            &rootfs::layer(ca_bundle.as_deref())?,
-        )?;
+            rootfs::layer(ca_bundle.as_deref())?,
+        ));
     }
     if !closure.is_empty() {
         let text = "imgbuild: shared-library closure of the binary";
-        add(LayerRole::Libraries, text.into(), &closure.layer()?)?;
+        wanted.push((LayerRole::Libraries, text.into(), closure.layer()?));
     }
-    add(
+    wanted.push((
         LayerRole::App,
         format!(
             "imgbuild: {APP_DIR}/{} and declared files",
             selected.target.bin
         ),
-        &app_layer(&selected.target, &executable, &s.extra_files)?,
-    )?;
+        app_layer(&selected.target, &executable, &s.extra_files)?,
+    ));
+    layers.extend(write_layers(cx, s, wanted, reporter)?);
     let mut host_files: Vec<PathBuf> = closure.files.values().cloned().collect();
     host_files.extend(ca_bundle);
     host_files.extend(s.extra_files.values().map(|(src, _)| src.clone()));
@@ -115,6 +103,45 @@ pub(crate) fn layers(
         executable,
         host_files,
     })
+}
+
+/// Writes the new layers into the store at once (each is compressed on its own thread: on a
+/// fresh runner none is memoized yet), then reports them in order.
+fn write_layers(
+    cx: &Context<'_>,
+    s: &Setup,
+    wanted: Vec<(LayerRole, String, LayerBuilder)>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Layer>> {
+    let memo = cx.cache.layer_memo();
+    let blobs = std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|(_, _, builder)| {
+                let memo = &memo;
+                scope.spawn(move || s.store.write_layer_memoized(builder, cx.epoch, memo))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(crate::context::join)
+            .collect::<Vec<_>>()
+    });
+    wanted
+        .into_iter()
+        .zip(blobs)
+        .map(|((role, created_by, builder), blob)| {
+            let blob = blob?;
+            reporter.report(&Event::Layer {
+                role,
+                digest: blob.descriptor.digest().to_string(),
+                diff_id: blob.diff_id.to_string(),
+                size: blob.descriptor.size(),
+                entries: builder.paths().count(),
+            });
+            Ok(Layer::written(&blob, role, created_by))
+        })
+        .collect()
 }
 
 /// The base image's layers as the image lists them.
