@@ -4,7 +4,8 @@
 //! here, so they cannot disagree about any of it.
 //!
 //! Runs `cargo metadata` and `git` (through `imgbuild_cargo::run`), installs the rustc wrapper
-//! script under the cache directory, and reads the process environment once.
+//! script under the cache directory, creates cargo's target directory, and reads the process
+//! environment once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,36 +156,11 @@ pub(crate) fn prepare<'a>(
         Some(b) => buildenv::toolchain(b, &env, &cache, &[&project])?,
         None => run::Toolchain::Host,
     };
-    let (metadata, workspace_inputs) =
-        crate::probecache::metadata(&cache, &env, &manifest_path, &script, &toolchain)?;
-    let mut workspace = Workspace::new(&metadata);
-    let graph = imgbuild_cargo::graph::PackageGraph::new(&metadata);
-    let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
-    let package_dirs = metadata
-        .packages
-        .iter()
-        .filter(|p| p.source.is_none())
-        .filter_map(|p| {
-            let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
-            Some((p.id.repr.clone(), dir))
-        })
-        .collect();
+    let read = read_workspace(&cache, &env, &manifest_path, &script, &toolchain)?;
+    let mut workspace = read.workspace;
     let (cargo_triple, forced_target_dir) =
         target_dirs(options, &mut workspace, (&cache, &env, &toolchain))?;
-    let (package, bin) = (options.package.as_deref(), options.bin.as_deref());
-    let targets = match scope {
-        Scope::One => vec![workspace.select(package, bin)?],
-        Scope::All => workspace.candidates(package, bin)?,
-    };
-    let selected = targets
-        .into_iter()
-        .map(|target| {
-            let config = workspace
-                .image_config(&target)?
-                .merge(options.overrides.clone());
-            Ok(Selected { target, config })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let selected = select(options, scope, &workspace)?;
     // Git's two answers are independent: ask at once.
     let (git_time, revision) = std::thread::scope(|s| {
         let time = s.spawn(|| run::git_commit_time(&workspace.root));
@@ -213,8 +189,8 @@ pub(crate) fn prepare<'a>(
         env,
         manifest_path,
         workspace,
-        cargo_dirs,
-        package_dirs,
+        cargo_dirs: read.cargo_dirs,
+        package_dirs: read.package_dirs,
         forced_target_dir,
         wrapper,
         selected,
@@ -222,13 +198,79 @@ pub(crate) fn prepare<'a>(
         revision,
         build_env,
         toolchain,
-        graph,
-        workspace_inputs,
+        graph: read.graph,
+        workspace_inputs: read.inputs,
         file_hashes,
         keys,
         platform: options.for_platform.clone(),
         cargo_triple,
     })
+}
+
+/// What `cargo metadata` says of the workspace.
+struct WorkspaceRead {
+    workspace: Workspace,
+    graph: imgbuild_cargo::graph::PackageGraph,
+    cargo_dirs: [PathBuf; 2],
+    package_dirs: BTreeMap<String, PathBuf>,
+    inputs: Vec<crate::probecache::Input>,
+}
+
+/// Runs (or recalls) `cargo metadata` and reads the workspace from its answer.
+fn read_workspace(
+    cache: &CacheDir,
+    env: &Env,
+    manifest_path: &Path,
+    script: &run::WrapperScript,
+    toolchain: &run::Toolchain,
+) -> Result<WorkspaceRead> {
+    let (metadata, inputs) =
+        crate::probecache::metadata(cache, env, manifest_path, script, toolchain)?;
+    let workspace = Workspace::new(&metadata);
+    let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
+    // Cargo keeps what it asked rustc (`-vV`, the target's file names and cfg) in the target
+    // directory, but only when that directory exists when it exits: on a fresh checkout
+    // `cargo metadata` could not keep its answers, and `cargo tree` and the build would each
+    // ask again (about 50 ms a time). Made now, the later calls share the answers. Best
+    // effort: a directory that cannot be made is cargo's error to give, later.
+    for dir in &cargo_dirs {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let package_dirs = metadata
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .filter_map(|p| {
+            let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
+            Some((p.id.repr.clone(), dir))
+        })
+        .collect();
+    Ok(WorkspaceRead {
+        graph: imgbuild_cargo::graph::PackageGraph::new(&metadata),
+        workspace,
+        cargo_dirs,
+        package_dirs,
+        inputs,
+    })
+}
+
+/// The binaries `options` select, each with its image configuration (metadata tables, then
+/// the command line's overrides).
+fn select(options: &BuildOptions, scope: Scope, workspace: &Workspace) -> Result<Vec<Selected>> {
+    let (package, bin) = (options.package.as_deref(), options.bin.as_deref());
+    let targets = match scope {
+        Scope::One => vec![workspace.select(package, bin)?],
+        Scope::All => workspace.candidates(package, bin)?,
+    };
+    targets
+        .into_iter()
+        .map(|target| {
+            let config = workspace
+                .image_config(&target)?
+                .merge(options.overrides.clone());
+            Ok(Selected { target, config })
+        })
+        .collect()
 }
 
 /// Moves the target directory where the options ask (`verify`'s own, `--allow-network`'s, a

@@ -236,13 +236,7 @@ impl RemoteCache {
     ) -> Result<usize> {
         let progress = progress(reporter, &self.repository);
         let pulled = imgbuild_registry::parallel::run(blobs, &progress, &|blob, progress| {
-            imgbuild_registry::push::pull_blob(
-                &self.client,
-                store,
-                &self.repository.repository,
-                blob,
-                progress,
-            )
+            self.pull_layer(store, blob, progress)
         })?;
         Ok(pulled.into_iter().filter(|p| *p).count())
     }
