@@ -263,6 +263,29 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     assert_eq!(members_compiled(&events), ["app-a", "top"]);
     assert_eq!(output_of(&two, "app-a"), "a 123");
 
+    // A runner whose change is in app-a alone restores every library unit, compiles app-a
+    // alone, and pushes no unit record: the repository's is the one it would write.
+    let two_b = checkout(
+        &two,
+        &tmp.path().join("two-b"),
+        &[("app-a/src/main.rs", "// a\n")],
+    );
+    let events = build(
+        &two_b,
+        &tmp.path().join("cache-2b"),
+        "app-a",
+        &["--cache-repo", &repo],
+    );
+    assert_eq!(members_compiled(&events), ["app-a"]);
+    assert_eq!(event(&events, "units-stored")["new_units"], 0);
+    let record_pushes: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["reason"] == "blob" && e["reference"].as_str().unwrap_or("").contains(":units-")
+        })
+        .collect();
+    assert!(record_pushes.is_empty(), "{record_pushes:?}");
+
     // A third runner builds app-b, which nobody has built: it starts from app-a's dependency
     // entry and units in the cache repository, and compiles app-b alone.
     let three = checkout(&two, &tmp.path().join("three"), &[]);

@@ -212,6 +212,12 @@ pub(crate) fn save_units(
         return Ok(());
     }
     let (record, layers, new_units, new_bytes) = write_layers(s, &r, &refs, sources)?;
+    // A fresh runner that compiled no member unit writes the record it pulled: the cache
+    // repository has it already, so it is kept in the store and not pushed again.
+    let pulled_as_is = r
+        .records
+        .first()
+        .is_some_and(|own| own.remote && own.record == record && own.layers == layers);
     let manifest = unitcache::save(&s.store, &r.id, &record, layers)?;
     crate::usage::touch(&cx.cache, CacheName::Units(&r.id), reporter);
     reporter.report(&Event::UnitsStored {
@@ -219,7 +225,7 @@ pub(crate) fn save_units(
         new_units,
         new_bytes,
     });
-    if let Some(remote) = &s.remote
+    if let Some(remote) = s.remote.as_ref().filter(|_| !pulled_as_is)
         && let Err(e) = remote.push_tag(
             &s.store,
             &manifest,
