@@ -14,7 +14,6 @@ use imgbuild_oci::layout::Layout;
 
 use super::plan::{Checkout, RestorePlan};
 use super::{Loaded, UnitEntry};
-use crate::Result;
 use crate::remotecache::RemoteCache;
 
 /// The checkout and cargo's build directory, as the planner asks about them. File hashes are
@@ -233,27 +232,71 @@ pub(crate) fn restore(
         }
     }
     let now = SystemTime::now();
-    for (name, &index) in &plan.restore {
+    let jobs: Vec<(&String, usize)> = plan.restore.iter().map(|(n, &i)| (n, i)).collect();
+    let restore_one = |&(name, index): &(&String, usize)| {
         let loaded = records[index];
         let entry = &loaded.record.units[name];
         let layer = &loaded.layers[entry.layer];
         let wanted = |p: &str| entry.files.iter().any(|f| f == p);
-        let result: Result<imgbuild_oci::snapshot::Restored> = store
+        store
             .restore_snapshot_dated(layer.digest(), profile_dir, &wanted, now)
             .inspect_err(|e| {
                 if matches!(e, imgbuild_oci::Error::DigestMismatch { .. }) {
                     let _ = std::fs::remove_file(store.blob_path(layer.digest()));
                 }
             })
-            .map_err(Into::into);
+    };
+    // Units are unpacked a few at a time: each is small, and a fresh runner restores many.
+    for ((name, _), result) in jobs.iter().zip(in_parallel(&jobs, &restore_one)) {
         match result {
             Ok(done) => {
                 stats.units += 1;
                 stats.files += done.files;
                 stats.bytes += done.bytes;
             }
-            Err(e) => failed.push((name.clone(), e)),
+            Err(e) => failed.push(((*name).clone(), e.into())),
         }
     }
     (stats, failed)
+}
+
+/// `f` over `items` on a few threads (as many as the machine has cores, at most 4), the
+/// results in the items' order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: &(dyn Fn(&T) -> R + Sync)) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(items.len().max(1));
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    (w..items.len())
+                        .step_by(workers)
+                        .map(|i| (i, f(&items[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(crate::context::join)
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+
+    #[test]
+    fn parallel_results_come_back_in_the_items_order() {
+        let items: Vec<u32> = (0..37).collect();
+        let squares = in_parallel(&items, &|n: &u32| n * n);
+        assert_eq!(squares, items.iter().map(|n| n * n).collect::<Vec<_>>());
+        let none: Vec<u32> = in_parallel(&[] as &[u32], &|n: &u32| *n);
+        assert!(none.is_empty());
+    }
 }
