@@ -278,10 +278,7 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: &(dyn Fn(&T) -> R + Sync)) -> V
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(crate::context::join)
-            .collect()
+        handles.into_iter().flat_map(crate::context::join).collect()
     });
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
