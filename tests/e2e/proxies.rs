@@ -33,33 +33,19 @@ impl FlakyProxy {
             );
             let (armed, cuts) = (armed.clone(), counted.clone());
             // client → server: cut the first blob upload midway.
-            std::thread::spawn(move || {
-                let (mut from, mut to) = (client, server);
-                let mut chunk = [0u8; 16 * 1024];
-                let mut counting: Option<usize> = None;
-                loop {
-                    let n = match from.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let data = &chunk[..n];
-                    if counting.is_none() && armed.load(Ordering::SeqCst) && is_upload_put(data) {
-                        counting = Some(0);
-                    }
-                    if let Some(sent) = counting.as_mut() {
-                        *sent += n;
-                        if *sent > cut_after && armed.swap(false, Ordering::SeqCst) {
-                            cuts.fetch_add(1, Ordering::SeqCst);
-                            let _ = to.shutdown(Shutdown::Both);
-                            let _ = from.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    }
-                    if to.write_all(data).is_err() {
-                        break;
+            let mut counting: Option<usize> = None;
+            relay(client, server, move |data, _| {
+                if counting.is_none() && armed.load(Ordering::SeqCst) && is_upload_put(data) {
+                    counting = Some(0);
+                }
+                if let Some(sent) = counting.as_mut() {
+                    *sent += data.len();
+                    if *sent > cut_after && armed.swap(false, Ordering::SeqCst) {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        return Relay::Cut;
                     }
                 }
-                let _ = to.shutdown(Shutdown::Write);
+                Relay::Forward
             });
         });
         Self { server, cuts }
@@ -68,6 +54,41 @@ impl FlakyProxy {
     pub(crate) fn port(&self) -> u16 {
         self.server.port
     }
+}
+
+/// What a relay does with a chunk it has read.
+enum Relay {
+    /// Write it on.
+    Forward,
+    /// Drop it and close both connections (whatever `watch` wrote first stays sent).
+    Cut,
+}
+
+/// Copies `from` into `to` on a thread of its own, chunk by chunk, showing each chunk (and
+/// `to`) to `watch` before it is written; at the end, shuts `to` down for writing.
+fn relay(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mut watch: impl FnMut(&[u8], &mut TcpStream) -> Relay + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Relay::Cut = watch(&chunk[..n], &mut to) {
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                return;
+            }
+            if to.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
 }
 
 /// Whether `data` (what a client sent) holds the start of a blob upload's `PUT`.
@@ -97,26 +118,15 @@ impl StallingProxy {
                 Shutdown::Both,
             );
             let stalled = counted.clone();
-            std::thread::spawn(move || {
-                let (mut from, mut to) = (client, server);
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    let n = match from.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if is_upload_put(&chunk[..n])
-                        && stalled
-                            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                            .is_ok()
-                    {
-                        std::thread::sleep(delay);
-                    }
-                    if to.write_all(&chunk[..n]).is_err() {
-                        break;
-                    }
+            relay(client, server, move |data, _| {
+                if is_upload_put(data)
+                    && stalled
+                        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    std::thread::sleep(delay);
                 }
-                let _ = to.shutdown(Shutdown::Write);
+                Relay::Forward
             });
         });
         Self { server, stalled }
@@ -210,57 +220,32 @@ impl DownloadCuttingProxy {
             let (from_client, to_server) =
                 (client.try_clone().unwrap(), server.try_clone().unwrap());
             // client → server: note whether each request is a blob GET.
-            std::thread::spawn(move || {
-                let (mut from, mut to) = (from_client, to_server);
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    let n = match from.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let data = &chunk[..n];
-                    if data.starts_with(b"GET ")
-                        || data.starts_with(b"HEAD ")
-                        || data.starts_with(b"PUT ")
-                        || data.starts_with(b"POST ")
-                        || data.starts_with(b"PATCH ")
-                    {
-                        let blob_get =
-                            data.starts_with(b"GET ") && data.windows(7).any(|w| w == b"/blobs/");
-                        *watching.lock().unwrap() = blob_get.then_some(0);
-                    }
-                    if to.write_all(data).is_err() {
-                        break;
-                    }
+            relay(from_client, to_server, move |data, _| {
+                if data.starts_with(b"GET ")
+                    || data.starts_with(b"HEAD ")
+                    || data.starts_with(b"PUT ")
+                    || data.starts_with(b"POST ")
+                    || data.starts_with(b"PATCH ")
+                {
+                    let blob_get =
+                        data.starts_with(b"GET ") && data.windows(7).any(|w| w == b"/blobs/");
+                    *watching.lock().unwrap() = blob_get.then_some(0);
                 }
-                let _ = to.shutdown(Shutdown::Write);
+                Relay::Forward
             });
-            // server → client: cut the first long blob answer.
+            // server → client: cut the first long blob answer, half of its last chunk sent.
             let (armed, cuts) = (armed.clone(), counted.clone());
-            std::thread::spawn(move || {
-                let (mut from, mut to) = (server, client);
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    let n = match from.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let cut = answered.lock().unwrap().as_mut().is_some_and(|sent| {
-                        *sent += n;
-                        *sent > cut_after
-                    });
-                    if cut && armed.swap(false, Ordering::SeqCst) {
-                        cuts.fetch_add(1, Ordering::SeqCst);
-                        let _ = to.write_all(&chunk[..n / 2]);
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                        return;
-                    }
-                    if to.write_all(&chunk[..n]).is_err() {
-                        break;
-                    }
+            relay(server, client, move |data, to| {
+                let cut = answered.lock().unwrap().as_mut().is_some_and(|sent| {
+                    *sent += data.len();
+                    *sent > cut_after
+                });
+                if cut && armed.swap(false, Ordering::SeqCst) {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    let _ = to.write_all(&data[..data.len() / 2]);
+                    return Relay::Cut;
                 }
-                let _ = to.shutdown(Shutdown::Write);
+                Relay::Forward
             });
         });
         Self { server, cuts }

@@ -100,6 +100,27 @@ fn build(dir: &Path, cache: &Path, bin: &str, extra: &[&str]) -> Vec<Value> {
     imgbuild(dir, cache, &args).events()
 }
 
+/// A one-package project `name` with `dependencies` (its `[dependencies]` lines) and `main`,
+/// locked.
+fn locked_package(dir: &Path, name: &str, dependencies: &str, main: &str) -> PathBuf {
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{dependencies}"
+    );
+    project(dir, &[("Cargo.toml", &manifest), ("src/main.rs", main)]);
+    lock(dir);
+    dir.to_path_buf()
+}
+
+/// `imgbuild build` of `dir`'s only binary with the cache repository `repo`; its events.
+fn build_with_repo(dir: &Path, cache: &Path, repo: &str) -> Vec<Value> {
+    imgbuild(
+        dir,
+        cache,
+        &["build", "--message-format", "json", "--cache-repo", repo],
+    )
+    .events()
+}
+
 /// The path packages cargo compiled a unit of, without versions.
 fn members_compiled(events: &[Value]) -> Vec<String> {
     event(events, "compiled")["members_compiled"]
@@ -329,26 +350,13 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
 
     // Another project of the team, on a fresh runner: the repository's index of dependency
     // entries points it at the entry sharing the most packages (itoa), which it restores.
-    let other = project(
+    let other = locked_package(
         &tmp.path().join("other"),
-        &[
-            (
-                "Cargo.toml",
-                "[package]\nname = \"other\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"=1.0.10\"\n",
-            ),
-            (
-                "src/main.rs",
-                "fn main() { println!(\"{}\", itoa::Buffer::new().format(7u8)); }\n",
-            ),
-        ],
+        "other",
+        "itoa = \"=1.0.10\"\n",
+        "fn main() { println!(\"{}\", itoa::Buffer::new().format(7u8)); }\n",
     );
-    lock(&other);
-    let run = imgbuild(
-        &other,
-        &tmp.path().join("cache-4"),
-        &["build", "--message-format", "json", "--cache-repo", &repo],
-    );
-    let events = run.events();
+    let events = build_with_repo(&other, &tmp.path().join("cache-4"), &repo);
     let lookup = event(&events, "cache-lookup");
     assert_eq!(lookup["from_registry"], true, "{lookup}");
     assert!(lookup["nearest"].is_string(), "{lookup}");
@@ -357,26 +365,13 @@ fn a_fresh_runner_restores_member_units_from_the_cache_repository() {
     // A project that needs one package more (ryu) warm-starts the same way, compiles ryu
     // alone, and stores only the delta: the entry it started from stays its first layer,
     // shared by digest, and the push uploads just the new layer and the config.
-    let more = project(
+    let more = locked_package(
         &tmp.path().join("more"),
-        &[
-            (
-                "Cargo.toml",
-                "[package]\nname = \"more\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nitoa = \"=1.0.10\"\nryu = \"1\"\n",
-            ),
-            (
-                "src/main.rs",
-                "fn main() { println!(\"{} {}\", itoa::Buffer::new().format(7u8), ryu::Buffer::new().format(0.5f64)); }\n",
-            ),
-        ],
+        "more",
+        "itoa = \"=1.0.10\"\nryu = \"1\"\n",
+        "fn main() { println!(\"{} {}\", itoa::Buffer::new().format(7u8), ryu::Buffer::new().format(0.5f64)); }\n",
     );
-    lock(&more);
-    let run = imgbuild(
-        &more,
-        &tmp.path().join("cache-5"),
-        &["build", "--message-format", "json", "--cache-repo", &repo],
-    );
-    let events = run.events();
+    let events = build_with_repo(&more, &tmp.path().join("cache-5"), &repo);
     let lookup = event(&events, "cache-lookup");
     assert_eq!(lookup["from_registry"], true, "{lookup}");
     let started_from = lookup["nearest"].as_str().unwrap().to_string();
