@@ -236,21 +236,25 @@ const COLD_RUNS: usize = 5;
 /// other: the machine's speed drifts by more than the targets between pairs, and a pair's
 /// ratio cancels most of that drift where a ratio of medians does not.
 pub(crate) fn paired_ratio(imgbuild: &[Duration], cargo: &[Duration]) -> f64 {
-    let mut ratios: Vec<f64> = imgbuild
-        .iter()
-        .zip(cargo)
-        .map(|(i, c)| i.as_secs_f64() / c.as_secs_f64())
-        .collect();
+    let mut ratios = pair_ratios(imgbuild, cargo);
     ratios.sort_by(f64::total_cmp);
     ratios[ratios.len() / 2]
 }
 
-/// `ratios` as `1.02/0.97x`, for a row's note.
-pub(crate) fn ratios(imgbuild: &[Duration], cargo: &[Duration]) -> String {
-    let list: Vec<String> = imgbuild
+/// Each pair's ratio `imgbuild / cargo`, in run order.
+fn pair_ratios(imgbuild: &[Duration], cargo: &[Duration]) -> Vec<f64> {
+    imgbuild
         .iter()
         .zip(cargo)
-        .map(|(i, c)| format!("{:.2}", i.as_secs_f64() / c.as_secs_f64()))
+        .map(|(i, c)| i.as_secs_f64() / c.as_secs_f64())
+        .collect()
+}
+
+/// The pairs' ratios as `1.02/0.97x`, for a row's note.
+pub(crate) fn ratios(imgbuild: &[Duration], cargo: &[Duration]) -> String {
+    let list: Vec<String> = pair_ratios(imgbuild, cargo)
+        .iter()
+        .map(|r| format!("{r:.2}"))
         .collect();
     format!("{}x", list.join("/"))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Baseline, Bench, Row, copy_tree, edit, imgbuild, secs, timed, timed_events};
+use super::{Baseline, Bench, Row, copy_tree, edit, imgbuild, median, secs, timed, timed_events};
 use crate::registry::LocalRegistry;
 
 impl Bench {
@@ -125,10 +125,6 @@ impl Bench {
         let cache = self.work.join("cache-hello");
         let first = imgbuild(&self.img, &img_dir, &cache)?;
         self.cargo_build(&bare)?;
-        let median = |mut v: Vec<Duration>| {
-            v.sort();
-            v[v.len() / 2]
-        };
         let mut noops = Vec::new();
         let mut all_noop = true;
         for _ in 0..5 {
