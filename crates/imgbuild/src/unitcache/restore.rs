@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use imgbuild_oci::layout::Layout;
+use imgbuild_registry::progress::NoProgress;
 
 use super::plan::{Checkout, RestorePlan};
 use super::{Loaded, UnitEntry};
@@ -247,7 +248,17 @@ pub(crate) fn restore(
             })
     };
     // Units are unpacked a few at a time: each is small, and a fresh runner restores many.
-    for ((name, _), result) in jobs.iter().zip(in_parallel(&jobs, &restore_one)) {
+    // The jobs never fail as such: each one's own result is kept, and a failed unit is compiled.
+    let results = match imgbuild_registry::parallel::run(&jobs, &NoProgress, &|job, _| {
+        Ok(restore_one(job))
+    }) {
+        Ok(results) => results,
+        Err(e) => {
+            failed.push(("(restore)".to_string(), e.into()));
+            return (stats, failed);
+        }
+    };
+    for ((name, _), result) in jobs.iter().zip(results) {
         match result {
             Ok(done) => {
                 stats.units += 1;
@@ -258,42 +269,4 @@ pub(crate) fn restore(
         }
     }
     (stats, failed)
-}
-
-/// `f` over `items` on a few threads (as many as the machine has cores, at most 4), the
-/// results in the items' order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: &(dyn Fn(&T) -> R + Sync)) -> Vec<R> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 4)
-        .min(items.len().max(1));
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                scope.spawn(move || {
-                    (w..items.len())
-                        .step_by(workers)
-                        .map(|i| (i, f(&items[i])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(crate::context::join).collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_parallel;
-
-    #[test]
-    fn parallel_results_come_back_in_the_items_order() {
-        let items: Vec<u32> = (0..37).collect();
-        let squares = in_parallel(&items, &|n: &u32| n * n);
-        assert_eq!(squares, items.iter().map(|n| n * n).collect::<Vec<_>>());
-        let none: Vec<u32> = in_parallel(&[] as &[u32], &|n: &u32| *n);
-        assert!(none.is_empty());
-    }
 }
