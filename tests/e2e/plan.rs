@@ -161,3 +161,51 @@ fn another_c_compiler_is_another_key_and_is_explained() {
         assert!(inputs.stdout.contains(line), "{line}: {}", inputs.stdout);
     }
 }
+
+/// Issue #15: cargo's target directory is made before `cargo metadata` runs (so that cargo
+/// keeps its rustc answers) only where it is sure to be there: reading the workspace from a
+/// member's directory, or with `CARGO_TARGET_DIR` set, leaves no `target/` anywhere else.
+#[test]
+fn the_target_directory_is_made_early_only_where_cargo_puts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let package = |name: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+    };
+    project(
+        tmp.path(),
+        &[
+            ("ws/Cargo.toml", "[workspace]\nmembers = [\"alpha\"]\n"),
+            ("ws/alpha/Cargo.toml", &package("alpha")),
+            ("ws/alpha/src/main.rs", "fn main() {}\n"),
+            ("lone/Cargo.toml", &package("lone")),
+            ("lone/src/main.rs", "fn main() {}\n"),
+        ],
+    );
+    let (ws, lone) = (tmp.path().join("ws"), tmp.path().join("lone"));
+    lock(&ws);
+    lock(&lone);
+    let cache = tmp.path().join("cache");
+
+    let from_member = imgbuild(&ws.join("alpha"), &cache, &["plan"]);
+    assert!(from_member.status.success(), "{}", from_member.stderr);
+    assert!(
+        !ws.join("alpha/target").exists(),
+        "no target/ in the member"
+    );
+    assert!(ws.join("target/.rustc_info.json").is_file());
+
+    let elsewhere = tmp.path().join("elsewhere");
+    let moved = imgbuild_env(
+        &lone,
+        &cache,
+        &["plan"],
+        &[("CARGO_TARGET_DIR", elsewhere.to_str().unwrap())],
+    );
+    assert!(moved.status.success(), "{}", moved.stderr);
+    assert!(!lone.join("target").exists(), "CARGO_TARGET_DIR is used");
+    assert!(elsewhere.join(".rustc_info.json").is_file());
+
+    let plain = imgbuild(&lone, &cache, &["plan"]);
+    assert!(plain.status.success(), "{}", plain.stderr);
+    assert!(lone.join("target/.rustc_info.json").is_file());
+}

@@ -17,6 +17,7 @@ pub mod hermetic;
 pub mod lockfile;
 pub mod plan;
 pub mod run;
+pub mod targetdir;
 pub mod units;
 pub mod workspace;
 

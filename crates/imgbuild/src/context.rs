@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use imgbuild_cargo::config::ImageConfig;
 use imgbuild_cargo::run;
+use imgbuild_cargo::targetdir::{self, TargetDirInputs};
 use imgbuild_cargo::workspace::{BinaryTarget, Workspace};
 
 use crate::Result;
@@ -224,15 +225,27 @@ fn read_workspace(
     script: &run::WrapperScript,
     toolchain: &run::Toolchain,
 ) -> Result<WorkspaceRead> {
-    let (metadata, inputs) =
-        crate::probecache::metadata(cache, env, manifest_path, script, toolchain)?;
-    let workspace = Workspace::new(&metadata);
-    let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
     // Cargo keeps what it asked rustc (`-vV`, the target's file names and cfg) in the target
     // directory, but only when that directory exists when it exits: on a fresh checkout
     // `cargo metadata` could not keep its answers, and `cargo tree` and the build would each
-    // ask again (about 50 ms a time). Made now, the later calls share the answers. Best
-    // effort: a directory that cannot be made is cargo's error to give, later.
+    // ask again (about 50 ms a time). Where it is sure, the directory is made before
+    // `cargo metadata` runs; a guess that turns out wrong is taken back.
+    let made = matches!(toolchain, run::Toolchain::Host)
+        .then(|| make_predicted_target_dir(manifest_path, env))
+        .flatten();
+    let read = crate::probecache::metadata(cache, env, manifest_path, script, toolchain);
+    if let Some(made) = &made
+        && read
+            .as_ref()
+            .map_or(true, |(m, _)| m.target_directory.as_std_path() != made)
+    {
+        let _ = std::fs::remove_dir(made);
+    }
+    let (metadata, inputs) = read?;
+    let workspace = Workspace::new(&metadata);
+    let cargo_dirs = [workspace.target_dir.clone(), workspace.build_dir.clone()];
+    // Otherwise they are made now, and the later calls share the answers. Best effort: a
+    // directory that cannot be made is cargo's error to give, later.
     for dir in &cargo_dirs {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -252,6 +265,34 @@ fn read_workspace(
         package_dirs,
         inputs,
     })
+}
+
+/// Makes cargo's target directory where [`targetdir::predict`] is sure of it and it does not
+/// exist yet; the directory made, to be taken back if `cargo metadata` names another.
+fn make_predicted_target_dir(manifest_path: &Path, env: &Env) -> Option<PathBuf> {
+    let manifest_dir = manifest_path.parent()?;
+    let manifest = std::fs::read_to_string(manifest_path).ok()?;
+    let cwd = std::env::current_dir().ok()?;
+    let home = run::cargo_home();
+    let configs: Vec<String> = cwd
+        .ancestors()
+        .chain(manifest_dir.ancestors())
+        .flat_map(|dir| [dir.join(".cargo/config.toml"), dir.join(".cargo/config")])
+        .chain([home.join("config.toml"), home.join("config")])
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .collect();
+    let manifest_above = manifest_dir
+        .ancestors()
+        .skip(1)
+        .any(|dir| dir.join("Cargo.toml").is_file());
+    let dir = targetdir::predict(&TargetDirInputs {
+        manifest_dir,
+        manifest: &manifest,
+        manifest_above,
+        configs: &configs,
+        env: &|k| env.get(k).map(String::from),
+    })?;
+    std::fs::create_dir(&dir).ok().map(|()| dir)
 }
 
 /// The binaries `options` select, each with its image configuration (metadata tables, then

@@ -15,7 +15,7 @@ use imgbuild_oci::layout::{Layout, LayoutLock};
 
 use crate::appcache::{self, AppCache, StaticKey};
 use crate::base::BaseImage;
-use crate::context::Context;
+use crate::context::{Context, join};
 use crate::event::{Event, Reporter};
 use crate::keys::{self, KeyContext};
 use crate::output::Output;
@@ -77,7 +77,14 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
         selected.config.files.as_deref().unwrap_or_default(),
         package_dir,
     )?;
-    let (keys, dependency_key, tree) = keys::gather(cx, &selected.target)?;
+    // Connecting (a credential helper, a TLS handshake, a ping) takes as long as a round trip
+    // or more: it runs while `cargo tree` and `rustc -vV` answer.
+    let (gathered, connected) = std::thread::scope(|s| {
+        let connected = s.spawn(|| connect_remote(cx));
+        (keys::gather(cx, &selected.target), join(connected))
+    });
+    let remote = usable_remote(cx, connected, reporter);
+    let (keys, dependency_key, tree) = gathered?;
     let store = crate::repair::open_store(&cx.cache, reporter)?;
     let writer = store.writer_lock()?;
     // The base image is resolved before compiling: a wrong reference fails fast.
@@ -112,7 +119,7 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     )?;
     let profile_dir = cx.profile_dir_in(&cx.workspace.build_dir);
     Ok(Setup {
-        remote: connect_remote(cx, reporter)?,
+        remote,
         store,
         _writer: writer,
         keys,
@@ -125,33 +132,42 @@ pub(crate) fn setup(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Setup> 
     })
 }
 
-/// The cache repository, when one is configured and the cache is on; one that cannot be
-/// reached is a warning and the build goes on without it.
-/// Its keys were read when the build was prepared (a key that cannot be read is an error
-/// there: a trust setting silently ignored would be worse than no cache).
-fn connect_remote(cx: &Context<'_>, reporter: &dyn Reporter) -> Result<Option<RemoteCache>> {
+/// Connects to the cache repository, when one is configured and the cache is on (`None`
+/// otherwise). Its keys were read when the build was prepared (a key that cannot be read is an
+/// error there: a trust setting silently ignored would be worse than no cache).
+fn connect_remote(cx: &Context<'_>) -> Option<Result<RemoteCache>> {
     let options = cx.options;
-    let Some(repo) = options.cache_repo.as_ref().filter(|_| options.caching()) else {
-        return Ok(None);
-    };
+    let repo = options.cache_repo.as_ref().filter(|_| options.caching())?;
     let writable = match options.cache_repo_mode {
-        crate::options::RemoteCacheMode::Off => return Ok(None),
+        crate::options::RemoteCacheMode::Off => return None,
         crate::options::RemoteCacheMode::ReadOnly => false,
         _ => true,
     };
-    let connected = RemoteCache::connect(repo, &options.registry, &cx.cache).map(|r| {
-        r.writable(writable)
-            .signing(cx.keys.cache.clone(), cx.keys.trust.clone())
-    });
-    match connected {
-        Ok(remote) => Ok(Some(remote)),
+    Some(
+        RemoteCache::connect(repo, &options.registry, &cx.cache).map(|r| {
+            r.writable(writable)
+                .signing(cx.keys.cache.clone(), cx.keys.trust.clone())
+        }),
+    )
+}
+
+/// The connected cache repository; one that cannot be reached is a warning and the build goes
+/// on without it.
+fn usable_remote(
+    cx: &Context<'_>,
+    connected: Option<Result<RemoteCache>>,
+    reporter: &dyn Reporter,
+) -> Option<RemoteCache> {
+    match connected? {
+        Ok(remote) => Some(remote),
         Err(e) => {
+            let repo = cx.options.cache_repo.as_ref()?;
             reporter.report(&Event::Warning {
                 message: format!(
                     "the cache repository {repo} is not usable, building without it: {e}"
                 ),
             });
-            Ok(None)
+            None
         }
     }
 }
