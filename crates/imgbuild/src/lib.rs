@@ -57,6 +57,7 @@ mod base;
 mod basefs;
 mod build;
 mod buildenv;
+mod cacheartifact;
 mod cachedir;
 mod closure;
 mod context;

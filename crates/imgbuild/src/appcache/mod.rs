@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use imgbuild_cargo::run::BuildOutcome;
 use imgbuild_cargo::units;
 use imgbuild_oci::layout::{Layout, ref_name};
-use imgbuild_oci::spec::{Descriptor, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+use imgbuild_oci::spec::Descriptor;
 use serde::{Deserialize, Serialize};
 
 use crate::filehash::FileHashes;
@@ -303,18 +303,11 @@ pub(crate) fn save_record(
     record: &AppRecord,
     image: &Descriptor,
 ) -> Result<Descriptor> {
-    let config = store.put_json(MediaType::Other(RECORD_MEDIA_TYPE.into()), record)?;
-    let empty = store.put_bytes(MediaType::EmptyJSON, b"{}")?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(RECORD_ARTIFACT_TYPE.into()))
-        .config(config)
-        .layers(vec![empty])
-        .annotations(crate::names::created(crate::time::now()))
-        .build()?;
-    let mut desc = store.put_json(MediaType::ImageManifest, &manifest)?;
-    desc.set_artifact_type(Some(MediaType::Other(RECORD_ARTIFACT_TYPE.into())));
+    let kind = crate::cacheartifact::Kind {
+        artifact_type: RECORD_ARTIFACT_TYPE,
+        config_type: RECORD_MEDIA_TYPE,
+    };
+    let desc = crate::cacheartifact::put(store, kind, record, Vec::new())?;
     let _lock = store.lock()?;
     store.set_tag(&local_ref(&record.static_key), &desc)?;
     store.set_tag(&local_ref(&record.app_key), image)?;

@@ -37,6 +37,11 @@ pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.imgbuild.dependency-cach
 /// The media type of an entry's config blob.
 pub(crate) const CONFIG_MEDIA_TYPE: &str =
     "application/vnd.imgbuild.dependency-cache.config.v1+json";
+/// The media types of an entry.
+pub(crate) const KIND: crate::cacheartifact::Kind = crate::cacheartifact::Kind {
+    artifact_type: ARTIFACT_TYPE,
+    config_type: CONFIG_MEDIA_TYPE,
+};
 /// Annotation on an entry's index descriptor: `package/bin`.
 pub(crate) const BINARY_ANNOTATION: &str = "dev.imgbuild.cache.binary";
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use imgbuild_cargo::units::{UNIT_DIRS, belongs_to, unit_hash};
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::snapshot::{self, FileMap};
-use imgbuild_oci::spec::{Descriptor, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+use imgbuild_oci::spec::Descriptor;
 
 use super::*;
 use crate::Result;
@@ -209,16 +209,7 @@ pub(crate) fn save(
         layer_sizes,
         files: plan.files,
     };
-    let config_desc = store.put_json(MediaType::Other(CONFIG_MEDIA_TYPE.into()), &config)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(ARTIFACT_TYPE.into()))
-        .config(config_desc)
-        .layers(layers.clone())
-        .annotations(crate::names::created(crate::time::now()))
-        .build()?;
-    let manifest_desc = store.put_json(MediaType::ImageManifest, &manifest)?;
+    let manifest_desc = crate::cacheartifact::put(store, super::KIND, &config, layers.clone())?;
     let manifest_desc = tag_entry(store, req.key, &manifest_desc, &config.binary)?;
     Ok(SaveStats {
         manifest: manifest_desc,

@@ -14,7 +14,7 @@ use imgbuild_registry::{Client, Reference};
 use crate::Result;
 use crate::cachedir::CacheDir;
 use crate::event::Reporter;
-use crate::names::{self, CacheName};
+use crate::names::CacheName;
 use crate::publish::{RegistryOptions, push_progress, report_pushed};
 
 /// The dependency cache shared through a registry repository (`--cache-repo`): entries are
@@ -148,20 +148,13 @@ impl RemoteCache {
             return Ok(());
         }
         use crate::depcache::index;
-        use imgbuild_oci::spec::{ImageManifestBuilder, MediaType, SCHEMA_VERSION};
         let mut current = self.read_index()?;
         current.add(entry);
-        let config = store.put_json(MediaType::Other(index::CONFIG_MEDIA_TYPE.into()), &current)?;
-        let empty = store.put_bytes(MediaType::EmptyJSON, b"{}")?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .artifact_type(MediaType::Other(index::ARTIFACT_TYPE.into()))
-            .config(config)
-            .layers(vec![empty])
-            .annotations(names::created(crate::time::now()))
-            .build()?;
-        let desc = store.put_json(MediaType::ImageManifest, &manifest)?;
+        let kind = crate::cacheartifact::Kind {
+            artifact_type: index::ARTIFACT_TYPE,
+            config_type: index::CONFIG_MEDIA_TYPE,
+        };
+        let desc = crate::cacheartifact::put(store, kind, &current, Vec::new())?;
         let target = self.repository.with_tag(index::TAG);
         let progress = push_progress(reporter, &target);
         imgbuild_registry::push::push(&self.client, store, &desc, &target, &[], &progress)?;

@@ -26,9 +26,7 @@
 use std::collections::BTreeMap;
 
 use imgbuild_oci::layout::{Layout, ref_name};
-use imgbuild_oci::spec::{
-    Descriptor, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION,
-};
+use imgbuild_oci::spec::{Descriptor, ImageManifest};
 use serde::{Deserialize, Serialize};
 
 use crate::names::CacheName;
@@ -42,6 +40,11 @@ pub(crate) mod restore;
 pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.imgbuild.unit-cache.v1";
 /// The media type of a record's config blob.
 pub(crate) const CONFIG_MEDIA_TYPE: &str = "application/vnd.imgbuild.unit-cache.config.v1+json";
+/// The media types of a record.
+const KIND: crate::cacheartifact::Kind = crate::cacheartifact::Kind {
+    artifact_type: ARTIFACT_TYPE,
+    config_type: CONFIG_MEDIA_TYPE,
+};
 /// Version of the unit key text; bump when its meaning changes.
 pub(crate) const FORMAT: &str = "imgbuild-unit-key v1";
 
@@ -198,17 +201,7 @@ pub(crate) fn save(
     record: &UnitsRecord,
     layers: Vec<Descriptor>,
 ) -> Result<Descriptor> {
-    let config = store.put_json(MediaType::Other(CONFIG_MEDIA_TYPE.into()), record)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(ARTIFACT_TYPE.into()))
-        .config(config)
-        .layers(layers)
-        .annotations(crate::names::created(crate::time::now()))
-        .build()?;
-    let mut desc = store.put_json(MediaType::ImageManifest, &manifest)?;
-    desc.set_artifact_type(Some(MediaType::Other(ARTIFACT_TYPE.into())));
+    let desc = crate::cacheartifact::put(store, KIND, record, layers)?;
     let _lock = store.lock()?;
     store.set_tag(&local_ref(id), &desc)?;
     Ok(desc)
