@@ -433,6 +433,30 @@ impl run::Monitor for CargoMonitor<'_> {
     }
 }
 
+/// Keeps the events of work done on another thread, to be reported once it is joined
+/// (reporters need not be `Sync`). Progress is not kept: nothing could show it meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred(std::sync::Mutex<Vec<Event>>);
+
+impl Deferred {
+    /// Reports the kept events to `reporter`, in order.
+    pub(crate) fn replay(self, reporter: &dyn Reporter) {
+        let events = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        for event in &events {
+            reporter.report(event);
+        }
+    }
+}
+
+impl Reporter for Deferred {
+    fn report(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+    }
+}
+
 /// Discards events.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Silent;

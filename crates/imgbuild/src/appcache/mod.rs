@@ -35,7 +35,7 @@ mod lookup;
 mod save;
 
 pub(crate) use lookup::{lookup, static_key_of, status};
-pub(crate) use save::record;
+pub(crate) use save::{record, share};
 
 /// The `artifactType` of app records.
 pub(crate) const RECORD_ARTIFACT_TYPE: &str = "application/vnd.imgbuild.app-record.v1";

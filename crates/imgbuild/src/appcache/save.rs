@@ -1,5 +1,6 @@
 //! The app cache after a build: stage `record` remembers which files the build read under the
-//! static key and tags the image by the app key; both go to the cache repository too.
+//! static key and tags the image by the app key; [`share`] sends both to the cache repository
+//! (the pipeline runs it while the outputs are written).
 //!
 //! Reads the files it hashes, writes to the local store and the key records, pushes to the
 //! cache repository (failures there are warnings).
@@ -18,17 +19,23 @@ use crate::keys::{self, Record};
 use crate::names::CacheName;
 use crate::remotecache::RemoteCache;
 
-/// Runs the stage (nothing to do with the cache off).
+/// An app entry recorded in the local store, for [`share`] to push.
+pub(crate) struct Recorded {
+    record: AppRecord,
+    /// The record's manifest in the store.
+    descriptor: Descriptor,
+}
+
+/// Runs the stage: the entry in the local store (`None` with the cache off).
 pub(crate) fn record(
     cx: &Context<'_>,
     s: &AppCache<'_>,
     outcome: &BuildOutcome,
     image: &StoredImage,
-    referrers: &[Descriptor],
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Option<Recorded>> {
     if !cx.options.caching() {
-        return Ok(());
+        return Ok(None);
     }
     let workspace = &cx.workspace;
     let ignore = cx.not_inputs();
@@ -65,16 +72,31 @@ pub(crate) fn record(
         from_registry: false,
         stored: true,
     });
-    if let Some(remote) = &s.remote
-        && let Err(e) = push(
-            remote,
-            s.store,
-            &record,
-            (&image.manifest, referrers),
-            &record_desc,
-            reporter,
-        )
-    {
+    Ok(Some(Recorded {
+        record,
+        descriptor: record_desc,
+    }))
+}
+
+/// Pushes a recorded entry, the image `image` and its `referrers` to the cache repository,
+/// when there is one; a failure is a warning.
+pub(crate) fn share(
+    s: &AppCache<'_>,
+    recorded: Option<&Recorded>,
+    (image, referrers): (&Descriptor, &[Descriptor]),
+    reporter: &dyn Reporter,
+) {
+    let (Some(remote), Some(recorded)) = (&s.remote, recorded) else {
+        return;
+    };
+    if let Err(e) = push(
+        remote,
+        s.store,
+        &recorded.record,
+        (image, referrers),
+        &recorded.descriptor,
+        reporter,
+    ) {
         reporter.report(&Event::Warning {
             message: format!(
                 "could not push the app cache entry to {}: {e}",
@@ -82,7 +104,6 @@ pub(crate) fn record(
             ),
         });
     }
-    Ok(())
 }
 
 /// Pushes the image (tagged by the app key) with the referrers a hit reuses (SBOM, debug

@@ -10,6 +10,9 @@
 //!                                                           ─outputs→ BuiltImage
 //! ```
 //!
+//! After a compile, the app entry is pushed to the cache repository while the outputs are
+//! written.
+//!
 //! With several platforms (`--platform`), `multi` runs this pipeline once per platform and
 //! lists the images in an OCI image index, which the outputs then take.
 //!
@@ -31,7 +34,7 @@ mod units;
 use crate::Result;
 use crate::appcache;
 use crate::context::{self, Scope};
-use crate::event::Reporter;
+use crate::event::{Deferred, Reporter};
 use crate::options::{BuildOptions, BuiltImage};
 
 pub(crate) use setup::Setup;
@@ -103,13 +106,20 @@ fn stages(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltIma
         .transpose()?;
     let attached = attach::attach(cx, &setup, &image, debuginfo.as_ref(), true, reporter)?;
     let app_cache = setup.app_cache();
-    appcache::record(
-        cx,
-        &app_cache,
-        &compiled.outcome,
-        &image,
-        &attached,
-        reporter,
-    )?;
-    outputs::outputs(cx, &setup, image, &attached, reporter)
+    let recorded = appcache::record(cx, &app_cache, &compiled.outcome, &image, reporter)?;
+    // The cache repository gets the app entry while the outputs are written (each may be
+    // network round trips); its events follow once both are done.
+    let pushing = Deferred::default();
+    let manifest = image.manifest.clone();
+    let built = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let pushed = (&manifest, attached.as_slice());
+            appcache::share(&app_cache, recorded.as_ref(), pushed, &pushing);
+        });
+        outputs::write(cx, &setup, image, &attached, reporter)
+    });
+    pushing.replay(reporter);
+    let built = built?;
+    outputs::report_built(&built, reporter);
+    Ok(built)
 }

@@ -24,6 +24,29 @@ pub(crate) fn outputs(
     referrers: &[Descriptor],
     reporter: &dyn Reporter,
 ) -> Result<BuiltImage> {
+    let built = write(cx, s, image, referrers, reporter)?;
+    report_built(&built, reporter);
+    Ok(built)
+}
+
+/// The image's last event: it is built, tagged and written everywhere.
+pub(crate) fn report_built(built: &BuiltImage, reporter: &dyn Reporter) {
+    reporter.report(&Event::ImageBuilt {
+        digest: built.manifest.digest().to_string(),
+        reference: built.reference.clone(),
+        config: built.config.digest().to_string(),
+        size: built.layers.iter().map(|l| l.descriptor.size()).sum(),
+    });
+}
+
+/// The stage without its last event ([`report_built`]).
+pub(crate) fn write(
+    cx: &Context<'_>,
+    s: &Setup,
+    image: StoredImage,
+    referrers: &[Descriptor],
+    reporter: &dyn Reporter,
+) -> Result<BuiltImage> {
     let reference = format!("{}:{}", image.name, image.tag);
     // One image of a multi-platform build: the index is tagged and written, not it.
     if !cx.options.in_index {
@@ -49,12 +72,6 @@ pub(crate) fn outputs(
         Record::DependencyKey,
         &s.dependency_key.inputs,
     )?;
-    reporter.report(&Event::ImageBuilt {
-        digest: image.manifest.digest().to_string(),
-        reference: reference.clone(),
-        config: image.config.digest().to_string(),
-        size: image.layers.iter().map(|l| l.descriptor.size()).sum(),
-    });
     Ok(BuiltImage {
         manifest: image.manifest,
         config: image.config,
