@@ -6,18 +6,19 @@
 //! an interrupted write leaves nothing where other OCI tools look, and the next build removes
 //! it. Every blob read back is checked against its digest.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use oci_spec::image::{
-    Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType, SCHEMA_VERSION,
-};
+use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 
 use crate::digest::HashingWriter;
-use crate::{Error, REF_NAME_ANNOTATION, Result, io_err, json};
+use crate::{Error, Result, io_err, json};
+
+mod index;
+
+pub use index::{empty_index, index_of, ref_name, with_ref_name};
 
 /// gzip level used for image layers (written by `layerwrite`). Pinned: another level (or
 /// another zlib implementation) gives other bytes, hence another digest.
@@ -359,87 +360,6 @@ impl Layout {
         all.extend(parsed.layers().iter().cloned());
         Ok(all)
     }
-
-    /// Reads `index.json`.
-    pub fn read_index(&self) -> Result<ImageIndex> {
-        let path = self.root.join("index.json");
-        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
-            what: "index",
-            path,
-            source,
-        })
-    }
-
-    /// Replaces `index.json` atomically, in canonical JSON.
-    pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
-        let bytes = json::to_vec(index).map_err(|source| Error::InvalidJson {
-            what: "index",
-            path: self.root.join("index.json"),
-            source,
-        })?;
-        write_atomic(&self.root, "index.json", &bytes)
-    }
-
-    /// Points `tag` at `manifest` in `index.json`, replacing what the tag pointed at before.
-    /// Callers sharing a layout between processes hold [`Layout::lock`] around this.
-    pub fn set_tag(&self, tag: &str, manifest: &Descriptor) -> Result<()> {
-        let mut index = self.read_index()?;
-        let mut manifests: Vec<Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| ref_name(d) != Some(tag))
-            .cloned()
-            .collect();
-        manifests.push(with_ref_name(manifest, tag));
-        index.set_manifests(manifests);
-        self.write_index(&index)
-    }
-
-    /// The manifest descriptor `tag` points at.
-    pub fn resolve(&self, tag: &str) -> Result<Descriptor> {
-        self.read_index()?
-            .manifests()
-            .iter()
-            .find(|d| ref_name(d) == Some(tag))
-            .cloned()
-            .ok_or_else(|| Error::UnknownTag {
-                layout: self.root.clone(),
-                tag: tag.to_string(),
-            })
-    }
-}
-
-/// The `org.opencontainers.image.ref.name` annotation of a descriptor, if any.
-pub fn ref_name(desc: &Descriptor) -> Option<&str> {
-    desc.annotations()
-        .as_ref()?
-        .get(REF_NAME_ANNOTATION)
-        .map(String::as_str)
-}
-
-/// A copy of `desc` annotated with `tag` as its ref name.
-pub fn with_ref_name(desc: &Descriptor, tag: &str) -> Descriptor {
-    let mut desc = desc.clone();
-    let mut annotations = desc.annotations().clone().unwrap_or_default();
-    annotations.insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
-    desc.set_annotations(Some(annotations));
-    desc
-}
-
-/// An index with no manifests.
-pub fn empty_index() -> Result<ImageIndex> {
-    index_of(Vec::new())
-}
-
-/// An index listing `manifests`.
-pub fn index_of(manifests: Vec<Descriptor>) -> Result<ImageIndex> {
-    Ok(ImageIndexBuilder::default()
-        .schema_version(SCHEMA_VERSION)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .annotations(HashMap::new())
-        .build()?)
 }
 
 /// Moves a finished temporary file to `dest`, readable by everyone (`0644`, as files written
