@@ -464,3 +464,37 @@ pub struct Silent;
 impl Reporter for Silent {
     fn report(&self, _event: &Event) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what reaches it.
+    #[derive(Default)]
+    struct Seen(std::cell::RefCell<Vec<Event>>);
+
+    impl Reporter for Seen {
+        fn report(&self, event: &Event) {
+            self.0.borrow_mut().push(event.clone());
+        }
+    }
+
+    #[test]
+    fn deferred_events_reach_the_reporter_only_when_replayed_and_in_order() {
+        let warning = |message: &str| Event::Warning {
+            message: message.into(),
+        };
+        let deferred = Deferred::default();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                deferred.report(&warning("first"));
+                deferred.report(&warning("second"));
+            });
+        });
+        let seen = Seen::default();
+        seen.report(&warning("before"));
+        deferred.replay(&seen);
+        let expected = [warning("before"), warning("first"), warning("second")];
+        assert_eq!(seen.0.borrow().as_slice(), &expected);
+    }
+}
