@@ -82,13 +82,7 @@ fn append_blob<W: Write>(
     tar.append_data(&mut h, name, &mut reader)
         .map_err(io_err("writing archive entry", name))?;
     let (actual, _) = reader.finish();
-    if &actual != desc.digest() {
-        return Err(Error::DigestMismatch {
-            path,
-            expected: desc.digest().to_string(),
-            actual: actual.to_string(),
-        });
-    }
+    crate::digest::verify(&path, desc.digest(), &actual)?;
     Ok(())
 }
 
@@ -329,13 +323,7 @@ fn uncompressed_layer<W: Write>(
     let mut compressed = decoded.into_inner();
     io::copy(&mut compressed, &mut io::sink()).map_err(io_err("reading", &path))?;
     let (actual, _) = compressed.finish();
-    if &actual != desc.digest() {
-        return Err(Error::DigestMismatch {
-            path,
-            expected: desc.digest().to_string(),
-            actual: actual.to_string(),
-        });
-    }
+    crate::digest::verify(&path, desc.digest(), &actual)?;
     let (mut buf, actual_diff, _) = writer.finish();
     buf.flush()
         .map_err(io_err("writing temporary layer for", &path))?;

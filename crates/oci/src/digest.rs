@@ -53,6 +53,22 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Fails with [`crate::Error::DigestMismatch`] (naming `path`) unless `actual` is `expected`.
+pub(crate) fn verify(
+    path: &std::path::Path,
+    expected: &Digest,
+    actual: &Digest,
+) -> crate::Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(crate::Error::DigestMismatch {
+        path: path.to_path_buf(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
+}
+
 /// The sha256 digest of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Digest {
     let mut hasher = Sha256::new();

@@ -200,13 +200,7 @@ fn restore_from(
     // Hash whatever the decoder did not need (or everything, after a decoding error).
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading", &blob_path))?;
     let (actual, _) = hashing.finish();
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            path: blob_path,
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
+    crate::digest::verify(&blob_path, digest, &actual)?;
     unpacked.map_err(|source| Error::Io {
         action: "unpacking snapshot",
         path: blob_path.clone(),

@@ -283,13 +283,7 @@ impl Layout {
             .read_to_end(&mut bytes)
             .map_err(io_err("reading", &path))?;
         let actual = crate::digest::sha256(&bytes);
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                path,
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        crate::digest::verify(&path, digest, &actual)?;
         Ok(bytes)
     }
 
@@ -301,13 +295,7 @@ impl Layout {
         let mut writer = HashingWriter::new(out);
         io::copy(&mut src, &mut writer).map_err(io_err("copying", &path))?;
         let (_, actual, n) = writer.finish();
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                path,
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        crate::digest::verify(&path, digest, &actual)?;
         Ok(n)
     }
 
