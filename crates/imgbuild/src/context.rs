@@ -271,6 +271,11 @@ fn read_workspace(
 /// exist yet; the directory made, to be taken back if `cargo metadata` names another.
 fn make_predicted_target_dir(manifest_path: &Path, env: &Env) -> Option<PathBuf> {
     let manifest_dir = manifest_path.parent()?;
+    // The only directory a prediction can name; once it exists (every build but a fresh
+    // checkout's first) there is nothing to make, and nothing to read.
+    if manifest_dir.join("target").exists() {
+        return None;
+    }
     let manifest = std::fs::read_to_string(manifest_path).ok()?;
     let cwd = std::env::current_dir().ok()?;
     let home = run::cargo_home();
