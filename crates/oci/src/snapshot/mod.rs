@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Digest, MediaType};
@@ -18,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{HashingReader, HashingWriter};
 use crate::layout::{LayerBlob, Layout};
-use crate::media::LayerMediaType;
 use crate::{Error, Result, io_err};
+
+mod unpack;
+use unpack::unpack_into;
 
 /// zstd level for snapshots. Level 3 packs ~170 MB of dependency outputs in about a second.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -279,57 +280,6 @@ impl SnapshotWriter<'_> {
     }
 }
 
-/// Unpacks the wanted regular files of a tar+zstd stream into `staging`, recording them.
-fn unpack_into(
-    blob: &mut impl io::Read,
-    staging: &Path,
-    wanted: &dyn Fn(&str) -> bool,
-    when: Option<std::time::SystemTime>,
-    staged: &mut Vec<(String, u64)>,
-) -> io::Result<()> {
-    let decoder = LayerMediaType::TarZstd.decoder(blob)?;
-    let mut archive = tar::Archive::new(decoder);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_permissions(true);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
-        let rel = entry.path()?.to_string_lossy().into_owned();
-        if !is_plain_relative(&rel) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot entry {rel:?} is not a plain relative path"),
-            ));
-        }
-        if !wanted(&rel) {
-            continue;
-        }
-        let dest = staging.join(&rel);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let size = entry.header().size()?;
-        entry.unpack(&dest)?;
-        // tar applies the mode after writing; make sure the owner can replace it later.
-        let mode = fs::metadata(&dest)?.permissions().mode();
-        if mode & 0o200 == 0 {
-            fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o200))?;
-        }
-        if let Some(when) = when {
-            File::options()
-                .write(true)
-                .open(&dest)?
-                .set_modified(when)?;
-        }
-        staged.push((rel, size));
-    }
-    // Read the end of the archive and of the zstd frame.
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
-    Ok(())
-}
-
 fn is_plain_relative(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
@@ -362,6 +312,7 @@ impl<R: Read> Read for Counting<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tree(dir: &Path, files: &[(&str, &str, u32, i64)]) {
         for (rel, content, mode, mtime) in files {
