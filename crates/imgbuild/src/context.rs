@@ -152,10 +152,13 @@ pub(crate) fn prepare<'a>(
         (None, Some(reference)) => Some(buildenv::resolve(&reference, options, &cache, reporter)?),
         (None, None) => None,
     };
-    let project = buildenv::project_root(&manifest_path);
-    let mut toolchain = match &build_env {
-        Some(b) => buildenv::toolchain(b, &env, &cache, &[&project])?,
-        None => run::Toolchain::Host,
+    // Only a build environment binds the project's checkout (found by asking git).
+    let project = build_env
+        .as_ref()
+        .map(|_| buildenv::project_root(&manifest_path));
+    let mut toolchain = match (&build_env, &project) {
+        (Some(b), Some(project)) => buildenv::toolchain(b, &env, &cache, &[project])?,
+        _ => run::Toolchain::Host,
     };
     let read = read_workspace(&cache, &env, &manifest_path, &script, &toolchain)?;
     let mut workspace = read.workspace;
@@ -169,12 +172,12 @@ pub(crate) fn prepare<'a>(
         (join(time), revision)
     });
     check_selected_env(build_env.as_ref(), options, &selected)?;
-    if let Some(b) = &build_env {
+    if let (Some(b), Some(project)) = (&build_env, &project) {
         toolchain = buildenv::toolchain(
             b,
             &env,
             &cache,
-            &[&project, &workspace.target_dir, &workspace.build_dir],
+            &[project, &workspace.target_dir, &workspace.build_dir],
         )?;
     }
     let target_flags = match (&options.for_platform, &cargo_triple) {

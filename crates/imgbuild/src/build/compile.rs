@@ -178,6 +178,15 @@ fn environment_isolation(allow_network: bool, reporter: &dyn Reporter) -> Option
 }
 
 /// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
+/// Probes the network sandbox the compile will use, ahead of it (beside the restore): the
+/// answer is remembered, so the compile finds it. Nothing to probe inside a build environment
+/// or with `--allow-network`.
+pub(crate) fn probe_sandbox(cx: &Context<'_>) {
+    if !cx.options.allow_network && !cx.toolchain.is_environment() {
+        crate::probecache::sandbox(&cx.cache, &cx.env);
+    }
+}
+
 fn isolation(
     cx: &Context<'_>,
     allow_network: bool,

@@ -44,12 +44,7 @@ pub(crate) fn layers(
 ) -> Result<Layers> {
     let selected = cx.one();
     let executable = shipped.executable.clone();
-    // The runtime comes from where the binary was built: the build environment's root
-    // filesystem, else the host's.
-    let root = cx
-        .build_env
-        .as_ref()
-        .map_or_else(|| PathBuf::from("/"), |b| b.root.clone());
+    let root = runtime_root(cx);
     let closure = closure::resolve(&executable, &root)?;
     let closure = match &s.base {
         Some(b) => {
@@ -103,6 +98,54 @@ pub(crate) fn layers(
         executable,
         host_files,
     })
+}
+
+/// Where the runtime comes from: where the binary was built, the build environment's root
+/// filesystem, else the host's.
+fn runtime_root(cx: &Context<'_>) -> PathBuf {
+    cx.build_env
+        .as_ref()
+        .map_or_else(|| PathBuf::from("/"), |b| b.root.clone())
+}
+
+/// Writes, while cargo compiles, the layers an image from scratch most likely has besides the
+/// app's: the minimal rootfs, and the library closure of a build script the restore brought
+/// (linked by the same toolchain for the same target, it usually needs exactly the app's
+/// libraries). When the app's closure is the same, the stage finds both in the layer memo
+/// instead of compressing them after the compile (on a fresh runner, the C library alone takes
+/// about 30 ms); otherwise only the work is lost. Never fails the build.
+pub(crate) fn warm(cx: &Context<'_>, s: &Setup) {
+    // A base image brings its own libraries; a cross target's are not the build scripts'.
+    if s.base.is_some() || cx.cargo_triple.is_some() || !cx.options.caching() {
+        return;
+    }
+    let root = runtime_root(cx);
+    let mut builders: Vec<LayerBuilder> = rootfs::layer(rootfs::ca_bundle(&root).as_deref())
+        .into_iter()
+        .collect();
+    let closure = a_build_script(&s.profile_dir)
+        .and_then(|script| closure::resolve(&script, &root).ok())
+        .filter(|c| !c.is_empty());
+    builders.extend(closure.and_then(|c| c.layer().ok()));
+    let memo = cx.cache.layer_memo();
+    std::thread::scope(|scope| {
+        for builder in &builders {
+            let memo = &memo;
+            scope.spawn(move || s.store.write_layer_memoized(builder, cx.epoch, memo));
+        }
+    });
+}
+
+/// The first (by name) build-script executable under `profile_dir`.
+fn a_build_script(profile_dir: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(profile_dir.join("build"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|d| d.join("build-script-build"))
+        .find(|p| p.is_file())
 }
 
 /// Writes the new layers into the store at once (each is compressed on its own thread: on a
@@ -238,4 +281,27 @@ fn app_layer(target: &BinaryTarget, executable: &Path, extra: &FileList) -> Resu
             })?;
     }
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_predicting_build_script_is_the_first_by_name_that_was_compiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = dir.path().join("build");
+        // A build script's run directory has no executable; its compile directory has one.
+        for (d, exe) in [("zz-9", true), ("aa-1", false), ("mm-5", true)] {
+            std::fs::create_dir_all(build.join(d)).unwrap();
+            if exe {
+                std::fs::write(build.join(d).join("build-script-build"), b"\x7fELF").unwrap();
+            }
+        }
+        assert_eq!(
+            a_build_script(dir.path()),
+            Some(build.join("mm-5/build-script-build"))
+        );
+        assert_eq!(a_build_script(&dir.path().join("nothing")), None);
+    }
 }

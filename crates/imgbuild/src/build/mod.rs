@@ -85,16 +85,21 @@ fn stages(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltIma
         let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;
         return outputs::outputs(cx, &setup, hit, &attached, reporter);
     }
-    // The unit records and layers are fetched while the dependency entry is restored.
+    // The unit records and layers are fetched, and the network sandbox probed, while the
+    // dependency entry is restored.
     let (restored, prefetched) = std::thread::scope(|scope| {
         let prefetch = scope.spawn(|| units::prefetch(cx, &setup));
+        scope.spawn(|| compile::probe_sandbox(cx));
         let restored = deps::restore(cx, &setup, reporter);
         (restored, context::join(prefetch))
     });
     let restored = restored?;
     let units = units::restore_units(cx, &setup, prefetched, reporter);
     let packer = deps::packer(cx, &setup, &restored);
-    let compiled = compile::compile(cx, &setup, packer.as_ref(), reporter)?;
+    let compiled = std::thread::scope(|scope| {
+        scope.spawn(|| layers::warm(cx, &setup));
+        compile::compile(cx, &setup, packer.as_ref(), reporter)
+    })?;
     units::save_units(cx, &setup, units, &compiled, reporter)?;
     deps::save(cx, &setup, restored, &compiled, packer, reporter)?;
     let shipped = binary::binary(cx, &setup, &compiled, reporter)?;
