@@ -69,92 +69,117 @@ pub(crate) fn rebuild_index(store: &Layout) -> Result<Rebuilt> {
     if index.exists() {
         std::fs::rename(&index, &set_aside).map_err(crate::io_err("renaming", &index))?;
     }
-    let mut tags: BTreeMap<String, Descriptor> = BTreeMap::new();
-    let mut attached = Vec::new();
-    let mut unit_records: BTreeMap<String, (Option<std::time::SystemTime>, Descriptor)> =
-        BTreeMap::new();
-    let mut summary = Rebuilt {
-        set_aside,
-        ..Rebuilt::default()
-    };
+    let mut gathered = Gathered::default();
     for (digest, size) in small_blobs(store)? {
         let Some(manifest) = manifest_of(store, &digest) else {
             continue;
         };
-        if !complete(store, &manifest) {
-            continue;
+        if complete(store, &manifest) {
+            let desc = Descriptor::new(MediaType::ImageManifest, size, digest);
+            gathered.add(store, &manifest, desc);
         }
-        let desc = Descriptor::new(MediaType::ImageManifest, size, digest);
+    }
+    let (manifests, summary) = gathered.finish();
+    store.write_index(&index_of(manifests)?)?;
+    Ok(Rebuilt {
+        set_aside,
+        ..summary
+    })
+}
+
+/// What the store's complete manifests say, gathered one manifest at a time.
+#[derive(Default)]
+struct Gathered {
+    /// Local tag → the manifest it names.
+    tags: BTreeMap<String, Descriptor>,
+    /// Referrers (SBOMs, provenance, debug info), with their subject.
+    attached: Vec<(Option<Descriptor>, Descriptor)>,
+    /// A binary's unit-cache record: the newest manifest of its id.
+    unit_records: BTreeMap<String, (Option<std::time::SystemTime>, Descriptor)>,
+    summary: Rebuilt,
+}
+
+impl Gathered {
+    /// Takes one complete manifest (`desc`).
+    fn add(&mut self, store: &Layout, manifest: &ImageManifest, desc: Descriptor) {
+        let tagged_as = |t: &str| {
+            let mut tagged = desc.clone();
+            tagged.set_artifact_type(Some(MediaType::Other(t.into())));
+            tagged
+        };
         match manifest.artifact_type().as_ref().map(ToString::to_string) {
             Some(t) if t == ARTIFACT_TYPE => {
-                let Some(config) = config_of::<EntryConfig>(store, &manifest) else {
-                    continue;
+                let Some(config) = config_of::<EntryConfig>(store, manifest) else {
+                    return;
                 };
-                let mut tagged = desc.clone();
-                tagged.set_artifact_type(Some(MediaType::Other(ARTIFACT_TYPE.into())));
+                let mut tagged = tagged_as(ARTIFACT_TYPE);
                 tagged.set_annotations(Some(
                     [(BINARY_ANNOTATION.to_string(), config.binary.clone())].into(),
                 ));
-                tags.insert(CacheName::Deps(&config.key).local_ref(), tagged);
-                summary.entries += 1;
+                self.tags
+                    .insert(CacheName::Deps(&config.key).local_ref(), tagged);
+                self.summary.entries += 1;
             }
             Some(t) if t == RECORD_ARTIFACT_TYPE => {
-                let Some(record) = config_of::<AppRecord>(store, &manifest) else {
-                    continue;
+                let Some(record) = config_of::<AppRecord>(store, manifest) else {
+                    return;
                 };
                 let Some(image) = image_desc(store, &record.image) else {
-                    continue;
+                    return;
                 };
-                let mut tagged = desc.clone();
-                tagged.set_artifact_type(Some(MediaType::Other(RECORD_ARTIFACT_TYPE.into())));
-                tags.insert(CacheName::App(&record.static_key).local_ref(), tagged);
-                tags.insert(CacheName::App(&record.app_key).local_ref(), image.clone());
-                tags.insert(record.reference.clone(), image);
-                summary.records += 1;
-                summary.images += 1;
+                let tagged = tagged_as(RECORD_ARTIFACT_TYPE);
+                self.tags
+                    .insert(CacheName::App(&record.static_key).local_ref(), tagged);
+                self.tags
+                    .insert(CacheName::App(&record.app_key).local_ref(), image.clone());
+                self.tags.insert(record.reference.clone(), image);
+                self.summary.records += 1;
+                self.summary.images += 1;
             }
             Some(t) if t == crate::unitcache::ARTIFACT_TYPE => {
-                let Some((id, written)) = unit_record_id(store, &manifest, &desc) else {
-                    continue;
+                let Some((id, written)) = unit_record_id(store, manifest, &desc) else {
+                    return;
                 };
-                let mut tagged = desc.clone();
-                tagged.set_artifact_type(Some(MediaType::Other(
-                    crate::unitcache::ARTIFACT_TYPE.into(),
-                )));
                 // Older records of the binary are left behind as its record moves on: the
                 // newest blob is its record.
-                match unit_records.get(&id) {
+                match self.unit_records.get(&id) {
                     Some((when, _)) if *when >= written => {}
                     _ => {
-                        unit_records.insert(id, (written, tagged));
+                        let tagged = tagged_as(crate::unitcache::ARTIFACT_TYPE);
+                        self.unit_records.insert(id, (written, tagged));
                     }
                 }
             }
             _ if manifest.subject().is_some() => {
                 let mut listed = desc.clone();
                 listed.set_artifact_type(manifest.artifact_type().clone());
-                attached.push((manifest.subject().clone(), listed));
+                self.attached.push((manifest.subject().clone(), listed));
             }
-            _ => summary.untagged += 1,
+            _ => self.summary.untagged += 1,
         }
     }
-    for (id, (_, desc)) in unit_records {
-        tags.insert(CacheName::Units(&id).local_ref(), desc);
-        summary.unit_records += 1;
-    }
-    let mut manifests: Vec<Descriptor> = tags
-        .iter()
-        .map(|(tag, desc)| with_ref_name(desc, tag))
-        .collect();
-    // Referrers (SBOMs, provenance, debug info) come back when their image did.
-    for (subject, desc) in attached {
-        if subject.is_some_and(|s| tags.values().any(|t| t.digest() == s.digest())) {
-            manifests.push(desc);
+
+    /// The new index's manifests (every tag, then the referrers whose image came back) and
+    /// the counts.
+    fn finish(mut self) -> (Vec<Descriptor>, Rebuilt) {
+        for (id, (_, desc)) in std::mem::take(&mut self.unit_records) {
+            self.tags.insert(CacheName::Units(&id).local_ref(), desc);
+            self.summary.unit_records += 1;
         }
+        let mut manifests: Vec<Descriptor> = self
+            .tags
+            .iter()
+            .map(|(tag, desc)| with_ref_name(desc, tag))
+            .collect();
+        for (subject, desc) in self.attached {
+            if subject.is_some_and(|s| self.tags.values().any(|t| t.digest() == s.digest())) {
+                manifests.push(desc);
+            }
+        }
+        let mut summary = self.summary;
+        summary.untagged = summary.untagged.saturating_sub(summary.images);
+        (manifests, summary)
     }
-    summary.untagged = summary.untagged.saturating_sub(summary.images);
-    store.write_index(&index_of(manifests)?)?;
-    Ok(summary)
 }
 
 /// The tag id of a unit-cache record and when its manifest was written.
