@@ -19,6 +19,9 @@ const MEMBERS: usize = 12;
 /// How many fresh runners (and cargo rebuilds), in pairs, the leaf-change row takes.
 const LEAF_RUNS: usize = 5;
 
+/// How many cold builds of each, in pairs, the cold row takes.
+const COLD_PAIRS: usize = 3;
+
 fn write(path: &Path, text: &str) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -301,27 +304,48 @@ pub(crate) fn workspace(bench: &Bench) -> Result<bool, String> {
     };
     let mut rows = Vec::new();
 
-    eprintln!("==> workspace: cold builds of app-a");
+    eprintln!("==> workspace: cold builds of app-a ({COLD_PAIRS} pairs, cargo then imgbuild)");
     let bare = copy("ws-cargo")?;
-    let cargo_cold = cargo_build(bench, &bare, "app-a")?;
-    let cold = run_imgbuild(
-        bench,
-        &copy("ws-first")?,
-        &bench.work.join("ws-cache-first"),
-        "app-a",
-        &repo,
-    )?;
+    let (mut cargo_times, mut img_times, mut first) = (Vec::new(), Vec::new(), None);
+    for k in 0..COLD_PAIRS {
+        // The first pair's checkout is the one later rows build on; the others cold-build
+        // copies, and push to repositories of their own (nothing to restore).
+        let checkout = if k == 0 {
+            bare.clone()
+        } else {
+            copy(&format!("ws-cargo-cold-{k}"))?
+        };
+        cargo_times.push(cargo_build(bench, &checkout, "app-a")?);
+        let own_repo = if k == 0 {
+            repo.clone()
+        } else {
+            format!("{repo}-cold-{k}")
+        };
+        let run = run_imgbuild(
+            bench,
+            &copy(&format!("ws-first-{k}"))?,
+            &bench.work.join(format!("ws-cache-first-{k}")),
+            "app-a",
+            &own_repo,
+        )?;
+        img_times.push(run.time);
+        first.get_or_insert(run);
+    }
+    let cold = first.expect("one cold pair at least");
     rows.push(Row {
-        ratio: None,
+        ratio: Some(paired_ratio(&img_times, &cargo_times)),
         scenario: "ws cold build",
-        imgbuild: cold.time,
-        cargo: Some(cargo_cold),
-        target: "- (imgbuild also pushes the cache)".into(),
+        imgbuild: median(img_times.clone()),
+        cargo: Some(median(cargo_times.clone())),
+        target: format!("- (imgbuild also pushes the cache; median of {COLD_PAIRS} pairs)"),
         met: true,
         note: format!(
-            "{} dependency units, {} members compiled",
+            "{} dependency units, {} members compiled; pair ratios {}; runs: imgbuild {}, cargo {}",
             cold.dependencies,
-            cold.members.len()
+            cold.members.len(),
+            ratios(&img_times, &cargo_times),
+            seconds(&img_times),
+            seconds(&cargo_times)
         ),
     });
 
