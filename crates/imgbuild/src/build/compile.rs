@@ -177,7 +177,6 @@ fn environment_isolation(allow_network: bool, reporter: &dyn Reporter) -> Option
     (!allow_network).then(|| run::Sandbox::Bubblewrap("bwrap".into()))
 }
 
-/// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
 /// Probes the network sandbox the compile will use, ahead of it (beside the restore): the
 /// answer is remembered, so the compile finds it. Nothing to probe inside a build environment
 /// or with `--allow-network`.
@@ -187,6 +186,7 @@ pub(crate) fn probe_sandbox(cx: &Context<'_>) {
     }
 }
 
+/// The network sandbox for the compile step (`None` with `--allow-network`), reported once.
 fn isolation(
     cx: &Context<'_>,
     allow_network: bool,

@@ -5,7 +5,7 @@
 //! Writes files under the staging directory only (paths are checked to stay inside it).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -130,7 +130,6 @@ fn write_file(
     }
     let mut file = File::create(&dest)?;
     io::copy(content, &mut file)?;
-    file.flush()?;
     file.set_permissions(fs::Permissions::from_mode((mode & 0o7777) | 0o200))?;
     file.set_modified(modified)
 }
