@@ -93,7 +93,13 @@ pub(crate) fn attach(
             referrers::list(&s.store, desc)?;
         }
     }
-    for desc in &attached {
+    report(s, &attached, reporter);
+    Ok(attached)
+}
+
+/// Reports each attached artifact with the size of its content.
+fn report(s: &Setup, attached: &[Descriptor], reporter: &dyn Reporter) {
+    for desc in attached {
         let size = s
             .store
             .read_manifest(desc.digest())
@@ -110,7 +116,6 @@ pub(crate) fn attach(
             size,
         });
     }
-    Ok(attached)
 }
 
 fn json(value: &serde_json::Value) -> Result<Vec<u8>> {
