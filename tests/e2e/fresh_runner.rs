@@ -78,12 +78,81 @@ fn a_fresh_runner_unpacks_the_entry_as_it_downloads_even_when_the_download_break
         restored["while_downloading"], restored["restored"],
         "{restored}"
     );
+    // A fresh checkout: the binary's newest entry was fetched while cargo read the workspace,
+    // before the key was known, and it was the key's own.
+    assert_eq!(restored["early"], true, "{restored}");
     assert_eq!(event(&second, "compiled")["dependencies_compiled"], 0);
-    // The broken try's staging directory is gone, and the store is whole.
-    assert_eq!(
-        leftovers(&two.join("target"), ".imgbuild-restore-"),
-        Vec::<String>::new()
-    );
+    // The broken try's staging directories are gone, and the store is whole.
+    for prefix in [".imgbuild-restore-", ".imgbuild-early-"] {
+        assert_eq!(leftovers(&two.join("target"), prefix), Vec::<String>::new());
+    }
     let check = imgbuild(&two, &tmp.path().join("cache-b"), &["cache", "check"]);
     assert!(check.status.success(), "{}", check.stderr);
+
+    // The same commit on a third runner is an app-cache hit: the early restore, begun before
+    // the hit was known, is stopped and leaves nothing behind.
+    let three = cached_fixture(tmp.path(), "three");
+    std::fs::write(
+        three.join("src/main.rs"),
+        format!("{source}\n// a new commit\n"),
+    )
+    .unwrap();
+    let third = build(&three, "cache-c", &registry.host());
+    assert!(
+        third
+            .iter()
+            .any(|e| e["reason"] == "app-cache" && e["hit"] == true),
+        "{third:#?}"
+    );
+    assert!(third.iter().all(|e| e["reason"] != "cache-restored"));
+    assert_eq!(
+        leftovers(&three.join("target"), ".imgbuild-early-"),
+        Vec::<String>::new()
+    );
+    assert!(!three.join("target/release/deps").exists());
+}
+
+/// The early restore's entry reaches cargo's directory only where the restore would have
+/// used it. A runner whose C compiler is named differently (`CC=gcc`: another machine line)
+/// finds the binary's newest entry with other toolchain lines: it is not restored, so cargo
+/// compiles every dependency (cargo itself would have found the staged files fresh: `CC` is
+/// not in its unit hashes), and nothing is left staged.
+#[test]
+fn an_early_entry_of_another_toolchain_is_not_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/deps", registry.host());
+    let args = ["build", "--cache-repo", &repo, "--message-format", "json"];
+    let first = imgbuild(
+        &cached_fixture(tmp.path(), "one"),
+        &tmp.path().join("cache-a"),
+        &args,
+    )
+    .events();
+    let all = event(&first, "compiled")["dependencies_compiled"].clone();
+    assert!(all.as_u64() > Some(0), "{all}");
+
+    let two = cached_fixture(tmp.path(), "two");
+    let second = imgbuild_env(&two, &tmp.path().join("cache-b"), &args, &[("CC", "gcc")]).events();
+    // The early restore did fetch the binary's newest entry (its downloads are reported)...
+    assert!(
+        second.iter().any(|e| e["reason"] == "blob"
+            && e["reference"]
+                .as_str()
+                .is_some_and(|r| r.contains(":deps-latest-"))),
+        "{second:#?}"
+    );
+    // ...and the restore did not take it.
+    let lookup = event(&second, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup.get("nearest")),
+        (Some(false), None),
+        "{lookup}"
+    );
+    assert!(second.iter().all(|e| e["reason"] != "cache-restored"));
+    assert_eq!(event(&second, "compiled")["dependencies_compiled"], all);
+    assert_eq!(
+        leftovers(&two.join("target"), ".imgbuild-early-"),
+        Vec::<String>::new()
+    );
 }

@@ -58,17 +58,20 @@ fn a_plain_http_push_is_pulled_by_skopeo_and_runs_under_runc_and_docker() {
             registry.requests("PUT", &format!("/v2/e2e/hello/manifests/{digest}")),
             registry.requests("PUT", "/v2/e2e/hello/manifests/v1")
         ),
-        (1, 1),
-        "the manifest by digest, then the tag"
+        (0, 1),
+        "the manifest once, under its tag"
     );
     assert_eq!(
         registry.requests("PUT", "/v2/e2e/hello/manifests/"),
-        5,
+        4,
         "and the SBOM's and provenance's manifests and the tag schema's index (supply.rs)"
     );
 
     let remote = format!("docker://{reference}");
     assert_eq!(skopeo_digest(&["--tls-verify=false", &remote]), digest);
+    // The registry keeps the manifest under its digest too.
+    let by_digest = format!("docker://{}/e2e/hello@{digest}", registry.host());
+    assert_eq!(skopeo_digest(&["--tls-verify=false", &by_digest]), digest);
     let layout = tmp.path().join("pulled");
     tool(
         "skopeo",
@@ -531,6 +534,7 @@ fn the_dependency_cache_is_shared_through_a_registry() {
         0,
         "no dependency compiled"
     );
+    assert_eq!(event(&second, "cache-restored")["early"], true);
     assert_eq!(image_digest(&second), image_digest(&first));
 
     // A lockfile bump: the nearest entry plus a delta; only the new layer and config go up.
@@ -538,6 +542,11 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     cargo(&two, &["update", "-p", "itoa", "--precise", "1.0.11"]);
     let third = build(&two, "cache-b");
     assert_eq!(event(&third, "cache-lookup")["nearest"], key.as_str());
+    assert_eq!(
+        event(&third, "cache-restored")["early"],
+        false,
+        "a checkout with a target directory restores once the key is known"
+    );
     assert_eq!(event(&third, "cache-stored")["layers"], 2);
     let p = pushed(&third);
     assert_eq!(
@@ -579,6 +588,8 @@ fn the_dependency_cache_is_shared_through_a_registry() {
     assert_eq!(lookup["hit"], false);
     assert_eq!(lookup["nearest"], bumped_key.as_str(), "{lookup}");
     assert_eq!(lookup["from_registry"], true);
+    // Fetched before the key was known, and taken as the nearest entry (same toolchain).
+    assert_eq!(event(&fifth, "cache-restored")["early"], true);
     let packages: Vec<&str> = event(&fifth, "compiled")["compiled_packages"]
         .as_array()
         .unwrap()

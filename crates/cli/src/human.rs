@@ -67,12 +67,17 @@ impl Human<'_> {
                 restored,
                 while_downloading,
                 bytes,
+                early,
                 ..
             } => {
                 let streamed = match *while_downloading {
                     0 => String::new(),
                     n if n == *restored => ", unpacked as it downloaded".to_string(),
                     n => format!(", {n} unpacked as they downloaded"),
+                };
+                let streamed = match early {
+                    true => format!("{streamed} (fetched while the workspace was read)"),
+                    false => streamed,
                 };
                 self.status(
                     "Restored",

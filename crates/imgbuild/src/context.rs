@@ -273,6 +273,13 @@ fn read_workspace(
 /// Makes cargo's target directory where [`targetdir::predict`] is sure of it and it does not
 /// exist yet; the directory made, to be taken back if `cargo metadata` names another.
 fn make_predicted_target_dir(manifest_path: &Path, env: &Env) -> Option<PathBuf> {
+    let dir = fresh_target_dir(manifest_path, env)?;
+    std::fs::create_dir(&dir).ok().map(|()| dir)
+}
+
+/// Cargo's target directory where [`targetdir::predict`] is sure of it and it does not exist
+/// yet (a fresh checkout); `None` otherwise.
+pub(crate) fn fresh_target_dir(manifest_path: &Path, env: &Env) -> Option<PathBuf> {
     let manifest_dir = manifest_path.parent()?;
     // The only directory a prediction can name; once it exists (every build but a fresh
     // checkout's first) there is nothing to make, and nothing to read.
@@ -293,14 +300,13 @@ fn make_predicted_target_dir(manifest_path: &Path, env: &Env) -> Option<PathBuf>
         .ancestors()
         .skip(1)
         .any(|dir| dir.join("Cargo.toml").is_file());
-    let dir = targetdir::predict(&TargetDirInputs {
+    targetdir::predict(&TargetDirInputs {
         manifest_dir,
         manifest: &manifest,
         manifest_above,
         configs: &configs,
         env: &|k| env.get(k).map(String::from),
-    })?;
-    std::fs::create_dir(&dir).ok().map(|()| dir)
+    })
 }
 
 /// The binaries `options` select, each with its image configuration (metadata tables, then

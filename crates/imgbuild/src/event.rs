@@ -171,6 +171,9 @@ pub enum Event {
         while_downloading: u64,
         /// Bytes written.
         bytes: u64,
+        /// Whether the download started before the key was known: a fresh checkout's early
+        /// restore of the binary's newest entry, which turned out to be the one to restore.
+        early: bool,
     },
     /// A cache entry could not be used (a corrupt or missing blob, an unreadable config); the
     /// build goes on as a miss.

@@ -219,6 +219,100 @@ fn by_subject(
     Ok(groups)
 }
 
+/// Where one push sends, and from where.
+struct Sent<'a> {
+    client: &'a Client,
+    store: &'a Layout,
+    target: &'a Reference,
+    /// Repositories of the registry that may hold some blobs already.
+    mount_from: &'a [String],
+}
+
+impl Sent<'_> {
+    /// Sends the image `manifest` (or index) and its `referrers`; the report is the image's.
+    fn image(
+        &self,
+        manifest: &Descriptor,
+        referrers: &[Descriptor],
+        reporter: &dyn Reporter,
+    ) -> Result<imgbuild_registry::push::PushReport> {
+        let (client, store, target) = (self.client, self.store, self.target);
+        let progress = push_progress(reporter, target);
+        let groups = by_subject(store, manifest, referrers)?;
+        let send_referrers = |progress: &dyn Progress| -> Result<()> {
+            for (subject, referrers) in &groups {
+                imgbuild_registry::referrers::push_referrers(
+                    client,
+                    store,
+                    subject,
+                    referrers,
+                    target,
+                    self.mount_from,
+                    progress,
+                )?;
+            }
+            Ok(())
+        };
+        let push_image = |progress: &dyn Progress| {
+            imgbuild_registry::push::push(
+                client,
+                store,
+                manifest,
+                target,
+                self.mount_from,
+                progress,
+            )
+        };
+        if *manifest.media_type() == MediaType::ImageIndex {
+            let report = imgbuild_registry::push::push_index(
+                client,
+                store,
+                manifest,
+                target,
+                self.mount_from,
+                &progress,
+            )?;
+            send_referrers(&progress)?;
+            return Ok(report);
+        }
+        if shares_a_blob(store, manifest, referrers)? {
+            let report = push_image(&progress)?;
+            send_referrers(&progress)?;
+            return Ok(report);
+        }
+        // The image and its referrers at once: a few round trips each, often far away (a
+        // referrer's subject need not be in the repository first).
+        let deferred = crate::event::Deferred::default();
+        let (report, sent) = std::thread::scope(|s| {
+            let sent = s.spawn(|| send_referrers(&push_progress(&deferred, target)));
+            let report = push_image(&progress);
+            let sent = sent
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (report, sent)
+        });
+        deferred.replay(reporter);
+        sent?;
+        Ok(report?)
+    }
+}
+
+/// Whether a referrer lists one of the image's blobs (then they go one after the other: two
+/// uploads of one blob at once can leave a registry without it).
+fn shares_a_blob(store: &Layout, manifest: &Descriptor, referrers: &[Descriptor]) -> Result<bool> {
+    let image = store.image_blobs(manifest)?;
+    for r in referrers {
+        if store
+            .image_blobs(r)?
+            .iter()
+            .any(|b| image.iter().any(|i| i.digest() == b.digest()))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Pushes `image` (in `store`) and its referrers to `reference`, then tags it with
 /// `image.more_tags` too. Returns the pushed image's digest reference.
 pub(crate) fn push(
@@ -250,30 +344,13 @@ pub(crate) fn push(
         .collect();
     candidates.sort();
     candidates.dedup();
-    let progress = push_progress(reporter, &target);
-    let report = if *manifest.media_type() == MediaType::ImageIndex {
-        imgbuild_registry::push::push_index(
-            &client,
-            store,
-            manifest,
-            &target,
-            &candidates,
-            &progress,
-        )?
-    } else {
-        imgbuild_registry::push::push(&client, store, manifest, &target, &candidates, &progress)?
+    let sent = Sent {
+        client: &client,
+        store,
+        target: &target,
+        mount_from: &candidates,
     };
-    for (subject, referrers) in by_subject(store, manifest, referrers)? {
-        imgbuild_registry::referrers::push_referrers(
-            &client,
-            store,
-            &subject,
-            &referrers,
-            &target,
-            &candidates,
-            &progress,
-        )?;
-    }
+    let report = sent.image(manifest, referrers, reporter)?;
     for blob in &blobs {
         homes
             .entry(blob.digest().to_string())

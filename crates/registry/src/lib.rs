@@ -191,6 +191,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A download its caller stopped ([`Tap::stopped`]): what it would have brought is no
+    /// longer needed.
+    #[error("the download of {what} was stopped: it is no longer needed")]
+    Stopped {
+        /// The blob.
+        what: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -79,7 +79,7 @@ fn mount(client: &Client, repository: &str, digest: &str, from: &str) -> Result<
 
 /// Pushes the manifest `manifest` (an image or an artifact) and its blobs from `layout` to
 /// `target`; `mount_from` lists repositories of the same registry that may hold some blobs
-/// already. Tags `target`'s tag, if it has one.
+/// already. The manifest is sent under `target`'s tag, if it has one, else its digest.
 pub fn push(
     client: &Client,
     layout: &Layout,
@@ -88,12 +88,41 @@ pub fn push(
     mount_from: &[String],
     progress: &dyn Progress,
 ) -> Result<PushReport> {
+    let manifests = std::slice::from_ref(manifest);
+    let mut report = push_blobs(client, layout, manifests, target, mount_from, progress)?;
+    report.subject_indexed = put(client, layout, manifest, target)?;
+    Ok(report)
+}
+
+/// The blobs half of [`push`], for several manifests at once: makes sure `target`'s
+/// repository has every blob they list (present, mounted or uploaded, several at a time),
+/// each blob once — two uploads of one blob at the same time can leave a registry answering
+/// that it does not know it. The manifests themselves are not sent; the report's digest is
+/// the first one's.
+pub fn push_blobs(
+    client: &Client,
+    layout: &Layout,
+    manifests: &[Descriptor],
+    target: &Reference,
+    mount_from: &[String],
+    progress: &dyn Progress,
+) -> Result<PushReport> {
     let repository = &target.repository;
-    let parsed = layout.read_manifest(manifest.digest())?;
-    let mut blobs = vec![parsed.config().clone()];
-    blobs.extend(parsed.layers().iter().cloned());
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for manifest in manifests {
+        let parsed = layout.read_manifest(manifest.digest())?;
+        let listed = std::iter::once(parsed.config()).chain(parsed.layers());
+        for blob in listed {
+            if !blobs.iter().any(|b| b.digest() == blob.digest()) {
+                blobs.push(blob.clone());
+            }
+        }
+    }
     let mut report = PushReport {
-        digest: manifest.digest().to_string(),
+        digest: manifests
+            .first()
+            .map(|m| m.digest().to_string())
+            .unwrap_or_default(),
         ..PushReport::default()
     };
     let scopes = [push_scope(repository)];
@@ -112,16 +141,30 @@ pub fn push(
             }
         }
     }
-    report.subject_indexed |= put_manifest(client, layout, manifest, repository, None)?;
-    if let Some(tag) = &target.tag {
-        report.subject_indexed |= put_manifest(client, layout, manifest, repository, Some(tag))?;
-    }
     Ok(report)
 }
 
+/// The manifest half of [`push`]: `PUT`s `manifest` under `target`'s tag, or its digest when
+/// `target` has no tag (a registry keeps a manifest pushed by tag under its digest too: one
+/// request, not two). Says whether the registry answered that it indexed the `subject`.
+pub fn put(
+    client: &Client,
+    layout: &Layout,
+    manifest: &Descriptor,
+    target: &Reference,
+) -> Result<bool> {
+    put_manifest(
+        client,
+        layout,
+        manifest,
+        &target.repository,
+        target.tag.as_deref(),
+    )
+}
+
 /// Pushes the image index `index` from `layout` to `target`: every image it lists (blobs,
-/// then the image by digest), then the index by digest and, if `target` has one, its tag.
-/// The report sums the images' blobs; its digest is the index's.
+/// then the image by digest), then the index, under `target`'s tag if it has one, else its
+/// digest. The report sums the images' blobs; its digest is the index's.
 pub fn push_index(
     client: &Client,
     layout: &Layout,
@@ -153,11 +196,7 @@ pub fn push_index(
         report.uploaded += pushed.uploaded;
         report.uploaded_bytes += pushed.uploaded_bytes;
     }
-    let repository = &target.repository;
-    put_manifest(client, layout, index, repository, None)?;
-    if let Some(tag) = &target.tag {
-        put_manifest(client, layout, index, repository, Some(tag))?;
-    }
+    put(client, layout, index, target)?;
     Ok(report)
 }
 

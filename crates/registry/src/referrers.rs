@@ -12,8 +12,9 @@ use imgbuild_oci::spec::{Descriptor, Digest, ImageIndex, MediaType};
 
 use crate::client::Client;
 use crate::http::{Body, Method};
+use crate::progress::NoProgress;
 use crate::progress::Progress;
-use crate::push::{fetch_manifest, pull_scope, push, push_scope};
+use crate::push::{fetch_manifest, pull_scope, push_blobs, push_scope, put};
 use crate::reference::Reference;
 use crate::{Error, Result};
 
@@ -48,20 +49,48 @@ pub fn push_referrers(
     mount_from: &[String],
     progress: &dyn Progress,
 ) -> Result<ReferrersReport> {
-    let by_digest = target.with_digest(subject.as_ref());
-    let mut report = ReferrersReport::default();
-    let mut indexed = true;
-    for r in referrers {
-        let pushed = push(client, layout, r, &by_digest, mount_from, progress)?;
-        indexed &= pushed.subject_indexed;
-        report.pushed += 1;
+    if referrers.is_empty() {
+        return Ok(ReferrersReport::default());
     }
-    if indexed || referrers.is_empty() {
+    push_blobs(client, layout, referrers, target, mount_from, progress)?;
+    put_referrers(client, layout, subject, referrers, target)
+}
+
+/// The manifests half of [`push_referrers`], their blobs being in the repository: the
+/// referrers' manifests, several at a time, and, unless the registry indexed them itself,
+/// the subject's tag-schema index (read meanwhile: a round trip each, not several).
+pub fn put_referrers(
+    client: &Client,
+    layout: &Layout,
+    subject: &Digest,
+    referrers: &[Descriptor],
+    target: &Reference,
+) -> Result<ReferrersReport> {
+    if referrers.is_empty() {
+        return Ok(ReferrersReport::default());
+    }
+    let by_digest = target.with_digest(subject.as_ref());
+    let repository = &target.repository;
+    let (indexed, listed) = std::thread::scope(|s| {
+        let listing = s.spawn(|| tag_schema_list(client, repository, subject));
+        let indexed = crate::parallel::run(referrers, &NoProgress, &|r, _| {
+            put(client, layout, r, &by_digest)
+        });
+        let listed = listing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (indexed, listed)
+    });
+    let indexed = indexed?;
+    let mut report = ReferrersReport {
+        pushed: indexed.len(),
+        ..ReferrersReport::default()
+    };
+    if indexed.iter().all(|i| *i) {
         return Ok(report);
     }
-    let repository = &target.repository;
     let tag = fallback_tag(subject);
-    let mut listed = tag_schema_list(client, repository, subject)?;
+    let mut listed = listed?;
     let before = listed.len();
     for r in referrers {
         if !listed.iter().any(|d| d.digest() == r.digest()) {

@@ -25,6 +25,11 @@ pub trait Tap {
     fn restart(&mut self);
     /// The next bytes of the blob.
     fn bytes(&mut self, chunk: &[u8]);
+    /// Whether the download should stop now (it then fails with [`Error::Stopped`] and
+    /// leaves nothing behind).
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// A tap that takes nothing.
@@ -220,9 +225,78 @@ fn copy_into(
         };
         out.write_all(&buf[..n]).map_err(io_err("writing"))?;
         tap.bytes(&buf[..n]);
+        if tap.stopped() {
+            return Err(Error::Stopped {
+                what: digest.to_string(),
+            });
+        }
         progress.transfer_advanced(digest, n as u64);
     }
     let (mut writer, actual, size) = out.finish();
     writer.flush().map_err(io_err("writing"))?;
     Ok(Ok((actual, size)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    /// A tap that asks to stop once it has seen `after` bytes.
+    struct StopAfter {
+        seen: usize,
+        after: usize,
+    }
+
+    impl Tap for StopAfter {
+        fn restart(&mut self) {
+            self.seen = 0;
+        }
+        fn bytes(&mut self, chunk: &[u8]) {
+            self.seen += chunk.len();
+        }
+        fn stopped(&self) -> bool {
+            self.seen >= self.after
+        }
+    }
+
+    #[test]
+    fn a_tap_that_says_stop_ends_the_download_with_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let mut file = File::create(&path).unwrap();
+        let blob = vec![7u8; 1024 * 1024];
+        let mut tap = StopAfter {
+            seen: 0,
+            after: 64 * 1024,
+        };
+        let result = copy_into(
+            &mut blob.as_slice(),
+            (&mut file, &path),
+            &NoProgress,
+            "sha256:x",
+            &mut tap,
+        );
+        assert!(matches!(result, Err(Error::Stopped { .. })), "{result:?}");
+        assert!(
+            tap.seen < blob.len(),
+            "it stopped early: {} bytes",
+            tap.seen
+        );
+
+        let mut whole = StopAfter {
+            seen: 0,
+            after: usize::MAX,
+        };
+        let (_, size) = copy_into(
+            &mut blob.as_slice(),
+            (&mut file, &path),
+            &NoProgress,
+            "sha256:x",
+            &mut whole,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(size, blob.len() as u64);
+    }
 }

@@ -107,7 +107,10 @@ pub(crate) fn share(
 }
 
 /// Pushes the image (tagged by the app key) with the referrers a hit reuses (SBOM, debug
-/// info), then the record (by the static key): a record is never visible before its image.
+/// info), then the record (by the static key): a record is never visible before its image and
+/// its referrers. The blobs of all of them go up at once, then the image's and referrers'
+/// manifests at once, then the record's: three steps of a round trip or three, since a cache
+/// repository is often far away.
 fn push(
     remote: &RemoteCache,
     store: &Layout,
@@ -116,23 +119,20 @@ fn push(
     record_desc: &Descriptor,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    remote.push_tag(
-        store,
-        image,
-        &CacheName::App(&record.app_key).tag(),
-        reporter,
-    )?;
     let shared: Vec<Descriptor> = referrers
         .iter()
         .filter(|r| imgbuild_oci::referrers::is_one_of(r, &crate::supply::SHARED_TYPES))
         .cloned()
         .collect();
-    remote.push_referrers(store, image, &shared, reporter)?;
-    remote.push_tag(
+    let mut manifests = vec![image.clone(), record_desc.clone()];
+    manifests.extend(shared.iter().cloned());
+    remote.push_blobs(store, &manifests, reporter)?;
+    let app_tag = CacheName::App(&record.app_key).tag();
+    remote.put_image(store, (image, &app_tag), &shared)?;
+    remote.put_tag(
         store,
         record_desc,
         &CacheName::App(&record.static_key).tag(),
-        reporter,
     )
 }
 

@@ -177,9 +177,9 @@ fn environment_isolation(allow_network: bool, reporter: &dyn Reporter) -> Option
     (!allow_network).then(|| run::Sandbox::Bubblewrap("bwrap".into()))
 }
 
-/// Probes the network sandbox the compile will use, ahead of it (beside the restore): the
-/// answer is remembered, so the compile finds it. Nothing to probe inside a build environment
-/// or with `--allow-network`.
+/// Probes the network sandbox the compile will use, ahead of it (beside the app-cache
+/// lookup): the answer is remembered, so the compile finds it. Nothing to probe inside a build
+/// environment or with `--allow-network`.
 pub(crate) fn probe_sandbox(cx: &Context<'_>) {
     if !cx.options.allow_network && !cx.toolchain.is_environment() {
         crate::probecache::sandbox(&cx.cache, &cx.env);

@@ -13,6 +13,7 @@ use imgbuild_cargo::units;
 
 use crate::build::Setup;
 use crate::build::compile::Compiled;
+use crate::build::early::Early;
 use crate::context::Context;
 use crate::depcache::packer::Packer;
 use crate::depcache::{self, Entry, stream};
@@ -38,10 +39,15 @@ struct RestoredEntry {
 }
 
 /// Runs the `restore` stage (nothing to do with the dependency cache off).
-pub(crate) fn restore(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Restored> {
+pub(crate) fn restore(
+    cx: &Context<'_>,
+    s: &Setup,
+    early: &mut Option<Early<'_>>,
+    reporter: &dyn Reporter,
+) -> Result<Restored> {
     let lock = depcache::lock_build_dir(&cx.workspace.build_dir)?;
     let entry = if cx.options.caching() {
-        lookup(cx, s, reporter)?
+        lookup(cx, s, early, reporter)?
     } else {
         None
     };
@@ -52,8 +58,28 @@ pub(crate) fn restore(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> R
 /// downloaded.
 type Found = (Option<Entry>, Option<depcache::RestoreStats>);
 
-/// Looks up the entry for the key: the local store, else the cache repository.
-fn find_exact(s: &Setup, reporter: &dyn Reporter) -> Found {
+/// What the early restore staged, when `accept` takes it: the entry, in place.
+fn from_early(
+    s: &Setup,
+    early: &mut Option<Early<'_>>,
+    accept: &dyn Fn(&str, &depcache::EntryConfig) -> bool,
+    reporter: &dyn Reporter,
+) -> Option<Found> {
+    match early
+        .as_mut()?
+        .take(&s.store, &s.profile_dir, accept, reporter)?
+    {
+        Ok(taken) => Some((Some(taken.entry), Some(taken.streamed))),
+        Err(e) => {
+            unusable(reporter, &s.dependency_key.key, &e);
+            None
+        }
+    }
+}
+
+/// Looks up the entry for the key: the local store, else the cache repository (what the
+/// early restore staged, when it is that entry).
+fn find_exact(s: &Setup, early: &mut Option<Early<'_>>, reporter: &dyn Reporter) -> Found {
     let key = &s.dependency_key.key;
     let local = match depcache::find(&s.store, key) {
         Ok(found) => found,
@@ -65,6 +91,9 @@ fn find_exact(s: &Setup, reporter: &dyn Reporter) -> Found {
     let Some(remote) = s.remote.as_ref().filter(|_| local.is_none()) else {
         return (local, None);
     };
+    if let Some(found) = from_early(s, early, &|_, c| c.key == *key, reporter) {
+        return found;
+    }
     match stream::pull_entry(remote, &s.store, key, &s.profile_dir, reporter) {
         Ok(Some((entry, streamed))) => (Some(entry), Some(streamed)),
         Ok(None) => (None, None),
@@ -77,19 +106,26 @@ fn find_exact(s: &Setup, reporter: &dyn Reporter) -> Found {
 
 /// The nearest earlier entry of the binary: local, else the newest one in the cache repository
 /// (a fresh runner) when its toolchain lines match.
-fn find_nearest(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Found {
+fn find_nearest(
+    cx: &Context<'_>,
+    s: &Setup,
+    early: &mut Option<Early<'_>>,
+    reporter: &dyn Reporter,
+) -> Found {
     let target = &cx.one().target;
     let inputs = &s.dependency_key.inputs;
     let nearest = depcache::nearest(&s.store, &target.package.name, &target.bin, inputs);
     let Some(remote) = s.remote.as_ref().filter(|_| nearest.is_none()) else {
         return (nearest, None);
     };
-    match pull_other(
-        s,
-        remote,
-        &names::latest_tag(&target.package.name, &target.bin),
-        reporter,
-    ) {
+    let latest = names::latest_tag(&target.package.name, &target.bin);
+    let same = |tag: &str, c: &depcache::EntryConfig| {
+        tag == latest && depcache::compatible(&c.inputs, inputs)
+    };
+    if let Some(found) = from_early(s, early, &same, reporter) {
+        return found;
+    }
+    match pull_other(s, remote, &latest, reporter) {
         Ok(Some((e, _))) if !depcache::compatible(&e.config.inputs, inputs) => (None, None),
         Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
         Ok(None) => match other_binaries_latest(cx, s, remote, reporter) {
@@ -172,11 +208,16 @@ fn from_index(
     Ok(None)
 }
 
-fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option<RestoredEntry>> {
-    let (entry, streamed, exact) = match find_exact(s, reporter) {
+fn lookup(
+    cx: &Context<'_>,
+    s: &Setup,
+    early: &mut Option<Early<'_>>,
+    reporter: &dyn Reporter,
+) -> Result<Option<RestoredEntry>> {
+    let (entry, streamed, exact) = match find_exact(s, early, reporter) {
         (Some(entry), streamed) => (Some(entry), streamed, true),
         (None, _) => {
-            let (nearest, streamed) = find_nearest(cx, s, reporter);
+            let (nearest, streamed) = find_nearest(cx, s, early, reporter);
             (nearest, streamed, false)
         }
     };
@@ -198,6 +239,7 @@ fn lookup(cx: &Context<'_>, s: &Setup, reporter: &dyn Reporter) -> Result<Option
         Ok(stats) => {
             let streamed = streamed.unwrap_or_default();
             reporter.report(&Event::CacheRestored {
+                early: early.as_ref().is_some_and(|e| e.taken()),
                 key: entry.config.key.clone(),
                 present: stats.present.saturating_sub(streamed.restored),
                 restored: stats.restored + streamed.restored,
@@ -300,8 +342,9 @@ fn store_entry(
     });
     if let Some(remote) = &s.remote {
         share(cx, remote, s, &saved.manifest, reporter);
+        // The entry's blobs went up with it: the binary's newest tag is one request.
         let latest = names::latest_tag(&target.package.name, &target.bin);
-        if let Err(e) = remote.push_tag(&s.store, &saved.manifest, &latest, reporter) {
+        if let Err(e) = remote.put_tag(&s.store, &saved.manifest, &latest) {
             remote_warning(reporter, remote, &format!("update {latest} in"), &e);
         }
     }

@@ -10,6 +10,10 @@
 //!                                                           ─outputs→ BuiltImage
 //! ```
 //!
+//! On a fresh checkout with a cache repository, `early` pulls the binary's newest dependency
+//! entry into a staging directory from the start, while `prepare` and `setup` run; `restore`
+//! moves it into place when it is the entry it would restore. The unit records are read, and
+//! the sandbox probed, beside the app-cache lookup; their layers are pulled beside `restore`.
 //! After a compile, the app entry is pushed to the cache repository while the outputs are
 //! written.
 //!
@@ -25,11 +29,14 @@ mod attach;
 mod binary;
 pub(crate) mod compile;
 mod deps;
+mod early;
 mod layers;
 mod multi;
 mod outputs;
 mod setup;
 mod units;
+
+use std::sync::atomic::AtomicBool;
 
 use crate::Result;
 use crate::appcache;
@@ -37,6 +44,7 @@ use crate::context::{self, Scope};
 use crate::event::{Deferred, Reporter};
 use crate::options::{BuildOptions, BuiltImage};
 
+use early::Early;
 pub(crate) use setup::Setup;
 
 /// Builds the image described by `options`, reporting progress to `reporter`. The image is
@@ -57,42 +65,69 @@ pub(crate) use setup::Setup;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<BuiltImage> {
-    let cx = context::prepare(options, Scope::One, reporter)?;
-    match multi::platforms(&cx)?.as_slice() {
-        [] => single(&cx, reporter),
-        [one] => {
-            let mut options = options.clone();
-            options.platforms = Vec::new();
-            options.for_platform = Some(one.clone());
-            single(&context::prepare(&options, Scope::One, reporter)?, reporter)
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let early = early::start(scope, options, &stop);
+        let cx = context::prepare(options, Scope::One, reporter)?;
+        match multi::platforms(&cx)?.as_slice() {
+            [] => single(&cx, early, reporter),
+            [one] => {
+                drop(early);
+                let mut options = options.clone();
+                options.platforms = Vec::new();
+                options.for_platform = Some(one.clone());
+                let cx = context::prepare(&options, Scope::One, reporter)?;
+                single(&cx, None, reporter)
+            }
+            several => {
+                drop(early);
+                multi::build_index(&cx, several, reporter)
+            }
         }
-        several => multi::build_index(&cx, several, reporter),
-    }
+    })
 }
 
 /// The pipeline for one image.
-fn single(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltImage> {
-    let built = stages(cx, reporter);
+fn single(
+    cx: &context::Context<'_>,
+    early: Option<Early<'_>>,
+    reporter: &dyn Reporter,
+) -> Result<BuiltImage> {
+    let built = stages(cx, early, reporter);
     // The hashes of the inputs read are remembered for the next build, even after a failure.
     cx.file_hashes.save();
     built
 }
 
 /// The one-image pipeline's stages.
-fn stages(cx: &context::Context<'_>, reporter: &dyn Reporter) -> Result<BuiltImage> {
+fn stages(
+    cx: &context::Context<'_>,
+    mut early: Option<Early<'_>>,
+    reporter: &dyn Reporter,
+) -> Result<BuiltImage> {
     let setup = setup::setup(cx, reporter)?;
-    if let Some(hit) = appcache::lookup(cx, &setup.app_cache(), reporter)? {
+    // The unit records are read, and the network sandbox probed, while the app cache is
+    // consulted (on a hit, for nothing: the probe's answer is remembered).
+    let (hit, records) = std::thread::scope(|scope| {
+        let records = scope.spawn(|| units::records(cx, &setup));
+        scope.spawn(|| compile::probe_sandbox(cx));
+        let hit = appcache::lookup(cx, &setup.app_cache(), reporter);
+        (hit, context::join(records))
+    });
+    if let Some(hit) = hit? {
+        if let Some(early) = early {
+            early.discard(reporter);
+        }
         let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;
         return outputs::outputs(cx, &setup, hit, &attached, reporter);
     }
-    // The unit records and layers are fetched, and the network sandbox probed, while the
-    // dependency entry is restored.
+    // The unit records' layers are fetched while the dependency entry is restored.
     let (restored, prefetched) = std::thread::scope(|scope| {
-        let prefetch = scope.spawn(|| units::prefetch(cx, &setup));
-        scope.spawn(|| compile::probe_sandbox(cx));
-        let restored = deps::restore(cx, &setup, reporter);
+        let prefetch = scope.spawn(|| units::prefetch(cx, &setup, records));
+        let restored = deps::restore(cx, &setup, &mut early, reporter);
         (restored, context::join(prefetch))
     });
+    drop(early);
     let restored = restored?;
     let units = units::restore_units(cx, &setup, prefetched, reporter);
     let packer = deps::packer(cx, &setup, &restored);

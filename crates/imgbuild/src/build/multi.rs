@@ -63,7 +63,7 @@ pub(crate) fn build_index(
         .collect::<Result<Vec<_>>>()?;
     let mut images = Vec::new();
     for (p, pcx) in platforms.iter().zip(&contexts) {
-        images.push((p.clone(), super::single(pcx, reporter)?));
+        images.push((p.clone(), super::single(pcx, None, reporter)?));
     }
     let WrittenIndex {
         index,

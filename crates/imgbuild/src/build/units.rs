@@ -41,8 +41,8 @@ pub(crate) struct UnitsRestored<'a> {
 }
 
 /// The records a build consults, loaded (and the layers of the units they would restore
-/// pulled from the cache repository) while the dependency entry is restored: nothing here
-/// needs the dependency units yet.
+/// pulled from the cache repository) before the units are restored: nothing here needs the
+/// dependency units yet.
 pub(crate) struct Prefetched {
     loading: restore::Loading,
     toolchain: Vec<String>,
@@ -51,10 +51,10 @@ pub(crate) struct Prefetched {
     pulled: usize,
 }
 
-/// Loads the records and pulls the layers `restore_units` will likely restore (the units
-/// whose inputs match the checkout; whether the registry units they need are there is checked
-/// later). Runs beside the dependency restore, so it reports nothing itself.
-pub(crate) fn prefetch(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
+/// Loads the records a build consults: this binary's, then the workspace's other binaries'
+/// (the store's, else the cache repository's). Runs beside the app-cache lookup (a round trip
+/// or two per record, several at a time), so it reports nothing itself.
+pub(crate) fn records(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
     if !cx.options.caching() {
         return None;
     }
@@ -68,13 +68,30 @@ pub(crate) fn prefetch(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
             ids.push(other_id);
         }
     }
-    let mut loading = restore::load(&Sources {
+    let loading = restore::load(&Sources {
         store: &s.store,
         remote: s.remote.as_ref(),
         ids: &ids,
         toolchain: &toolchain,
     });
-    let mut pulled = 0;
+    Some(Prefetched {
+        loading,
+        toolchain,
+        id,
+        pulled: 0,
+    })
+}
+
+/// Pulls the layers `restore_units` will likely restore (the units whose inputs match the
+/// checkout; whether the registry units they need are there is checked later). Runs beside
+/// the dependency restore, so it reports nothing itself.
+pub(crate) fn prefetch(
+    cx: &Context<'_>,
+    s: &Setup,
+    records: Option<Prefetched>,
+) -> Option<Prefetched> {
+    let mut prefetched = records?;
+    let loading = &mut prefetched.loading;
     if let Some(remote) = &s.remote
         && loading.records.iter().any(|r| r.remote)
     {
@@ -88,16 +105,11 @@ pub(crate) fn prefetch(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
         let plan = plan::plan_restore(&refs, &restore::AssumeDependencies(&disk));
         let layers = restore::remote_layers(&s.store, &refs, &plan);
         match remote.pull_blobs(&s.store, &layers, &crate::event::Silent) {
-            Ok(n) => pulled = n,
+            Ok(n) => prefetched.pulled = n,
             Err(e) => loading.problems.push(("(cache repository)".into(), e)),
         }
     }
-    Some(Prefetched {
-        loading,
-        toolchain,
-        id,
-        pulled,
-    })
+    Some(prefetched)
 }
 
 /// Runs the `restore units` stage (nothing with the cache off).

@@ -98,7 +98,7 @@ fn binary_label(package: &str, bin: &str) -> String {
 }
 
 /// Reads the entry `manifest` points at, verifying every blob it reads.
-fn read_entry(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
+pub(crate) fn read_entry(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
     let parsed: ImageManifest = store.read_manifest(manifest.digest())?;
     let bytes = store.read_blob(parsed.config().digest())?;
     let config: EntryConfig =

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use imgbuild_oci::layout::Layout;
@@ -43,6 +44,17 @@ pub(crate) fn pull(
     (accept, profile_dir): (&dyn Fn(&EntryConfig) -> bool, &Path),
     reporter: &dyn Reporter,
 ) -> Result<Option<Pulled>> {
+    pull_until(remote, store, tag, (accept, profile_dir), (reporter, None))
+}
+
+/// [`pull`], whose downloads and unpacking stop (leaving nothing behind) once `stop` is set.
+pub(crate) fn pull_until(
+    remote: &RemoteCache,
+    store: &Layout,
+    tag: &str,
+    (accept, profile_dir): (&dyn Fn(&EntryConfig) -> bool, &Path),
+    (reporter, stop): (&dyn Reporter, Option<&AtomicBool>),
+) -> Result<Option<Pulled>> {
     let Some((reference, media_type, bytes)) = remote.manifest(tag)? else {
         return Ok(None);
     };
@@ -71,7 +83,7 @@ pub(crate) fn pull(
                 store,
                 layer,
                 (paths, profile_dir),
-                progress,
+                (progress, stop),
             ))),
             None => remote.pull_layer(store, layer, progress).map(|_| None),
         }
@@ -106,7 +118,10 @@ fn pull_unpacking(
     store: &Layout,
     layer: &Descriptor,
     (paths, profile_dir): (&BTreeSet<&str>, &Path),
-    progress: &dyn imgbuild_registry::progress::Progress,
+    (progress, stop): (
+        &dyn imgbuild_registry::progress::Progress,
+        Option<&AtomicBool>,
+    ),
 ) -> Result<snapshot::Restored> {
     let wanted = |p: &str| paths.contains(p);
     let (tx, rx) = mpsc::sync_channel(AHEAD);
@@ -129,7 +144,7 @@ fn pull_unpacking(
                 break done;
             }
         });
-        let mut tap = Sending(Some(tx));
+        let mut tap = Sending(Some(tx), stop);
         let downloaded = remote.pull_layer_tapped(store, layer, progress, &mut tap);
         drop(tap);
         (downloaded, crate::context::join(unpacking))
@@ -185,10 +200,12 @@ enum Chunk {
     Bytes(Vec<u8>),
 }
 
-/// The download's side: every chunk goes to the unpacking, until it stops listening.
-struct Sending(Option<mpsc::SyncSender<Chunk>>);
+/// The download's side: every chunk goes to the unpacking, until it stops listening. When
+/// the flag says stop, the download stops (and with it the unpacking, which leaves nothing
+/// behind).
+struct Sending<'a>(Option<mpsc::SyncSender<Chunk>>, Option<&'a AtomicBool>);
 
-impl Sending {
+impl Sending<'_> {
     fn send(&mut self, chunk: Chunk) {
         if let Some(tx) = &self.0
             && tx.send(chunk).is_err()
@@ -198,13 +215,17 @@ impl Sending {
     }
 }
 
-impl imgbuild_registry::Tap for Sending {
+impl imgbuild_registry::Tap for Sending<'_> {
     fn restart(&mut self) {
         self.send(Chunk::Restart);
     }
 
     fn bytes(&mut self, chunk: &[u8]) {
         self.send(Chunk::Bytes(chunk.to_vec()));
+    }
+
+    fn stopped(&self) -> bool {
+        self.1.is_some_and(|stop| stop.load(Ordering::Relaxed))
     }
 }
 
@@ -274,7 +295,7 @@ mod tests {
     #[test]
     fn a_restart_voids_what_was_read_and_the_reader_goes_on_with_the_new_try() {
         let (tx, rx) = mpsc::sync_channel(8);
-        let mut tap = Sending(Some(tx));
+        let mut tap = Sending(Some(tx), None);
         use imgbuild_registry::Tap;
         tap.restart();
         tap.bytes(b"abc");
@@ -300,7 +321,7 @@ mod tests {
     fn an_unpacking_that_stops_listening_does_not_block_the_download() {
         let (tx, rx) = mpsc::sync_channel(1);
         drop(rx);
-        let mut tap = Sending(Some(tx));
+        let mut tap = Sending(Some(tx), None);
         use imgbuild_registry::Tap;
         for _ in 0..10 {
             tap.bytes(b"more than the channel holds");

@@ -195,37 +195,77 @@ impl RemoteCache {
 }
 
 impl RemoteCache {
-    /// Pushes `referrers` of `subject` (artifacts in `store`) to the cache repository, where
-    /// a fresh runner's app-cache hit finds them (the tag schema where the registry has no
-    /// referrers API).
-    pub(crate) fn push_referrers(
+    /// Sends the blobs of `manifests` (in `store`) the cache repository lacks, each once, not
+    /// the manifests: [`RemoteCache::put_image`] and [`RemoteCache::put_tag`] then make them
+    /// visible, a request each.
+    pub(crate) fn push_blobs(
         &self,
         store: &Layout,
-        subject: &Descriptor,
-        referrers: &[Descriptor],
+        manifests: &[Descriptor],
         reporter: &dyn Reporter,
     ) -> Result<()> {
         if !self.writable {
             return Ok(());
         }
-        if referrers.is_empty() {
-            return Ok(());
-        }
         let progress = push_progress(reporter, &self.repository);
-        imgbuild_registry::referrers::push_referrers(
+        imgbuild_registry::push::push_blobs(
             &self.client,
             store,
-            subject.digest(),
-            referrers,
+            manifests,
             &self.repository,
             &[],
             &progress,
         )?;
-        for r in referrers {
-            self.remember(store, r);
-            self.sign(store, r)?;
+        Ok(())
+    }
+
+    /// Tags `image`, whose blobs and `referrers`' the cache repository has
+    /// ([`RemoteCache::push_blobs`]), as `tag`, and puts the referrers (and their tag-schema
+    /// index) at the same time; then signs them, when a key is configured.
+    pub(crate) fn put_image(
+        &self,
+        store: &Layout,
+        (image, tag): (&Descriptor, &str),
+        referrers: &[Descriptor],
+    ) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        let target = self.repository.with_tag(tag);
+        let (tagged, referred) = std::thread::scope(|s| {
+            let referred = s.spawn(|| {
+                imgbuild_registry::referrers::put_referrers(
+                    &self.client,
+                    store,
+                    image.digest(),
+                    referrers,
+                    &self.repository,
+                )
+            });
+            let tagged = imgbuild_registry::push::put(&self.client, store, image, &target);
+            (tagged, crate::context::join(referred))
+        });
+        tagged?;
+        referred?;
+        // One after another: signatures share blobs, and one blob is never uploaded twice at
+        // once.
+        for manifest in std::iter::once(image).chain(referrers) {
+            self.remember(store, manifest);
+            self.sign(store, manifest)?;
         }
         Ok(())
+    }
+
+    /// Tags `manifest`, whose blobs the cache repository has ([`RemoteCache::push_blobs`]),
+    /// as `tag`, and signs it when a key is configured.
+    pub(crate) fn put_tag(&self, store: &Layout, manifest: &Descriptor, tag: &str) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        let target = self.repository.with_tag(tag);
+        imgbuild_registry::push::put(&self.client, store, manifest, &target)?;
+        self.remember(store, manifest);
+        self.sign(store, manifest)
     }
 
     /// Whether the cache repository has `tag`.

@@ -164,30 +164,55 @@ pub(crate) struct Loading {
     pub(crate) problems: Vec<(String, crate::Error)>,
 }
 
-/// Loads the records of `sources.ids`: from the store, else from the cache repository.
+/// Loads the records of `sources.ids`: from the store, else from the cache repository (those
+/// fetched several at a time: a round trip or two each).
 pub(crate) fn load(sources: &Sources<'_>) -> Loading {
     let mut out = Loading {
         records: Vec::new(),
         problems: Vec::new(),
     };
-    for id in sources.ids {
-        let local = match super::find(sources.store, id) {
-            Ok(found) => found,
-            Err(e) => {
+    let local: Vec<Option<Loaded>> = sources
+        .ids
+        .iter()
+        .map(|id| {
+            super::find(sources.store, id).unwrap_or_else(|e| {
                 out.problems.push((id.clone(), e));
                 None
-            }
-        };
-        let found = match (local, sources.remote) {
-            (Some(l), _) => Some(l),
-            (None, Some(remote)) => match remote.fetch_units(sources.store, id) {
-                Ok(found) => found,
-                Err(e) => {
-                    out.problems.push((id.clone(), e));
-                    None
-                }
+            })
+        })
+        .collect();
+    let missing: Vec<&String> = (sources.ids.iter().zip(&local))
+        .filter(|(_, l)| l.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    let mut fetched: Vec<(&String, crate::Result<Option<Loaded>>)> = match sources.remote {
+        Some(remote) => {
+            let progress = imgbuild_registry::progress::NoProgress;
+            let fetch = |id: &&String, _: &dyn imgbuild_registry::progress::Progress| {
+                Ok(remote.fetch_units(sources.store, id))
+            };
+            imgbuild_registry::parallel::run(&missing, &progress, &fetch)
+                .unwrap_or_default()
+                .into_iter()
+                .zip(&missing)
+                .map(|(r, id)| (*id, r))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    for (id, local) in sources.ids.iter().zip(local) {
+        let found = match local {
+            Some(l) => Some(l),
+            None => match fetched.iter().position(|(f, _)| *f == id) {
+                Some(i) => match fetched.swap_remove(i).1 {
+                    Ok(found) => found,
+                    Err(e) => {
+                        out.problems.push((id.clone(), e));
+                        None
+                    }
+                },
+                None => None,
             },
-            (None, None) => None,
         };
         if let Some(loaded) = found.filter(|l| l.record.toolchain == sources.toolchain) {
             out.records.push(loaded);
