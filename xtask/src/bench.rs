@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod env;
+mod far;
 mod fresh;
+mod lag;
 mod measure;
 mod supply;
 mod workspace;

@@ -121,14 +121,14 @@ fn generate(bench: &Bench, dir: &Path) -> Result<(), String> {
 }
 
 /// What an imgbuild run on the workspace compiled.
-struct Compiled {
-    time: Duration,
-    members: BTreeSet<String>,
-    dependencies: u64,
-    restored_units: u64,
+pub(super) struct Compiled {
+    pub(super) time: Duration,
+    pub(super) members: BTreeSet<String>,
+    pub(super) dependencies: u64,
+    pub(super) restored_units: u64,
 }
 
-fn run_imgbuild(
+pub(super) fn run_imgbuild(
     bench: &Bench,
     dir: &Path,
     cache: &Path,
@@ -173,7 +173,7 @@ fn run_imgbuild(
     })
 }
 
-fn cargo_build(bench: &Bench, dir: &Path, bin: &str) -> Result<Duration, String> {
+pub(super) fn cargo_build(bench: &Bench, dir: &Path, bin: &str) -> Result<Duration, String> {
     Ok(timed(
         dir,
         &bench.cargo,
@@ -350,6 +350,12 @@ pub(crate) fn workspace(bench: &Bench) -> Result<bool, String> {
     });
 
     rows.extend(changes(bench, &src, &bare, &repo)?);
+    rows.push(super::far::leaf_change(
+        bench,
+        (&src, &bare),
+        &registry.host,
+        "bench/ws-cache",
+    )?);
     eprintln!("==> workspace: a new binary (app-c) on a fresh runner");
     let bare_c = copy("ws-cargo-c")?;
     let cargo_c = cargo_build(bench, &bare_c, "app-c")?;
