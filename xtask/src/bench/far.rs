@@ -54,7 +54,7 @@ pub(super) fn leaf_change(
         target: format!("- (reported; median of {RUNS} pairs)"),
         met: true,
         note: format!(
-            "{} units restored, compiled {:?}; imgbuild over cargo: {} s (median); pair ratios {}; runs: imgbuild {}, cargo {}",
+            "{} units restored, compiled {:?}; imgbuild over cargo: {} (median); pair ratios {}; runs: imgbuild {}, cargo {}",
             run.restored_units,
             run.members,
             secs(median(overheads)),
