@@ -18,6 +18,7 @@ mod lag;
 mod measure;
 mod supply;
 mod workspace;
+mod wsrun;
 
 pub(crate) use measure::{Timed, median, paired_ratio, ratios, seconds, secs, timed, timed_events};
 

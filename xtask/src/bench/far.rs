@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::lag::Lag;
-use super::workspace::{cargo_build, run_imgbuild};
+use super::wsrun::{cargo_build, run_imgbuild};
 use super::{Bench, Row, copy_tree, edit, median, paired_ratio, ratios, seconds, secs};
 
 /// How many pairs the row takes.
