@@ -40,8 +40,12 @@ impl Lag {
     }
 }
 
-/// Both directions of one connection, until both ends are done.
+/// Both directions of one connection, until both ends are done. Every chunk is sent as it
+/// falls due (no Nagle wait for an acknowledgement, which the delay would stretch to stalls no
+/// network has).
 fn relay(client: TcpStream, server: TcpStream, one_way: Duration) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let (Ok(client_w), Ok(server_w)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
