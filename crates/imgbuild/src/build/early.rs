@@ -210,7 +210,11 @@ impl Early<'_> {
         let entry = match depcache::read_entry(store, &staged.manifest) {
             Ok(entry) if accept(&staged.tag, &entry.config) => entry,
             Ok(_) => return None,
-            Err(e) => return Some(Err(e)),
+            Err(e) => {
+                // Damaged: reported once, and never offered again.
+                self.staged = None;
+                return Some(Err(e));
+            }
         };
         let staged = self.staged.take()?;
         self.taken = true;
