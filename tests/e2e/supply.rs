@@ -292,6 +292,21 @@ fn sbom_and_provenance_are_referrers_in_the_layout_and_on_the_registry() {
     );
     let image = image_digest(&run.events());
 
+    // The image's blobs and its referrers' went up in one go, each blob once (SBOM and
+    // provenance share their empty config); the `pushed` event counts the image's own.
+    let image_manifest = json(&blob(&out, &image));
+    let own = 1 + image_manifest["layers"].as_array().unwrap().len();
+    let p = event(&run.events(), "pushed").clone();
+    assert_eq!(p["uploaded"], own, "the image's config and layers: {p}");
+    let uploads = registry.uploaded_digests();
+    let distinct: BTreeSet<&String> = uploads.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        uploads.len(),
+        "a blob uploaded twice: {uploads:?}"
+    );
+    assert!(uploads.len() > own, "the referrers' blobs too: {uploads:?}");
+
     // The layout: the image tagged, SBOM and provenance listed untagged with it as subject.
     let referrers = layout_referrers(&out, &image);
     let types: BTreeSet<&str> = referrers.iter().map(|(t, _)| t.as_str()).collect();

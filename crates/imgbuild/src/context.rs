@@ -169,7 +169,7 @@ pub(crate) fn prepare<'a>(
     let (git_time, revision) = std::thread::scope(|s| {
         let time = s.spawn(|| run::git_commit_time(&workspace.root));
         let revision = run::git_revision(&workspace.root);
-        (join(time), revision)
+        (crate::threads::join(time), revision)
     });
     check_selected_env(build_env.as_ref(), options, &selected)?;
     if let (Some(b), Some(project)) = (&build_env, &project) {
@@ -445,13 +445,6 @@ fn cross_target(
         });
     }
     Ok(Some(triple.to_string()))
-}
-
-/// The result of a scoped thread; a panic in it continues in the caller.
-pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The environment cargo reported for the selected binaries must be the one used: a

@@ -17,7 +17,8 @@ use imgbuild_cargo::run;
 use imgbuild_cargo::workspace::BinaryTarget;
 
 use crate::cachedir::CacheDir;
-use crate::context::{Context, Env, join};
+use crate::context::{Context, Env};
+use crate::threads::join;
 use crate::{Error, Result};
 
 /// The variables from the environment that enter the key, sorted: those known to change

@@ -87,6 +87,7 @@ mod rootfs;
 mod signing;
 pub mod store;
 mod supply;
+mod threads;
 mod time;
 mod unitcache;
 mod usage;

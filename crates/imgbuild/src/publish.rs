@@ -239,78 +239,69 @@ impl Sent<'_> {
         let (client, store, target) = (self.client, self.store, self.target);
         let progress = push_progress(reporter, target);
         let groups = by_subject(store, manifest, referrers)?;
-        let send_referrers = |progress: &dyn Progress| -> Result<()> {
-            for (subject, referrers) in &groups {
-                imgbuild_registry::referrers::push_referrers(
-                    client,
-                    store,
-                    subject,
-                    referrers,
-                    target,
-                    self.mount_from,
-                    progress,
-                )?;
-            }
-            Ok(())
-        };
-        let push_image = |progress: &dyn Progress| {
-            imgbuild_registry::push::push(
+        if *manifest.media_type() == MediaType::ImageIndex {
+            return self.index(manifest, &groups, &progress);
+        }
+        // The image's blobs and its referrers' at once, each once (two uploads of one blob at
+        // the same time can leave a registry without it), then every manifest at once: a
+        // few round trips in all, often far away.
+        let mut manifests = vec![manifest.clone()];
+        manifests.extend_from_slice(referrers);
+        let reports = imgbuild_registry::push::push_blobs(
+            client,
+            store,
+            &manifests,
+            target,
+            self.mount_from,
+            &progress,
+        )?;
+        let mut report = reports.into_iter().next().unwrap_or_default();
+        let (indexed, referred) = std::thread::scope(|s| {
+            let referred = s.spawn(|| -> Result<()> {
+                for (subject, referrers) in &groups {
+                    imgbuild_registry::referrers::put_referrers(
+                        client, store, subject, referrers, target,
+                    )?;
+                }
+                Ok(())
+            });
+            let indexed = imgbuild_registry::push::put(client, store, manifest, target);
+            (indexed, crate::threads::join(referred))
+        });
+        report.subject_indexed = indexed?;
+        referred?;
+        Ok(report)
+    }
+
+    /// [`Sent::image`] for an index: its images, the index, then the referrers of each.
+    fn index(
+        &self,
+        index: &Descriptor,
+        groups: &[(Digest, Vec<Descriptor>)],
+        progress: &dyn Progress,
+    ) -> Result<imgbuild_registry::push::PushReport> {
+        let (client, store, target) = (self.client, self.store, self.target);
+        let report = imgbuild_registry::push::push_index(
+            client,
+            store,
+            index,
+            target,
+            self.mount_from,
+            progress,
+        )?;
+        for (subject, referrers) in groups {
+            imgbuild_registry::referrers::push_referrers(
                 client,
                 store,
-                manifest,
+                subject,
+                referrers,
                 target,
                 self.mount_from,
                 progress,
-            )
-        };
-        if *manifest.media_type() == MediaType::ImageIndex {
-            let report = imgbuild_registry::push::push_index(
-                client,
-                store,
-                manifest,
-                target,
-                self.mount_from,
-                &progress,
             )?;
-            send_referrers(&progress)?;
-            return Ok(report);
         }
-        if shares_a_blob(store, manifest, referrers)? {
-            let report = push_image(&progress)?;
-            send_referrers(&progress)?;
-            return Ok(report);
-        }
-        // The image and its referrers at once: a few round trips each, often far away (a
-        // referrer's subject need not be in the repository first).
-        let deferred = crate::event::Deferred::default();
-        let (report, sent) = std::thread::scope(|s| {
-            let sent = s.spawn(|| send_referrers(&push_progress(&deferred, target)));
-            let report = push_image(&progress);
-            let sent = sent
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (report, sent)
-        });
-        deferred.replay(reporter);
-        sent?;
-        Ok(report?)
+        Ok(report)
     }
-}
-
-/// Whether a referrer lists one of the image's blobs (then they go one after the other: two
-/// uploads of one blob at once can leave a registry without it).
-fn shares_a_blob(store: &Layout, manifest: &Descriptor, referrers: &[Descriptor]) -> Result<bool> {
-    let image = store.image_blobs(manifest)?;
-    for r in referrers {
-        if store
-            .image_blobs(r)?
-            .iter()
-            .any(|b| image.iter().any(|i| i.digest() == b.digest()))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Pushes `image` (in `store`) and its referrers to `reference`, then tags it with

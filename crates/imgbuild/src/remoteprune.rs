@@ -155,7 +155,7 @@ fn inventory(
     repository: &str,
 ) -> Result<(Vec<RemoteEntry>, BTreeMap<String, String>)> {
     let mut digests = BTreeMap::new();
-    let mut fetched = BTreeMap::new();
+    let mut fetched = Vec::new();
     let tags = manage::list_tags(client, repository)?;
     // Several manifests at a time: a fleet's repository has thousands of tags.
     let manifests = imgbuild_registry::parallel::run(
@@ -166,72 +166,86 @@ fn inventory(
     for (tag, f) in tags.into_iter().zip(manifests) {
         if let Some(f) = f {
             digests.insert(tag.clone(), f.digest.clone());
-            fetched.insert(tag, f);
+            fetched.push((tag, f));
         }
     }
-    let mut entries = Vec::new();
-    let mut images_with_records = BTreeSet::new();
-    for (tag, f) in &fetched {
-        let Some(manifest) = &f.manifest else {
-            continue;
-        };
-        let created = created_of(manifest);
-        let entry = |kind, binary, manifests| RemoteEntry {
-            kind,
-            tags: vec![tag.clone()],
-            binary,
-            created,
-            manifests,
-        };
-        let artifact = manifest.artifact_type().as_ref().map(ToString::to_string);
-        let is_key = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
-        if tag.strip_prefix("deps-").is_some_and(is_key) {
-            let cfg: Option<crate::depcache::EntryConfig> = config(client, repository, manifest);
-            entries.push(entry(
-                EntryKind::Dependencies,
-                cfg.map(|c| c.binary),
-                vec![f.digest.clone()],
-            ));
-        } else if tag.starts_with("units-") {
-            let cfg: Option<crate::unitcache::UnitsRecord> = config(client, repository, manifest);
-            entries.push(entry(
-                EntryKind::Units,
-                cfg.map(|c| c.binary),
-                vec![f.digest.clone()],
-            ));
-        } else if tag.starts_with("app-")
-            && artifact.as_deref() == Some(crate::appcache::RECORD_ARTIFACT_TYPE)
-        {
-            let record: Option<crate::appcache::AppRecord> = config(client, repository, manifest);
-            let mut e = entry(EntryKind::App, None, vec![f.digest.clone()]);
-            if let Some(r) = record {
-                let image_tag = crate::names::CacheName::App(&r.app_key).tag();
-                if digests.get(&image_tag) == Some(&r.image) {
-                    e.tags.push(image_tag.clone());
-                    e.manifests.push(r.image.clone());
-                    images_with_records.insert(image_tag);
-                }
-                e.binary = Some(r.binary);
-            }
-            entries.push(e);
-        }
-    }
-    for (tag, f) in &fetched {
+    fetched.sort_by(|a, b| a.0.cmp(&b.0));
+    // Their configs several at a time too.
+    let mut entries: Vec<RemoteEntry> = imgbuild_registry::parallel::run(
+        &fetched,
+        &imgbuild_registry::progress::NoProgress,
+        &|(tag, f), _| Ok(classify(client, (repository, &digests), tag, f)),
+    )?
+    .into_iter()
+    .flatten()
+    .collect();
+    // An app image no record of the repository points at.
+    let with_records: BTreeSet<&String> = (entries.iter())
+        .filter(|e| e.kind == EntryKind::App)
+        .flat_map(|e| e.tags.get(1))
+        .collect();
+    let orphans = fetched.iter().filter(|(tag, f)| {
         let is_image = f
             .manifest
             .as_ref()
             .is_some_and(|m| m.artifact_type().is_none());
-        if tag.starts_with("app-") && is_image && !images_with_records.contains(tag) {
-            entries.push(RemoteEntry {
-                kind: EntryKind::OrphanImage,
-                tags: vec![tag.clone()],
-                binary: None,
-                created: None,
-                manifests: vec![f.digest.clone()],
-            });
-        }
-    }
+        tag.starts_with("app-") && is_image && !with_records.contains(tag)
+    });
+    let orphans: Vec<RemoteEntry> = orphans
+        .map(|(tag, f)| RemoteEntry {
+            kind: EntryKind::OrphanImage,
+            tags: vec![tag.clone()],
+            binary: None,
+            created: None,
+            manifests: vec![f.digest.clone()],
+        })
+        .collect();
+    entries.extend(orphans);
     Ok((entries, digests))
+}
+
+/// The cache entry tagged `tag`, if it is one: a dependency entry, a unit record, or an app
+/// record (with its image, when `digests` says the image's tag points at the one it names).
+fn classify(
+    client: &Client,
+    (repository, digests): (&str, &BTreeMap<String, String>),
+    tag: &str,
+    f: &Fetched,
+) -> Option<RemoteEntry> {
+    let manifest = f.manifest.as_ref()?;
+    let mut entry = RemoteEntry {
+        kind: EntryKind::Dependencies,
+        tags: vec![tag.to_string()],
+        binary: None,
+        created: created_of(manifest),
+        manifests: vec![f.digest.clone()],
+    };
+    let is_key = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
+    let artifact = manifest.artifact_type().as_ref().map(ToString::to_string);
+    if tag.strip_prefix("deps-").is_some_and(is_key) {
+        let cfg: Option<crate::depcache::EntryConfig> = config(client, repository, manifest);
+        entry.binary = cfg.map(|c| c.binary);
+    } else if tag.starts_with("units-") {
+        let cfg: Option<crate::unitcache::UnitsRecord> = config(client, repository, manifest);
+        entry.kind = EntryKind::Units;
+        entry.binary = cfg.map(|c| c.binary);
+    } else if tag.starts_with("app-")
+        && artifact.as_deref() == Some(crate::appcache::RECORD_ARTIFACT_TYPE)
+    {
+        entry.kind = EntryKind::App;
+        let record: Option<crate::appcache::AppRecord> = config(client, repository, manifest);
+        if let Some(r) = record {
+            let image_tag = crate::names::CacheName::App(&r.app_key).tag();
+            if digests.get(&image_tag) == Some(&r.image) {
+                entry.tags.push(image_tag);
+                entry.manifests.push(r.image.clone());
+            }
+            entry.binary = Some(r.binary);
+        }
+    } else {
+        return None;
+    }
+    Some(entry)
 }
 
 /// Prunes the cache repository `repository` (or, with `dry_run`, says what would go).

@@ -89,7 +89,8 @@ pub fn push(
     progress: &dyn Progress,
 ) -> Result<PushReport> {
     let manifests = std::slice::from_ref(manifest);
-    let mut report = push_blobs(client, layout, manifests, target, mount_from, progress)?;
+    let mut reports = push_blobs(client, layout, manifests, target, mount_from, progress)?;
+    let mut report = reports.pop().unwrap_or_default();
     report.subject_indexed = put(client, layout, manifest, target)?;
     Ok(report)
 }
@@ -97,8 +98,9 @@ pub fn push(
 /// The blobs half of [`push`], for several manifests at once: makes sure `target`'s
 /// repository has every blob they list (present, mounted or uploaded, several at a time),
 /// each blob once — two uploads of one blob at the same time can leave a registry answering
-/// that it does not know it. The manifests themselves are not sent; the report's digest is
-/// the first one's.
+/// that it does not know it. The manifests themselves are not sent. Returns a report per
+/// manifest, in their order, counting the blobs that manifest lists (a blob two of them list
+/// counts in both).
 pub fn push_blobs(
     client: &Client,
     layout: &Layout,
@@ -106,42 +108,49 @@ pub fn push_blobs(
     target: &Reference,
     mount_from: &[String],
     progress: &dyn Progress,
-) -> Result<PushReport> {
+) -> Result<Vec<PushReport>> {
     let repository = &target.repository;
     let mut blobs: Vec<Descriptor> = Vec::new();
+    // For each manifest, the positions in `blobs` of the blobs it lists.
+    let mut listed: Vec<Vec<usize>> = Vec::with_capacity(manifests.len());
     for manifest in manifests {
         let parsed = layout.read_manifest(manifest.digest())?;
-        let listed = std::iter::once(parsed.config()).chain(parsed.layers());
-        for blob in listed {
-            if !blobs.iter().any(|b| b.digest() == blob.digest()) {
-                blobs.push(blob.clone());
-            }
-        }
+        let own = std::iter::once(parsed.config()).chain(parsed.layers());
+        let positions = own.map(|blob| {
+            blobs
+                .iter()
+                .position(|b| b.digest() == blob.digest())
+                .unwrap_or_else(|| {
+                    blobs.push(blob.clone());
+                    blobs.len() - 1
+                })
+        });
+        listed.push(positions.collect());
     }
-    let mut report = PushReport {
-        digest: manifests
-            .first()
-            .map(|m| m.digest().to_string())
-            .unwrap_or_default(),
-        ..PushReport::default()
-    };
     let scopes = [push_scope(repository)];
     let outcomes = crate::parallel::run(&blobs, progress, &|blob, progress| {
         send_blob(
             client, layout, repository, blob, mount_from, &scopes, progress,
         )
     })?;
-    for (blob, outcome) in blobs.iter().zip(&outcomes) {
-        match outcome {
-            BlobOutcome::Present => report.present += 1,
-            BlobOutcome::Mounted { .. } => report.mounted += 1,
-            _ => {
-                report.uploaded += 1;
-                report.uploaded_bytes += blob.size();
+    let report = |(manifest, positions): (&Descriptor, &Vec<usize>)| {
+        let mut report = PushReport {
+            digest: manifest.digest().to_string(),
+            ..PushReport::default()
+        };
+        for &i in positions {
+            match outcomes[i] {
+                BlobOutcome::Present => report.present += 1,
+                BlobOutcome::Mounted { .. } => report.mounted += 1,
+                _ => {
+                    report.uploaded += 1;
+                    report.uploaded_bytes += blobs[i].size();
+                }
             }
         }
-    }
-    Ok(report)
+        report
+    };
+    Ok(manifests.iter().zip(&listed).map(report).collect())
 }
 
 /// The manifest half of [`push`]: `PUT`s `manifest` under `target`'s tag, or its digest when

@@ -40,8 +40,7 @@ impl PendingDebugInfo {
     /// Waits for the file.
     pub(crate) fn wait(self) -> Result<DebugInfo> {
         if let Some(job) = self.job {
-            job.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            crate::threads::join_spawned(job)?;
         }
         Ok(self.info)
     }

@@ -93,7 +93,7 @@ pub(crate) fn start<'scope>(
         let events = Deferred::default();
         let at = (tag.as_str(), target_dir.as_path(), profile.as_str());
         // A failure here is met again, and reported, by the restore's own lookup.
-        let staged = pull((options, repo), &env, &store, at, (stop, &events));
+        let staged = pull((options, repo), &store, at, (stop, &events));
         (staged.ok().flatten(), events)
     });
     Some(Early {
@@ -142,15 +142,16 @@ fn package_name(manifest: &str) -> Option<String> {
 /// `target_dir`; `None` when the repository has no such tag.
 fn pull(
     (options, repo): (&BuildOptions, &Reference),
-    env: &Env,
     store: &Layout,
     (tag, target_dir, profile): (&str, &Path, &str),
     (stop, events): (&AtomicBool, &Deferred),
 ) -> Result<Option<Staged>> {
-    let keys = crate::signing::Keys::load(options.key_files(), env.get("COSIGN_PASSWORD"))?;
+    // Only the public keys it checks entries with: the private ones (decrypted with a
+    // password) are `prepare`'s, read once.
+    let trust = crate::signing::Keys::load(options.key_files().trust_only(), None)?.trust;
     let remote = RemoteCache::connect(repo, &options.registry, &options.cache_dir)?
         .writable(false)
-        .signing(None, keys.trust);
+        .signing(None, trust);
     let writer = store.writer_lock()?;
     std::fs::create_dir_all(target_dir).map_err(crate::io_err("creating", target_dir))?;
     let dir = tempfile::Builder::new()
@@ -181,9 +182,7 @@ impl Early<'_> {
     /// Waits for the early restore and reports what it did (its downloads, its retries).
     fn join(&mut self, reporter: &dyn Reporter) {
         if let Some(handle) = self.handle.take() {
-            let (staged, events) = handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let (staged, events) = crate::threads::join(handle);
             events.replay(reporter);
             self.staged = staged;
         }

@@ -167,7 +167,7 @@ fn write_layers(
             .collect();
         handles
             .into_iter()
-            .map(crate::context::join)
+            .map(crate::threads::join)
             .collect::<Vec<_>>()
     });
     wanted

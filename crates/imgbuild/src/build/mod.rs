@@ -112,7 +112,7 @@ fn stages(
         let records = scope.spawn(|| units::records(cx, &setup));
         scope.spawn(|| compile::probe_sandbox(cx));
         let hit = appcache::lookup(cx, &setup.app_cache(), reporter);
-        (hit, context::join(records))
+        (hit, crate::threads::join(records))
     });
     if let Some(hit) = hit? {
         if let Some(early) = early {
@@ -125,7 +125,7 @@ fn stages(
     let (restored, prefetched) = std::thread::scope(|scope| {
         let prefetch = scope.spawn(|| units::prefetch(cx, &setup, records));
         let restored = deps::restore(cx, &setup, &mut early, reporter);
-        (restored, context::join(prefetch))
+        (restored, crate::threads::join(prefetch))
     });
     drop(early);
     let restored = restored?;

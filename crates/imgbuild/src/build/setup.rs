@@ -15,11 +15,12 @@ use imgbuild_oci::layout::{Layout, LayoutLock};
 
 use crate::appcache::{self, AppCache, StaticKey};
 use crate::base::BaseImage;
-use crate::context::{Context, join};
+use crate::context::Context;
 use crate::event::{Event, Reporter};
 use crate::keys::{self, KeyContext};
 use crate::output::Output;
 use crate::remotecache::RemoteCache;
+use crate::threads::join;
 use crate::{Error, Result};
 
 /// A resolved extra file: image path → (host path, mode).

@@ -147,7 +147,7 @@ fn pull_unpacking(
         let mut tap = Sending(Some(tx), stop);
         let downloaded = remote.pull_layer_tapped(store, layer, progress, &mut tap);
         drop(tap);
-        (downloaded, crate::context::join(unpacking))
+        (downloaded, crate::threads::join(unpacking))
     });
     match (downloaded?, unpacked) {
         (true, Ok(restored)) => Ok(restored),

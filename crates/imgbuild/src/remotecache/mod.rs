@@ -204,15 +204,26 @@ impl RemoteCache {
         manifests: &[Descriptor],
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        self.send_blobs(store, manifests, &self.repository, reporter)
+    }
+
+    /// [`RemoteCache::push_blobs`], its progress reported under `target`.
+    fn send_blobs(
+        &self,
+        store: &Layout,
+        manifests: &[Descriptor],
+        target: &Reference,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
         if !self.writable {
             return Ok(());
         }
-        let progress = push_progress(reporter, &self.repository);
+        let progress = push_progress(reporter, target);
         imgbuild_registry::push::push_blobs(
             &self.client,
             store,
             manifests,
-            &self.repository,
+            target,
             &[],
             &progress,
         )?;
@@ -243,7 +254,7 @@ impl RemoteCache {
                 )
             });
             let tagged = imgbuild_registry::push::put(&self.client, store, image, &target);
-            (tagged, crate::context::join(referred))
+            (tagged, crate::threads::join(referred))
         });
         tagged?;
         referred?;
@@ -280,7 +291,8 @@ impl RemoteCache {
         )
     }
 
-    /// Pushes `manifest` (in `store`) to the cache repository as `tag`.
+    /// Pushes `manifest` (in `store`) to the cache repository as `tag`: its blobs, then
+    /// [`RemoteCache::put_tag`].
     pub(crate) fn push_tag(
         &self,
         store: &Layout,
@@ -288,13 +300,8 @@ impl RemoteCache {
         tag: &str,
         reporter: &dyn Reporter,
     ) -> Result<()> {
-        if !self.writable {
-            return Ok(());
-        }
         let target = self.repository.with_tag(tag);
-        let progress = push_progress(reporter, &target);
-        imgbuild_registry::push::push(&self.client, store, manifest, &target, &[], &progress)?;
-        self.remember(store, manifest);
-        self.sign(store, manifest)
+        self.send_blobs(store, std::slice::from_ref(manifest), &target, reporter)?;
+        self.put_tag(store, manifest, tag)
     }
 }

@@ -36,6 +36,17 @@ pub(crate) struct KeyFiles<'a> {
     pub(crate) trust: &'a [PathBuf],
 }
 
+impl KeyFiles<'_> {
+    /// The trusted public keys alone: nothing to decrypt.
+    pub(crate) fn trust_only(self) -> Self {
+        Self {
+            push: None,
+            cache: None,
+            ..self
+        }
+    }
+}
+
 impl Keys {
     /// Reads `files`; `password` opens cosign's encrypted private keys.
     pub(crate) fn load(files: KeyFiles<'_>, password: Option<&str>) -> crate::Result<Self> {

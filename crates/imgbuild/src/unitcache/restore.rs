@@ -185,34 +185,27 @@ pub(crate) fn load(sources: &Sources<'_>) -> Loading {
         .filter(|(_, l)| l.is_none())
         .map(|(id, _)| id)
         .collect();
-    let mut fetched: Vec<(&String, crate::Result<Option<Loaded>>)> = match sources.remote {
+    // Fetched in `missing`'s order, so consumed in that order below.
+    let mut fetched = match sources.remote {
         Some(remote) => {
             let progress = imgbuild_registry::progress::NoProgress;
             let fetch = |id: &&String, _: &dyn imgbuild_registry::progress::Progress| {
                 Ok(remote.fetch_units(sources.store, id))
             };
-            imgbuild_registry::parallel::run(&missing, &progress, &fetch)
-                .unwrap_or_default()
-                .into_iter()
-                .zip(&missing)
-                .map(|(r, id)| (*id, r))
-                .collect()
+            imgbuild_registry::parallel::run(&missing, &progress, &fetch).unwrap_or_default()
         }
         None => Vec::new(),
-    };
+    }
+    .into_iter();
     for (id, local) in sources.ids.iter().zip(local) {
         let found = match local {
             Some(l) => Some(l),
-            None => match fetched.iter().position(|(f, _)| *f == id) {
-                Some(i) => match fetched.swap_remove(i).1 {
-                    Ok(found) => found,
-                    Err(e) => {
-                        out.problems.push((id.clone(), e));
-                        None
-                    }
-                },
-                None => None,
-            },
+            None => fetched.next().and_then(|r| {
+                r.unwrap_or_else(|e| {
+                    out.problems.push((id.clone(), e));
+                    None
+                })
+            }),
         };
         if let Some(loaded) = found.filter(|l| l.record.toolchain == sources.toolchain) {
             out.records.push(loaded);
