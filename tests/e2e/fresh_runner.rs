@@ -156,3 +156,51 @@ fn an_early_entry_of_another_toolchain_is_not_restored() {
         Vec::<String>::new()
     );
 }
+
+/// The binary's newest entry is kept per cargo profile: a debug build pushed after a release
+/// one does not take the release runners' starting point away.
+#[test]
+fn each_profile_keeps_its_own_newest_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/deps", registry.host());
+    let build = |dir: &Path, cache: &str, more: &[&str]| {
+        let mut args = vec!["build", "--cache-repo", &repo, "--message-format", "json"];
+        args.extend_from_slice(more);
+        imgbuild(dir, &tmp.path().join(cache), &args).events()
+    };
+    let release = build(&cached_fixture(tmp.path(), "one"), "cache-a", &[]);
+    let release_key = lookup_key(&release);
+    // Another runner builds the debug profile, after the release build: its own entry.
+    let debug = build(
+        &cached_fixture(tmp.path(), "two"),
+        "cache-b",
+        &["--profile", "dev"],
+    );
+    assert_ne!(lookup_key(&debug), release_key);
+    assert!(event(&debug, "compiled")["dependencies_compiled"].as_u64() > Some(0));
+
+    // A release runner on a lockfile nobody built: the release entry is its starting point,
+    // fetched early, and only the bumped package and its dependents compile.
+    let three = cached_fixture(tmp.path(), "three");
+    cargo(&three, &["update", "-p", "itoa", "--precise", "1.0.11"]);
+    let bumped = build(&three, "cache-c", &[]);
+    let lookup = event(&bumped, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["nearest"].as_str()),
+        (Some(false), Some(release_key.as_str())),
+        "{lookup}"
+    );
+    assert_eq!(event(&bumped, "cache-restored")["early"], true);
+    let packages = event(&bumped, "compiled")["compiled_packages"].clone();
+    let packages: Vec<&str> = (packages.as_array().unwrap().iter())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        !packages.is_empty()
+            && packages
+                .iter()
+                .all(|p| p.starts_with("itoa@") || p.starts_with("serde_json@")),
+        "{packages:?}"
+    );
+}

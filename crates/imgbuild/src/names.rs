@@ -62,10 +62,13 @@ pub(crate) fn created(secs: u64) -> std::collections::HashMap<String, String> {
     [(CREATED.to_string(), crate::time::rfc3339(secs))].into()
 }
 
-/// The registry tag that points at the newest dependency-cache entry of `package/bin`: where a
-/// fresh runner whose exact key is missing finds its nearest earlier entry.
-pub(crate) fn latest_tag(package: &str, bin: &str) -> String {
-    let id = imgbuild_oci::digest::sha256(format!("{package}/{bin}").as_bytes());
+/// The registry tag that points at the newest dependency-cache entry of `package/bin` built
+/// with cargo profile `profile`: where a fresh runner whose exact key is missing finds its
+/// nearest earlier entry. One per profile: another profile's entry never fits (other
+/// toolchain lines, another directory), so a repository shared by debug and release builds
+/// keeps the newest of each.
+pub(crate) fn latest_tag(package: &str, bin: &str, profile: &str) -> String {
+    let id = imgbuild_oci::digest::sha256(format!("{package}/{bin}/{profile}").as_bytes());
     format!("deps-latest-{}", &id.digest()[..32])
 }
 
@@ -92,7 +95,8 @@ mod tests {
 
     #[test]
     fn the_latest_tag_does_not_collide_with_entries() {
-        let t = latest_tag("p", "b");
+        let t = latest_tag("p", "b", "release");
         assert!(t.starts_with("deps-latest-") && t.len() == "deps-latest-".len() + 32);
+        assert_ne!(t, latest_tag("p", "b", "dev"), "one per profile");
     }
 }

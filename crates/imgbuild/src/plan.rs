@@ -103,7 +103,12 @@ fn remote_entry_choice(
     }
     let mut best: Option<(usize, EntryChoice)> = None;
     for other in cx.workspace.binaries() {
-        let Some(config) = remote.peek_latest(&other.package.name, &other.bin)? else {
+        let Some(config) = remote.peek_latest(&crate::names::latest_tag(
+            &other.package.name,
+            &other.bin,
+            &cx.options.profile,
+        ))?
+        else {
             continue;
         };
         if !crate::depcache::compatible(&config.inputs, &key.inputs) {

@@ -118,7 +118,7 @@ fn find_nearest(
     let Some(remote) = s.remote.as_ref().filter(|_| nearest.is_none()) else {
         return (nearest, None);
     };
-    let latest = names::latest_tag(&target.package.name, &target.bin);
+    let latest = names::latest_tag(&target.package.name, &target.bin, &cx.options.profile);
     let same = |tag: &str, c: &depcache::EntryConfig| {
         tag == latest && depcache::compatible(&c.inputs, inputs)
     };
@@ -173,7 +173,12 @@ fn other_binaries_latest(
         if other.package.name == target.package.name && other.bin == target.bin {
             continue;
         }
-        let Some(config) = remote.peek_latest(&other.package.name, &other.bin)? else {
+        let Some(config) = remote.peek_latest(&names::latest_tag(
+            &other.package.name,
+            &other.bin,
+            &cx.options.profile,
+        ))?
+        else {
             continue;
         };
         if !depcache::compatible(&config.inputs, inputs) {
@@ -187,7 +192,8 @@ fn other_binaries_latest(
     let Some((_, (package, bin))) = best else {
         return from_index(s, remote, reporter);
     };
-    pull_other(s, remote, &names::latest_tag(&package, &bin), reporter)
+    let latest = names::latest_tag(&package, &bin, &cx.options.profile);
+    pull_other(s, remote, &latest, reporter)
 }
 
 /// The entry of any binary (another project's too) that the cache repository's index says
@@ -343,7 +349,7 @@ fn store_entry(
     if let Some(remote) = &s.remote {
         share(cx, remote, s, &saved.manifest, reporter);
         // The entry's blobs went up with it: the binary's newest tag is one request.
-        let latest = names::latest_tag(&target.package.name, &target.bin);
+        let latest = names::latest_tag(&target.package.name, &target.bin, &cx.options.profile);
         if let Err(e) = remote.put_tag(&s.store, &saved.manifest, &latest) {
             remote_warning(reporter, remote, &format!("update {latest} in"), &e);
         }

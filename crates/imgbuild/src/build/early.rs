@@ -89,7 +89,7 @@ pub(crate) fn start<'scope>(
     let store = Layout::create(options.cache_dir.store()).ok()?;
     let profile = imgbuild_cargo::units::profile_dir_name(&options.profile).to_string();
     let handle = scope.spawn(move || {
-        let tag = crate::names::latest_tag(&package, &bin);
+        let tag = crate::names::latest_tag(&package, &bin, &options.profile);
         let events = Deferred::default();
         let at = (tag.as_str(), target_dir.as_path(), profile.as_str());
         // A failure here is met again, and reported, by the restore's own lookup.

@@ -10,7 +10,7 @@ use imgbuild_registry::Reference;
 use super::RemoteCache;
 use crate::Result;
 use crate::event::{Event, Reporter};
-use crate::names::{self, CacheName};
+use crate::names::CacheName;
 use crate::publish::{progress, read_homes, write_homes};
 
 impl RemoteCache {
@@ -35,14 +35,10 @@ impl RemoteCache {
         Ok(serde_json::from_slice(&config).ok())
     }
 
-    /// The config of the newest entry of `package/bin` (its `deps-latest-…` tag), without
+    /// The config of the entry `latest` (a binary's `deps-latest-…` tag) names, without
     /// pulling its layers; `None` when the registry has none.
-    pub(crate) fn peek_latest(
-        &self,
-        package: &str,
-        bin: &str,
-    ) -> Result<Option<crate::depcache::EntryConfig>> {
-        self.fetch_config(&names::latest_tag(package, bin))
+    pub(crate) fn peek_latest(&self, latest: &str) -> Result<Option<crate::depcache::EntryConfig>> {
+        self.fetch_config(latest)
     }
 
     /// Pulls the manifest tagged `tag` in the cache repository (and its blobs) into `store`.
