@@ -69,6 +69,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`ClientOptions::deadline`]'s default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Idle connections kept per registry: more than a build has open at once (the transfer
+/// workers of two stages running side by side, and a request or two besides).
+const IDLE_CONNECTIONS: usize = 4 * crate::parallel::WORKERS;
+
 /// The longest wait between two tries, whatever the backoff or `Retry-After` say.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -109,7 +113,12 @@ impl Client {
             .timeout_recv_response(Some(options.timeout))
             .timeout_per_read(Some(options.timeout))
             .timeout_per_write(Some(options.timeout))
-            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            // Keep every connection a build's transfers use (several workers, some stages at
+            // once): a connection dropped from the pool costs a TCP and TLS handshake, two
+            // round trips or more, at the next parallel step (ureq keeps 3 per host).
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
+            .max_idle_connections(IDLE_CONNECTIONS * 2);
         let trust = crate::tls::trust(&registry)?;
         let config = config
             .tls_config(TlsConfig::builder().root_certs(trust.roots).build())
