@@ -12,8 +12,9 @@
 //!
 //! On a fresh checkout with a cache repository, `early` pulls the binary's newest dependency
 //! entry into a staging directory from the start, while `prepare` and `setup` run; `restore`
-//! moves it into place when it is the entry it would restore. The unit records are read, and
-//! the sandbox probed, beside the app-cache lookup; their layers are pulled beside `restore`.
+//! moves it into place when it is the entry it would restore. The unit records are read and
+//! their layers pulled, and the sandbox probed, beside the app-cache lookup and then
+//! `restore` (a hit stops the pulls).
 //! After a compile, the app entry is pushed to the cache repository while the outputs are
 //! written.
 //!
@@ -36,7 +37,7 @@ mod outputs;
 mod setup;
 mod units;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Result;
 use crate::appcache;
@@ -99,6 +100,14 @@ fn single(
     built
 }
 
+/// What the app-cache lookup led to.
+enum Looked {
+    /// An image built from the same inputs.
+    Hit(crate::image::StoredImage),
+    /// A miss: the dependency entry restored (or why not), the unit records and their layers.
+    Missed(Result<deps::Restored>, Option<units::Prefetched>),
+}
+
 /// The one-image pipeline's stages.
 fn stages(
     cx: &context::Context<'_>,
@@ -106,27 +115,34 @@ fn stages(
     reporter: &dyn Reporter,
 ) -> Result<BuiltImage> {
     let setup = setup::setup(cx, reporter)?;
-    // The unit records are read, and the network sandbox probed, while the app cache is
-    // consulted (on a hit, for nothing: the probe's answer is remembered).
-    let (hit, records) = std::thread::scope(|scope| {
-        let records = scope.spawn(|| units::records(cx, &setup));
+    // The unit records are read and their layers fetched, and the network sandbox probed,
+    // while the app cache is consulted and then the dependency entry restored. A hit stops
+    // the fetch (the probe's answer is remembered for later builds).
+    let stop_units = AtomicBool::new(false);
+    let looked = std::thread::scope(|scope| -> Result<Looked> {
+        let units =
+            scope.spawn(|| units::prefetch(cx, &setup, units::records(cx, &setup), &stop_units));
         scope.spawn(|| compile::probe_sandbox(cx));
         let hit = appcache::lookup(cx, &setup.app_cache(), reporter);
-        (hit, crate::threads::join(records))
-    });
-    if let Some(hit) = hit? {
-        if let Some(early) = early {
-            early.discard(reporter);
+        if !matches!(hit, Ok(None)) {
+            stop_units.store(true, Ordering::Relaxed);
         }
-        let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;
-        return outputs::outputs(cx, &setup, hit, &attached, reporter);
-    }
-    // The unit records' layers are fetched while the dependency entry is restored.
-    let (restored, prefetched) = std::thread::scope(|scope| {
-        let prefetch = scope.spawn(|| units::prefetch(cx, &setup, records));
+        if let Some(hit) = hit? {
+            return Ok(Looked::Hit(hit));
+        }
         let restored = deps::restore(cx, &setup, &mut early, reporter);
-        (restored, crate::threads::join(prefetch))
-    });
+        Ok(Looked::Missed(restored, crate::threads::join(units)))
+    })?;
+    let (restored, prefetched) = match looked {
+        Looked::Missed(restored, prefetched) => (restored, prefetched),
+        Looked::Hit(hit) => {
+            if let Some(early) = early {
+                early.discard(reporter);
+            }
+            let attached = attach::attach(cx, &setup, &hit, None, false, reporter)?;
+            return outputs::outputs(cx, &setup, hit, &attached, reporter);
+        }
+    };
     drop(early);
     let restored = restored?;
     let units = units::restore_units(cx, &setup, prefetched, reporter);

@@ -8,6 +8,7 @@
 //! a damaged record or layer, an unreachable repository are reported and the units compiled.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use imgbuild_oci::snapshot;
@@ -84,16 +85,19 @@ pub(crate) fn records(cx: &Context<'_>, s: &Setup) -> Option<Prefetched> {
 
 /// Pulls the layers `restore_units` will likely restore (the units whose inputs match the
 /// checkout; whether the registry units they need are there is checked later). Runs beside
-/// the dependency restore, so it reports nothing itself.
+/// the app-cache lookup and the dependency restore, so it reports nothing itself; once `stop`
+/// is set (an app-cache hit) it starts no new download.
 pub(crate) fn prefetch(
     cx: &Context<'_>,
     s: &Setup,
     records: Option<Prefetched>,
+    stop: &AtomicBool,
 ) -> Option<Prefetched> {
     let mut prefetched = records?;
     let loading = &mut prefetched.loading;
     if let Some(remote) = &s.remote
         && loading.records.iter().any(|r| r.remote)
+        && !stop.load(Ordering::Relaxed)
     {
         let disk = Disk::new(
             &cx.workspace.root,
@@ -104,7 +108,7 @@ pub(crate) fn prefetch(
         let refs: Vec<&Loaded> = loading.records.iter().collect();
         let plan = plan::plan_restore(&refs, &restore::AssumeDependencies(&disk));
         let layers = restore::remote_layers(&s.store, &refs, &plan);
-        match remote.pull_blobs(&s.store, &layers, &crate::event::Silent) {
+        match remote.pull_blobs(&s.store, &layers, Some(stop), &crate::event::Silent) {
             Ok(n) => prefetched.pulled = n,
             Err(e) => loading.problems.push(("(cache repository)".into(), e)),
         }

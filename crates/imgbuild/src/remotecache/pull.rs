@@ -3,6 +3,8 @@
 //!
 //! Talks to the registry; writes pulled blobs into the local store.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use imgbuild_oci::layout::Layout;
 use imgbuild_oci::spec::Descriptor;
 use imgbuild_registry::Reference;
@@ -218,7 +220,7 @@ impl RemoteCache {
         blob: &Descriptor,
         reporter: &dyn Reporter,
     ) -> Result<()> {
-        self.pull_blobs(store, std::slice::from_ref(blob), reporter)
+        self.pull_blobs(store, std::slice::from_ref(blob), None, reporter)
             .map(|_| ())
     }
 
@@ -228,10 +230,15 @@ impl RemoteCache {
         &self,
         store: &Layout,
         blobs: &[Descriptor],
+        stop: Option<&AtomicBool>,
         reporter: &dyn Reporter,
     ) -> Result<usize> {
         let progress = progress(reporter, &self.repository);
+        let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
         let pulled = imgbuild_registry::parallel::run(blobs, &progress, &|blob, progress| {
+            if stopped() {
+                return Ok(false);
+            }
             self.pull_layer(store, blob, progress)
         })?;
         Ok(pulled.into_iter().filter(|p| *p).count())

@@ -244,7 +244,7 @@ pub(crate) fn restore(
     // time first.
     let wanted = remote_layers(store, records, plan);
     if let (Some(remote), false) = (remote, wanted.is_empty()) {
-        match remote.pull_blobs(store, &wanted, reporter) {
+        match remote.pull_blobs(store, &wanted, None, reporter) {
             Ok(n) => stats.pulled = n,
             // Each unit whose layer is still missing fails below, and is compiled.
             Err(e) => failed.push(("(cache repository)".to_string(), e)),
