@@ -11,7 +11,8 @@ use imgbuild_oci::layout::{Layout, ref_name};
 use imgbuild_oci::referrers;
 use imgbuild_oci::spec::{Descriptor, ImageManifest};
 use imgbuild_registry::client::Client;
-use imgbuild_registry::push::{NoProgress, fetch_manifest, pull_blob};
+use imgbuild_registry::pull::{fetch_manifest, pull_blob};
+use imgbuild_registry::push::NoProgress;
 use imgbuild_registry::{Reference, referrers as remote};
 
 use crate::cachedir::CacheDir;

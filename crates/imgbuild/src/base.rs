@@ -108,7 +108,7 @@ pub(crate) fn pull(
     let progress = crate::publish::progress(reporter, reference);
     let fetched =
         Client::connect(reference, options.client_options(reference)).and_then(|client| {
-            imgbuild_registry::push::pull(&client, store, reference, "linux", arch, &progress)
+            imgbuild_registry::pull::pull(&client, store, reference, "linux", arch, &progress)
         });
     match fetched {
         Ok(Some(pulled)) => Ok(pulled.manifest),

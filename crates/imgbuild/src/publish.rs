@@ -184,7 +184,7 @@ pub(crate) fn verify_signature(
         reason,
     };
     let Some((_, _, digest)) =
-        imgbuild_registry::push::fetch_manifest(&client, &reference.repository, &name)?
+        imgbuild_registry::pull::fetch_manifest(&client, &reference.repository, &name)?
     else {
         return Err(fail("no such image in the registry".into()));
     };

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use imgbuild_oci::spec::{ImageIndex, ImageManifest};
 use imgbuild_registry::manage;
-use imgbuild_registry::push::fetch_manifest;
+use imgbuild_registry::pull::fetch_manifest;
 use imgbuild_registry::{Client, Reference};
 use serde::Serialize;
 
@@ -145,7 +145,7 @@ fn config<T: serde::de::DeserializeOwned>(
     repository: &str,
     manifest: &ImageManifest,
 ) -> Option<T> {
-    let bytes = imgbuild_registry::push::fetch_blob(client, repository, manifest.config()).ok()?;
+    let bytes = imgbuild_registry::pull::fetch_blob(client, repository, manifest.config()).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -22,6 +22,7 @@ pub mod manage;
 pub mod parallel;
 mod pinned;
 pub mod progress;
+pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod referrers;

@@ -14,7 +14,8 @@ use crate::client::Client;
 use crate::http::{Body, Method};
 use crate::progress::NoProgress;
 use crate::progress::Progress;
-use crate::push::{fetch_manifest, pull_scope, push_blobs, push_scope, put};
+use crate::pull::fetch_manifest;
+use crate::push::{pull_scope, push_blobs, push_scope, put};
 use crate::reference::Reference;
 use crate::{Error, Result};
 

@@ -90,7 +90,7 @@ impl RemoteCache {
         if self.trust.is_empty() {
             return Ok(Some(reference));
         }
-        let Some((_, _, digest)) = imgbuild_registry::push::fetch_manifest(
+        let Some((_, _, digest)) = imgbuild_registry::pull::fetch_manifest(
             &self.client,
             &self.repository.repository,
             tag,
@@ -163,7 +163,7 @@ impl RemoteCache {
 
     /// Whether the registry has `key`'s entry.
     pub(crate) fn has_entry(&self, key: &str) -> Result<bool> {
-        Ok(imgbuild_registry::push::fetch_manifest(
+        Ok(imgbuild_registry::pull::fetch_manifest(
             &self.client,
             &self.repository.repository,
             &CacheName::Deps(key).tag(),
@@ -282,7 +282,7 @@ impl RemoteCache {
     /// Whether the cache repository has `tag`.
     pub(crate) fn has_tag(&self, tag: &str) -> Result<bool> {
         Ok(
-            imgbuild_registry::push::fetch_manifest(
+            imgbuild_registry::pull::fetch_manifest(
                 &self.client,
                 &self.repository.repository,
                 tag,

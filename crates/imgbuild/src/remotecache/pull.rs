@@ -24,7 +24,7 @@ impl RemoteCache {
     ) -> Result<Option<T>> {
         let repository = &self.repository.repository;
         let Some((_, bytes, _)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, tag)?
+            imgbuild_registry::pull::fetch_manifest(&self.client, repository, tag)?
         else {
             return Ok(None);
         };
@@ -33,7 +33,7 @@ impl RemoteCache {
             return Ok(None);
         };
         let config =
-            imgbuild_registry::push::fetch_blob(&self.client, repository, manifest.config())?;
+            imgbuild_registry::pull::fetch_blob(&self.client, repository, manifest.config())?;
         Ok(serde_json::from_slice(&config).ok())
     }
 
@@ -54,7 +54,7 @@ impl RemoteCache {
             return Ok(None);
         };
         let progress = progress(reporter, &reference);
-        let pulled = imgbuild_registry::push::pull(
+        let pulled = imgbuild_registry::pull::pull(
             &self.client,
             store,
             &reference,
@@ -75,7 +75,7 @@ impl RemoteCache {
         let Some(reference) = self.trusted(tag)? else {
             return Ok(None);
         };
-        let found = imgbuild_registry::push::fetch_manifest(
+        let found = imgbuild_registry::pull::fetch_manifest(
             &self.client,
             &self.repository.repository,
             reference.target(),
@@ -92,7 +92,7 @@ impl RemoteCache {
         progress: &dyn imgbuild_registry::progress::Progress,
         tap: &mut dyn imgbuild_registry::Tap,
     ) -> Result<bool> {
-        Ok(imgbuild_registry::push::pull_blob_tapped(
+        Ok(imgbuild_registry::pull::pull_blob_tapped(
             &self.client,
             store,
             &self.repository.repository,
@@ -110,7 +110,7 @@ impl RemoteCache {
         blob: &Descriptor,
         progress: &dyn imgbuild_registry::progress::Progress,
     ) -> imgbuild_registry::Result<bool> {
-        imgbuild_registry::push::pull_blob(
+        imgbuild_registry::pull::pull_blob(
             &self.client,
             store,
             &self.repository.repository,
@@ -147,7 +147,7 @@ impl RemoteCache {
             }
             let progress = progress(reporter, &reference);
             let arch = crate::image::host_arch().to_string();
-            let got = imgbuild_registry::push::pull(
+            let got = imgbuild_registry::pull::pull(
                 &self.client,
                 store,
                 &reference,
@@ -193,7 +193,7 @@ impl RemoteCache {
         let tag = CacheName::Units(id).tag();
         let repository = &self.repository.repository;
         let Some((_, bytes, digest)) =
-            imgbuild_registry::push::fetch_manifest(&self.client, repository, &tag)?
+            imgbuild_registry::pull::fetch_manifest(&self.client, repository, &tag)?
         else {
             return Ok(None);
         };

@@ -104,7 +104,7 @@ pub(crate) fn verify(
 ) -> Result<Verdict> {
     let tag = cosign::signature_tag(digest);
     let Some((_, bytes, _)) =
-        imgbuild_registry::push::fetch_manifest(client, &repository.repository, &tag)?
+        imgbuild_registry::pull::fetch_manifest(client, &repository.repository, &tag)?
     else {
         return Ok(Verdict::Unsigned);
     };
@@ -123,7 +123,7 @@ pub(crate) fn verify(
             continue;
         };
         let claimed = annotations.get(KEY_ANNOTATION).cloned();
-        let payload = imgbuild_registry::push::fetch_blob(client, &repository.repository, layer)?;
+        let payload = imgbuild_registry::pull::fetch_blob(client, &repository.repository, layer)?;
         let signature = BASE64.decode(encoded).unwrap_or_default();
         match keys.iter().find(|k| k.verifies(&payload, &signature)) {
             Some(key) => match cosign::payload_mismatch(&payload, &docker_reference, digest) {
