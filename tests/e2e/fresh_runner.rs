@@ -204,3 +204,70 @@ fn each_profile_keeps_its_own_newest_entry() {
         "{packages:?}"
     );
 }
+
+/// A binary whose newest entry is of another toolchain starts from the newest entry of
+/// another binary of its own toolchain, and downloads nothing of the one it refuses but its
+/// config.
+#[test]
+fn a_refused_newest_entry_is_not_downloaded_and_another_binarys_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/deps", registry.host());
+    let build = |dir: &Path, cache: &str, bin: &str, env: &[(&str, &str)]| {
+        let args = [
+            "build",
+            "--message-format",
+            "json",
+            "-p",
+            bin,
+            "--cache-repo",
+            &repo,
+        ];
+        imgbuild_env(dir, &tmp.path().join(cache), &args, env).events()
+    };
+    let first = crate::units::chain(&tmp.path().join("one"));
+    // app-a built where CC is gcc (another machine line), app-b where it is not.
+    let gcc = build(&first, "cache-a", "app-a", &[("CC", "gcc")]);
+    let gcc_layers = entry_layers(&repo, &lookup_key(&gcc));
+    let two = crate::units::checkout(&first, &tmp.path().join("two"), &[]);
+    let b = build(&two, "cache-b", "app-b", &[]);
+    let b_key = lookup_key(&b);
+
+    // app-a where CC is not set, in a checkout with a target directory (no early restore):
+    // its own newest entry is refused from its config, app-b's is taken.
+    let three = crate::units::checkout(&first, &tmp.path().join("three"), &[]);
+    std::fs::create_dir_all(three.join("target")).unwrap();
+    // `plan --explain` says so beforehand: the build and the plan choose alike.
+    let plan_args = [
+        "plan",
+        "-p",
+        "app-a",
+        "--explain",
+        "--cache-repo",
+        &repo,
+        "--message-format",
+        "json",
+    ];
+    let plan = imgbuild(&three, &tmp.path().join("cache-c"), &plan_args);
+    let choice = json(plan.stdout.lines().next().unwrap())["dependency_entry"].clone();
+    assert_eq!(
+        (choice["binary"].as_str(), choice["key"].as_str()),
+        (Some("app-b/app-b"), Some(b_key.as_str())),
+        "{choice}"
+    );
+    let events = build(&three, "cache-c", "app-a", &[]);
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["nearest"].as_str()),
+        (Some(false), Some(b_key.as_str())),
+        "{lookup}"
+    );
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
+    for layer in &gcc_layers {
+        assert_eq!(
+            registry.requests("GET", &format!("/blobs/{layer}")),
+            0,
+            "{layer}, a layer of the refused entry, was downloaded"
+        );
+    }
+}

@@ -101,38 +101,29 @@ fn remote_entry_choice(
             cache_repo: repo,
         }));
     }
-    let mut best: Option<(usize, EntryChoice)> = None;
-    for other in cx.workspace.binaries() {
-        let Some(config) = remote.peek_latest(&crate::names::latest_tag(
-            &other.package.name,
-            &other.bin,
-            &cx.options.profile,
-        ))?
-        else {
-            continue;
-        };
-        if !crate::depcache::compatible(&config.inputs, &key.inputs) {
-            continue;
-        }
+    // The binary's own newest when it is of this toolchain, else the newest of the
+    // workspace's binaries sharing the most lines: as `deps::find_nearest` chooses.
+    let binaries = cx.workspace.binaries();
+    let tags: Vec<String> = (binaries.iter())
+        .map(|b| crate::names::latest_tag(&b.package.name, &b.bin, &cx.options.profile))
+        .collect();
+    let mut configs = remote.peek_configs(&tags)?;
+    let fits =
+        |c: &crate::depcache::EntryConfig| crate::depcache::compatible(&c.inputs, &key.inputs);
+    let own_at = (binaries.iter())
+        .position(|b| b.package.name == target.package.name && b.bin == target.bin)
+        .filter(|&i| configs[i].as_ref().is_some_and(fits));
+    let chosen = own_at.or_else(|| crate::depcache::sharing_most(&configs, &key.inputs));
+    if let Some(config) = chosen.and_then(|i| configs[i].take()) {
         let (shared, packages) = shared_packages(&config.inputs, &key.inputs);
-        let is_own = other.package.name == target.package.name && other.bin == target.bin;
-        let choice = EntryChoice {
-            key: config.key.clone(),
-            binary: config.binary.clone(),
+        return Ok(Some(EntryChoice {
+            key: config.key,
+            binary: config.binary,
             exact: false,
             shared_packages: shared,
             packages,
-            cache_repo: repo.clone(),
-        };
-        if is_own {
-            return Ok(Some(choice));
-        }
-        if best.as_ref().is_none_or(|(n, _)| shared > *n) {
-            best = Some((shared, choice));
-        }
-    }
-    if let Some((_, choice)) = best {
-        return Ok(Some(choice));
+            cache_repo: repo,
+        }));
     }
     let index = remote.read_index()?;
     let found = index

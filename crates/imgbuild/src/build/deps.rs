@@ -125,8 +125,9 @@ fn find_nearest(
     if let Some(found) = from_early(s, early, &same, reporter) {
         return found;
     }
+    // The binary's own newest, when it is of this toolchain (else nothing of it is
+    // downloaded), then the other binaries'.
     match pull_other(s, remote, &latest, reporter) {
-        Ok(Some((e, _))) if !depcache::compatible(&e.config.inputs, inputs) => (None, None),
         Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
         Ok(None) => match other_binaries_latest(cx, s, remote, reporter) {
             Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
@@ -156,9 +157,9 @@ fn pull_other(
     stream::pull_other(remote, &s.store, tag, fits, reporter)
 }
 
-/// A binary with no entry in the cache repository yet starts from the newest entry of the
-/// workspace's other binaries that shares the most lines (same toolchain): their configs are
-/// read first, and only the chosen entry is pulled.
+/// A binary with no usable entry of its own in the cache repository starts from the newest
+/// entry of the workspace's other binaries that shares the most lines (same toolchain):
+/// their configs are read first, several at a time, and only the chosen entry is pulled.
 fn other_binaries_latest(
     cx: &Context<'_>,
     s: &Setup,
@@ -166,34 +167,15 @@ fn other_binaries_latest(
     reporter: &dyn Reporter,
 ) -> Result<Option<(Entry, depcache::RestoreStats)>> {
     let target = &cx.one().target;
-    let inputs = &s.dependency_key.inputs;
-    let wanted: std::collections::BTreeSet<&String> = inputs.iter().collect();
-    let mut best: Option<(usize, (String, String))> = None;
-    for other in cx.workspace.binaries() {
-        if other.package.name == target.package.name && other.bin == target.bin {
-            continue;
-        }
-        let Some(config) = remote.peek_latest(&names::latest_tag(
-            &other.package.name,
-            &other.bin,
-            &cx.options.profile,
-        ))?
-        else {
-            continue;
-        };
-        if !depcache::compatible(&config.inputs, inputs) {
-            continue;
-        }
-        let shared = config.inputs.iter().filter(|l| wanted.contains(l)).count();
-        if best.as_ref().is_none_or(|(n, _)| shared > *n) {
-            best = Some((shared, (other.package.name.clone(), other.bin.clone())));
-        }
+    let others: Vec<String> = (cx.workspace.binaries().iter())
+        .filter(|o| !(o.package.name == target.package.name && o.bin == target.bin))
+        .map(|o| names::latest_tag(&o.package.name, &o.bin, &cx.options.profile))
+        .collect();
+    let configs = remote.peek_configs(&others)?;
+    match depcache::sharing_most(&configs, &s.dependency_key.inputs) {
+        Some(i) => pull_other(s, remote, &others[i], reporter),
+        None => from_index(s, remote, reporter),
     }
-    let Some((_, (package, bin))) = best else {
-        return from_index(s, remote, reporter);
-    };
-    let latest = names::latest_tag(&package, &bin, &cx.options.profile);
-    pull_other(s, remote, &latest, reporter)
 }
 
 /// The entry of any binary (another project's too) that the cache repository's index says

@@ -159,7 +159,7 @@ fn pull(
         .tempdir_in(target_dir)
         .map_err(crate::io_err("creating a directory in", target_dir))?;
     let staged_profile = dir.path().join(profile);
-    let everything = |_: &EntryConfig| true;
+    let everything = |_: &EntryConfig| stream::Verdict::Restore;
     let pulled = stream::pull_until(
         &remote,
         store,

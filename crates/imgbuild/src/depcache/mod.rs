@@ -179,6 +179,24 @@ pub(crate) fn compatible(entry_inputs: &[String], inputs: &[String]) -> bool {
     toolchain_lines(entry_inputs) == toolchain_lines(inputs)
 }
 
+/// Of `configs` (other binaries' newest entries; `None` where there is none), the one a
+/// build of `inputs` starts from: compatible, and sharing the most lines with `inputs` (the
+/// first of equals). Pure.
+pub(crate) fn sharing_most(configs: &[Option<EntryConfig>], inputs: &[String]) -> Option<usize> {
+    let wanted: std::collections::BTreeSet<&String> = inputs.iter().collect();
+    let mut best: Option<(usize, usize)> = None;
+    for (i, config) in configs.iter().enumerate() {
+        let Some(config) = config.as_ref().filter(|c| compatible(&c.inputs, inputs)) else {
+            continue;
+        };
+        let shared = config.inputs.iter().filter(|l| wanted.contains(l)).count();
+        if best.is_none_or(|(n, _)| shared > n) {
+            best = Some((shared, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
 /// Tags an entry pulled from a registry under its own key (as the nearest earlier entry).
 pub(crate) fn adopt_as_is(store: &Layout, manifest: &Descriptor) -> Result<Entry> {
     let entry = read_entry(store, manifest)?;
@@ -345,4 +363,39 @@ pub(crate) fn lock_build_dir(build_dir: &Path) -> Result<std::fs::File> {
         .map_err(io("opening lock file", &path))?;
     file.lock().map_err(io("locking", &path))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lines: &[&str]) -> Option<EntryConfig> {
+        Some(EntryConfig {
+            key: lines.join(";"),
+            binary: "p/b".into(),
+            parent: None,
+            inputs: lines.iter().map(|l| l.to_string()).collect(),
+            layer_sizes: Vec::new(),
+            files: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn the_compatible_entry_sharing_the_most_lines_is_chosen() {
+        let inputs: Vec<String> = ["rustc 1.95", "package a 1", "package b 1", "package c 1"]
+            .map(String::from)
+            .to_vec();
+        let configs = [
+            None,
+            // Shares every package, but another toolchain: never chosen.
+            config(&["rustc 1.94", "package a 1", "package b 1", "package c 1"]),
+            config(&["rustc 1.95", "package a 1"]),
+            config(&["rustc 1.95", "package a 1", "package b 1", "package z 1"]),
+            // As many as the one before: the first of equals stays.
+            config(&["rustc 1.95", "package b 1", "package c 1"]),
+        ];
+        assert_eq!(sharing_most(&configs, &inputs), Some(3));
+        assert_eq!(sharing_most(&configs[..2], &inputs), None);
+        assert_eq!(sharing_most(&[], &inputs), None);
+    }
 }

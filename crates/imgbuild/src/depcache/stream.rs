@@ -34,14 +34,25 @@ pub(crate) struct Pulled {
     pub(crate) streamed: RestoreStats,
 }
 
+/// What to do with an entry, once its config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Pull it, restoring into the profile directory the files it lacks as they download.
+    Restore,
+    /// Pull it into the store only (its caller reports why it cannot be used).
+    PullOnly,
+    /// Leave it in the registry: not one layer is downloaded, and the pull says `None`.
+    Skip,
+}
+
 /// Pulls the entry tagged `tag` into `store`, restoring into `profile_dir` the files it
-/// lacks while the layers download — only when `accept` takes the entry's config (an entry
-/// that will not be used is pulled and left alone). `None`: no such tag.
+/// lacks while the layers download, as `accept` says for the entry's config (one that
+/// cannot be read is pulled only). `None`: no such tag, or one `accept` skips.
 pub(crate) fn pull(
     remote: &RemoteCache,
     store: &Layout,
     tag: &str,
-    (accept, profile_dir): (&dyn Fn(&EntryConfig) -> bool, &Path),
+    (accept, profile_dir): (&dyn Fn(&EntryConfig) -> Verdict, &Path),
     reporter: &dyn Reporter,
 ) -> Result<Option<Pulled>> {
     pull_until(remote, store, tag, (accept, profile_dir), (reporter, None))
@@ -52,7 +63,7 @@ pub(crate) fn pull_until(
     remote: &RemoteCache,
     store: &Layout,
     tag: &str,
-    (accept, profile_dir): (&dyn Fn(&EntryConfig) -> bool, &Path),
+    (accept, profile_dir): (&dyn Fn(&EntryConfig) -> Verdict, &Path),
     (reporter, stop): (&dyn Reporter, Option<&AtomicBool>),
 ) -> Result<Option<Pulled>> {
     let Some((reference, media_type, bytes)) = remote.manifest(tag)? else {
@@ -67,10 +78,10 @@ pub(crate) fn pull_until(
     remote.pull_blob(store, parsed.config(), reporter)?;
     let config: Option<EntryConfig> =
         serde_json::from_slice(&store.read_blob(parsed.config().digest())?).ok();
-    let config = config.filter(|c| accept(c));
-    let wanted = match &config {
-        Some(config) => needed(config, profile_dir),
-        None => BTreeMap::new(),
+    let wanted = match config.as_ref().map(|c| (accept(c), c)) {
+        Some((Verdict::Skip, _)) => return Ok(None),
+        Some((Verdict::Restore, config)) => needed(config, profile_dir),
+        Some((Verdict::PullOnly, _)) | None => BTreeMap::new(),
     };
     let progress = crate::publish::progress(reporter, &reference);
     let layers = parsed.layers();
@@ -168,7 +179,14 @@ pub(crate) fn pull_entry(
     reporter: &dyn Reporter,
 ) -> Result<Option<(super::Entry, RestoreStats)>> {
     let tag = crate::names::CacheName::Deps(key).tag();
-    let accept = |c: &EntryConfig| c.key == key;
+    // One whose config names another key is pulled all the same: adopting it reports that.
+    let accept = |c: &EntryConfig| {
+        if c.key == key {
+            Verdict::Restore
+        } else {
+            Verdict::PullOnly
+        }
+    };
     match pull(remote, store, &tag, (&accept, profile_dir), reporter)? {
         Some(p) => Ok(Some((super::adopt(store, key, &p.manifest)?, p.streamed))),
         None => Ok(None),
@@ -176,8 +194,9 @@ pub(crate) fn pull_entry(
 }
 
 /// Pulls the entry tagged `tag` (another binary's, or an earlier key's) into `store`,
-/// restoring it into `profile_dir` while it downloads when its toolchain lines are those of
-/// `inputs`, and tags it under its own key; `None` when the registry has no such tag.
+/// restoring it into `profile_dir` while it downloads, and tags it under its own key, when
+/// its toolchain lines are those of `inputs`; `None` when the registry has no such tag or
+/// the entry is of another toolchain (then nothing of it is downloaded but its config).
 pub(crate) fn pull_other(
     remote: &RemoteCache,
     store: &Layout,
@@ -185,7 +204,13 @@ pub(crate) fn pull_other(
     (inputs, profile_dir): (&[String], &Path),
     reporter: &dyn Reporter,
 ) -> Result<Option<(super::Entry, RestoreStats)>> {
-    let accept = |c: &EntryConfig| super::compatible(&c.inputs, inputs);
+    let accept = |c: &EntryConfig| {
+        if super::compatible(&c.inputs, inputs) {
+            Verdict::Restore
+        } else {
+            Verdict::Skip
+        }
+    };
     match pull(remote, store, tag, (&accept, profile_dir), reporter)? {
         Some(p) => Ok(Some((super::adopt_as_is(store, &p.manifest)?, p.streamed))),
         None => Ok(None),

@@ -37,10 +37,19 @@ impl RemoteCache {
         Ok(serde_json::from_slice(&config).ok())
     }
 
-    /// The config of the entry `latest` (a binary's `deps-latest-…` tag) names, without
-    /// pulling its layers; `None` when the registry has none.
-    pub(crate) fn peek_latest(&self, latest: &str) -> Result<Option<crate::depcache::EntryConfig>> {
-        self.fetch_config(latest)
+    /// The configs of the entries `tags` name (binaries' `deps-latest-…` tags), several at
+    /// a time, without their layers; `None` where the registry has none.
+    pub(crate) fn peek_configs(
+        &self,
+        tags: &[String],
+    ) -> Result<Vec<Option<crate::depcache::EntryConfig>>> {
+        let progress = imgbuild_registry::progress::NoProgress;
+        let fetch = |tag: &String, _: &dyn imgbuild_registry::progress::Progress| {
+            Ok(self.fetch_config(tag))
+        };
+        imgbuild_registry::parallel::run(tags, &progress, &fetch)?
+            .into_iter()
+            .collect()
     }
 
     /// Pulls the manifest tagged `tag` in the cache repository (and its blobs) into `store`.
