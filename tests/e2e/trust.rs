@@ -415,3 +415,54 @@ fn a_key_cosign_made_signs_images_and_cache_entries_with_its_password() {
     ];
     assert!(tool("openssl", &args).contains("ED25519"));
 }
+
+/// A trusting reader passes over a binary's newest entry that no trusted key signed (saying
+/// so) and starts from the workspace's other binary's signed one, not cold.
+#[test]
+fn a_trusting_reader_starts_from_a_signed_entry_when_its_own_newest_is_unsigned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
+    let repo = format!("{}/cache/trusted", registry.host());
+    let (main_key, main_pub) = key_pair(&tmp.path().join("keys"), "main");
+    let build = |dir: &std::path::Path, cache: &str, bin: &str, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--message-format",
+            "json",
+            "-p",
+            bin,
+            "--cache-repo",
+            &repo,
+        ];
+        args.extend_from_slice(extra);
+        imgbuild(dir, &tmp.path().join(cache), &args).events()
+    };
+    let first = crate::units::chain(&tmp.path().join("one"));
+    // app-b's entry signed by main's key; app-a's pushed by a writer without one.
+    let b = build(&first, "cache-b", "app-b", &["--cache-sign-key", &main_key]);
+    let b_key = lookup_key(&b);
+    let two = crate::units::checkout(&first, &tmp.path().join("two"), &[]);
+    build(&two, "cache-a", "app-a", &[]);
+
+    // A reader trusting main's key builds app-a on a lockfile nobody built for it.
+    let three = crate::units::checkout(&first, &tmp.path().join("three"), &[]);
+    std::fs::create_dir_all(three.join("target")).unwrap();
+    let events = build(&three, "cache-c", "app-a", &["--cache-trust", &main_pub]);
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(
+        (lookup["hit"].as_bool(), lookup["nearest"].as_str()),
+        (Some(false), Some(b_key.as_str())),
+        "{lookup}"
+    );
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
+    let warnings: Vec<&str> = (events.iter())
+        .filter(|e| e["reason"] == "warning")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("is not trusted") && w.contains("unsigned")),
+        "{warnings:?}"
+    );
+}

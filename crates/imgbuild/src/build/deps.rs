@@ -126,8 +126,16 @@ fn find_nearest(
         return found;
     }
     // The binary's own newest, when it is of this toolchain (else nothing of it is
-    // downloaded), then the other binaries'.
-    match pull_other(s, remote, &latest, reporter) {
+    // downloaded) and trusted (else it is reported), then the other binaries'.
+    let own = match pull_other(s, remote, &latest, reporter) {
+        Err(e @ crate::Error::UntrustedEntry { .. }) => {
+            let what = "use the newest dependency cache entry of";
+            remote_warning(reporter, remote, what, &e);
+            Ok(None)
+        }
+        own => own,
+    };
+    match own {
         Ok(Some((e, streamed))) => (Some(e), Some(streamed)),
         Ok(None) => match other_binaries_latest(cx, s, remote, reporter) {
             Ok(Some((e, streamed))) => (Some(e), Some(streamed)),

@@ -22,12 +22,28 @@ impl RemoteCache {
         &self,
         tag: &str,
     ) -> Result<Option<T>> {
+        self.config_of(tag, false)
+    }
+
+    /// [`RemoteCache::fetch_config`]; when `signed`, an artifact no trusted key signed (with
+    /// trusted keys configured) is passed over as if absent.
+    fn config_of<T: serde::de::DeserializeOwned>(
+        &self,
+        tag: &str,
+        signed: bool,
+    ) -> Result<Option<T>> {
         let repository = &self.repository.repository;
-        let Some((_, bytes, _)) =
+        let Some((_, bytes, digest)) =
             imgbuild_registry::pull::fetch_manifest(&self.client, repository, tag)?
         else {
             return Ok(None);
         };
+        if signed {
+            match self.check(tag, digest.as_ref()) {
+                Err(crate::Error::UntrustedEntry { .. }) => return Ok(None),
+                checked => checked?,
+            }
+        }
         let Ok(manifest) = serde_json::from_slice::<imgbuild_oci::spec::ImageManifest>(&bytes)
         else {
             return Ok(None);
@@ -38,14 +54,16 @@ impl RemoteCache {
     }
 
     /// The configs of the entries `tags` name (binaries' `deps-latest-…` tags), several at
-    /// a time, without their layers; `None` where the registry has none.
+    /// a time, without their layers; `None` where the registry has none, or (with trusted
+    /// keys) where no trusted key signed the entry: a candidate that could not be pulled is
+    /// never chosen.
     pub(crate) fn peek_configs(
         &self,
         tags: &[String],
     ) -> Result<Vec<Option<crate::depcache::EntryConfig>>> {
         let progress = imgbuild_registry::progress::NoProgress;
         let fetch = |tag: &String, _: &dyn imgbuild_registry::progress::Progress| {
-            Ok(self.fetch_config(tag))
+            Ok(self.config_of(tag, true))
         };
         imgbuild_registry::parallel::run(tags, &progress, &fetch)?
             .into_iter()
