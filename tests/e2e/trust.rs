@@ -465,4 +465,17 @@ fn a_trusting_reader_starts_from_a_signed_entry_when_its_own_newest_is_unsigned(
             .any(|w| w.contains("is not trusted") && w.contains("unsigned")),
         "{warnings:?}"
     );
+
+    // Another project of the team: the repository's index lists app-a's unsigned entry first
+    // (the newest); it is passed over for app-b's signed one.
+    let other = crate::units::locked_package(
+        &tmp.path().join("other"),
+        "other",
+        "itoa = \"=1.0.10\"\n",
+        "fn main() { println!(\"{}\", itoa::Buffer::new().format(7u8)); }\n",
+    );
+    let events = build(&other, "cache-d", "other", &["--cache-trust", &main_pub]);
+    let lookup = event(&events, "cache-lookup");
+    assert_eq!(lookup["nearest"].as_str(), Some(b_key.as_str()), "{lookup}");
+    assert_eq!(event(&events, "compiled")["dependencies_compiled"], 0);
 }

@@ -102,7 +102,7 @@ fn build(dir: &Path, cache: &Path, bin: &str, extra: &[&str]) -> Vec<Value> {
 
 /// A one-package project `name` with `dependencies` (its `[dependencies]` lines) and `main`,
 /// locked.
-fn locked_package(dir: &Path, name: &str, dependencies: &str, main: &str) -> PathBuf {
+pub(crate) fn locked_package(dir: &Path, name: &str, dependencies: &str, main: &str) -> PathBuf {
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{dependencies}"
     );

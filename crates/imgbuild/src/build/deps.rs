@@ -187,8 +187,8 @@ fn other_binaries_latest(
 }
 
 /// The entry of any binary (another project's too) that the cache repository's index says
-/// shares the most packages, with the same toolchain. A line whose entry is gone (pruned) is
-/// passed over for the next.
+/// shares the most packages, with the same toolchain. A line whose entry is gone (pruned), or
+/// not trusted, is passed over for the next.
 fn from_index(
     s: &Setup,
     remote: &RemoteCache,
@@ -197,8 +197,11 @@ fn from_index(
     let index = remote.read_index()?;
     for (closest, _) in index.closest(&s.dependency_key.inputs).into_iter().take(4) {
         let tag = CacheName::Deps(&closest.key).tag();
-        if let Some(found) = pull_other(s, remote, &tag, reporter)? {
-            return Ok(Some(found));
+        match pull_other(s, remote, &tag, reporter) {
+            Ok(Some(found)) => return Ok(Some(found)),
+            // Pruned, or (the index is not signed) no trusted key signed it: the next one.
+            Ok(None) | Err(crate::Error::UntrustedEntry { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
