@@ -165,9 +165,7 @@ fn each_profile_keeps_its_own_newest_entry() {
     let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
     let repo = format!("{}/cache/deps", registry.host());
     let build = |dir: &Path, cache: &str, more: &[&str]| {
-        let mut args = vec!["build", "--cache-repo", &repo, "--message-format", "json"];
-        args.extend_from_slice(more);
-        imgbuild(dir, &tmp.path().join(cache), &args).events()
+        build_through(dir, &tmp.path().join(cache), &repo, more, &[])
     };
     let release = build(&cached_fixture(tmp.path(), "one"), "cache-a", &[]);
     let release_key = lookup_key(&release);
@@ -214,16 +212,7 @@ fn a_refused_newest_entry_is_not_downloaded_and_another_binarys_is_taken() {
     let registry = Registry::start(&tmp.path().join("registry"), None, Auth::None);
     let repo = format!("{}/cache/deps", registry.host());
     let build = |dir: &Path, cache: &str, bin: &str, env: &[(&str, &str)]| {
-        let args = [
-            "build",
-            "--message-format",
-            "json",
-            "-p",
-            bin,
-            "--cache-repo",
-            &repo,
-        ];
-        imgbuild_env(dir, &tmp.path().join(cache), &args, env).events()
+        build_through(dir, &tmp.path().join(cache), &repo, &["-p", bin], env)
     };
     let first = crate::units::chain(&tmp.path().join("one"));
     // app-a built where CC is gcc (another machine line), app-b where it is not.

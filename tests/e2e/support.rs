@@ -147,6 +147,20 @@ pub(crate) fn imgbuild(dir: &Path, cache: &Path, args: &[&str]) -> Run {
     imgbuild_env(dir, cache, args, &[])
 }
 
+/// `imgbuild build --message-format json --cache-repo REPO` with `extra` arguments and `env`
+/// in `dir`, with the cache directory `cache`; its events.
+pub(crate) fn build_through(
+    dir: &Path,
+    cache: &Path,
+    repo: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let mut args = vec!["build", "--message-format", "json", "--cache-repo", repo];
+    args.extend_from_slice(extra);
+    imgbuild_env(dir, cache, &args, env).events()
+}
+
 pub(crate) fn imgbuild_env(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
     cmd.args(args)

@@ -425,17 +425,8 @@ fn a_trusting_reader_starts_from_a_signed_entry_when_its_own_newest_is_unsigned(
     let repo = format!("{}/cache/trusted", registry.host());
     let (main_key, main_pub) = key_pair(&tmp.path().join("keys"), "main");
     let build = |dir: &std::path::Path, cache: &str, bin: &str, extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "--message-format",
-            "json",
-            "-p",
-            bin,
-            "--cache-repo",
-            &repo,
-        ];
-        args.extend_from_slice(extra);
-        imgbuild(dir, &tmp.path().join(cache), &args).events()
+        let args = [&["-p", bin][..], extra].concat();
+        build_through(dir, &tmp.path().join(cache), &repo, &args, &[])
     };
     let first = crate::units::chain(&tmp.path().join("one"));
     // app-b's entry signed by main's key; app-a's pushed by a writer without one.

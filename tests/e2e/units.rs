@@ -113,12 +113,7 @@ pub(crate) fn locked_package(dir: &Path, name: &str, dependencies: &str, main: &
 
 /// `imgbuild build` of `dir`'s only binary with the cache repository `repo`; its events.
 fn build_with_repo(dir: &Path, cache: &Path, repo: &str) -> Vec<Value> {
-    imgbuild(
-        dir,
-        cache,
-        &["build", "--message-format", "json", "--cache-repo", repo],
-    )
-    .events()
+    build_through(dir, cache, repo, &[], &[])
 }
 
 /// The path packages cargo compiled a unit of, without versions.

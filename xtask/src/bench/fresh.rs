@@ -83,16 +83,8 @@ impl Bench {
             "Hello, {name}!",
             "Howdy, {name}!",
         )?;
-        let cache = self.work.join("cache-fresh-runner-restore");
-        let args = [
-            "build",
-            "--message-format",
-            "json",
-            "--cache-repo",
-            cache_repo,
-        ];
-        let env = [("IMGBUILD_CACHE_DIR", cache.as_path())];
-        let super::Timed { time, events, .. } = timed_events(&restore, &self.img, &args, &env)?;
+        let super::Timed { time, events, .. } =
+            self.fresh_runner(&restore, "cache-fresh-runner-restore", cache_repo)?;
         let at = |reason: &str| events.iter().find(|(_, e)| e["reason"] == reason);
         let hit = at("cache-lookup").is_some_and(|(_, e)| e["hit"] == true);
         let compiled = at("compiled").map_or(u64::MAX, |(_, e)| {
@@ -120,6 +112,30 @@ impl Bench {
                 restored["while_downloading"],
             ),
         })
+    }
+
+    /// A fresh runner's `imgbuild build` of `dir` through `cache_repo`, with the new, empty
+    /// cache directory `cache` under the work directory: its time and events.
+    fn fresh_runner(
+        &self,
+        dir: &Path,
+        cache: &str,
+        cache_repo: &str,
+    ) -> Result<super::Timed, String> {
+        let cache = self.work.join(cache);
+        let args = [
+            "build",
+            "--message-format",
+            "json",
+            "--cache-repo",
+            cache_repo,
+        ];
+        timed_events(
+            dir,
+            &self.img,
+            &args,
+            &[("IMGBUILD_CACHE_DIR", cache.as_path())],
+        )
     }
 
     /// A new project of the same team on a fresh runner: the service's code and lockfile under
@@ -151,16 +167,8 @@ impl Bench {
         let bare = named("new-project-cargo")?;
         let cargo_cold = self.cargo_build(&bare)?;
         let dir = named("new-project")?;
-        let cache = self.work.join("cache-new-project");
-        let args = [
-            "build",
-            "--message-format",
-            "json",
-            "--cache-repo",
-            cache_repo,
-        ];
-        let env = [("IMGBUILD_CACHE_DIR", cache.as_path())];
-        let super::Timed { time, events, .. } = timed_events(&dir, &self.img, &args, &env)?;
+        let super::Timed { time, events, .. } =
+            self.fresh_runner(&dir, "cache-new-project", cache_repo)?;
         let at = |reason: &str| events.iter().find(|(_, e)| e["reason"] == reason);
         let nearest = at("cache-lookup").and_then(|(_, e)| e["nearest"].as_str().map(String::from));
         let compiled: Vec<String> = at("compiled")
