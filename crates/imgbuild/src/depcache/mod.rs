@@ -179,17 +179,22 @@ pub(crate) fn compatible(entry_inputs: &[String], inputs: &[String]) -> bool {
     toolchain_lines(entry_inputs) == toolchain_lines(inputs)
 }
 
+/// How many of an entry's input lines `wanted` has: how much of a build it can serve.
+fn shared_lines(entry_inputs: &[String], wanted: &BTreeSet<&String>) -> usize {
+    entry_inputs.iter().filter(|l| wanted.contains(l)).count()
+}
+
 /// Of `configs` (other binaries' newest entries; `None` where there is none), the one a
 /// build of `inputs` starts from: compatible, and sharing the most lines with `inputs` (the
 /// first of equals). Pure.
 pub(crate) fn sharing_most(configs: &[Option<EntryConfig>], inputs: &[String]) -> Option<usize> {
-    let wanted: std::collections::BTreeSet<&String> = inputs.iter().collect();
+    let wanted: BTreeSet<&String> = inputs.iter().collect();
     let mut best: Option<(usize, usize)> = None;
     for (i, config) in configs.iter().enumerate() {
         let Some(config) = config.as_ref().filter(|c| compatible(&c.inputs, inputs)) else {
             continue;
         };
-        let shared = config.inputs.iter().filter(|l| wanted.contains(l)).count();
+        let shared = shared_lines(&config.inputs, &wanted);
         if best.is_none_or(|(n, _)| shared > n) {
             best = Some((shared, i));
         }
@@ -228,12 +233,7 @@ pub(crate) fn nearest(
         .filter_map(|d| read_entry(store, d).ok())
         .filter(|e| toolchain_lines(&e.config.inputs) == toolchain)
         .map(|e| {
-            let shared = e
-                .config
-                .inputs
-                .iter()
-                .filter(|l| wanted.contains(l))
-                .count();
+            let shared = shared_lines(&e.config.inputs, &wanted);
             ((e.config.binary == label, shared), e)
         })
         .max_by_key(|(rank, _)| *rank)
