@@ -256,20 +256,9 @@ impl Sent<'_> {
             &progress,
         )?;
         let mut report = reports.into_iter().next().unwrap_or_default();
-        let (indexed, referred) = std::thread::scope(|s| {
-            let referred = s.spawn(|| -> Result<()> {
-                for (subject, referrers) in &groups {
-                    imgbuild_registry::referrers::put_referrers(
-                        client, store, subject, referrers, target,
-                    )?;
-                }
-                Ok(())
-            });
-            let indexed = imgbuild_registry::push::put(client, store, manifest, target);
-            (indexed, crate::threads::join(referred))
-        });
-        report.subject_indexed = indexed?;
-        referred?;
+        report.subject_indexed = imgbuild_registry::referrers::put_with_referrers(
+            client, store, manifest, target, &groups,
+        )?;
         Ok(report)
     }
 

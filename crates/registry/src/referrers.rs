@@ -77,10 +77,7 @@ pub fn put_referrers(
         let indexed = crate::parallel::run(referrers, &NoProgress, &|r, _| {
             put(client, layout, r, &by_digest)
         });
-        let listed = listing
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (indexed, listed)
+        (indexed, join(listing))
     });
     let indexed = indexed?;
     let mut report = ReferrersReport {
@@ -121,6 +118,38 @@ pub fn put_referrers(
     }
     report.tag_schema = true;
     Ok(report)
+}
+
+/// Puts `image` under `target` (its tag, else its digest) and, at the same time, the referrer
+/// manifests of `groups` (each subject with its referrers, their tag-schema indexes
+/// included); every blob must be in the repository already ([`push_blobs`]). Says whether
+/// the registry indexed the image's own `subject` (see [`put`]).
+pub fn put_with_referrers(
+    client: &Client,
+    layout: &Layout,
+    image: &Descriptor,
+    target: &Reference,
+    groups: &[(Digest, Vec<Descriptor>)],
+) -> Result<bool> {
+    let (indexed, referred) = std::thread::scope(|s| {
+        let referred = s.spawn(|| -> Result<()> {
+            for (subject, referrers) in groups {
+                put_referrers(client, layout, subject, referrers, target)?;
+            }
+            Ok(())
+        });
+        (put(client, layout, image, target), join(referred))
+    });
+    let indexed = indexed?;
+    referred?;
+    Ok(indexed)
+}
+
+/// The result of a scoped thread; a panic in it continues in the caller.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The referrers of `subject` in `repository`: from the referrers API when the registry has

@@ -243,21 +243,14 @@ impl RemoteCache {
             return Ok(());
         }
         let target = self.repository.with_tag(tag);
-        let (tagged, referred) = std::thread::scope(|s| {
-            let referred = s.spawn(|| {
-                imgbuild_registry::referrers::put_referrers(
-                    &self.client,
-                    store,
-                    image.digest(),
-                    referrers,
-                    &self.repository,
-                )
-            });
-            let tagged = imgbuild_registry::push::put(&self.client, store, image, &target);
-            (tagged, crate::threads::join(referred))
-        });
-        tagged?;
-        referred?;
+        let groups = [(image.digest().clone(), referrers.to_vec())];
+        imgbuild_registry::referrers::put_with_referrers(
+            &self.client,
+            store,
+            image,
+            &target,
+            &groups,
+        )?;
         // One after another: signatures share blobs, and one blob is never uploaded twice at
         // once.
         for manifest in std::iter::once(image).chain(referrers) {
