@@ -306,6 +306,22 @@ impl Registry {
         self.access(method, path_part).count()
     }
 
+    /// The request lines (`GET /v2/… HTTP/1.1`) of such requests and the registry's status
+    /// answers, in the order they came.
+    pub(crate) fn request_lines(&self, method: &str, path_part: &str) -> Vec<(String, u16)> {
+        let needle = format!("\"{method} ");
+        (self.log().lines())
+            .filter_map(|l| {
+                let mut parts = l[l.find(&needle)?..].splitn(3, '"');
+                let request = parts.nth(1)?;
+                let status = parts.next()?.split_whitespace().next()?.parse().ok()?;
+                request
+                    .contains(path_part)
+                    .then(|| (request.to_string(), status))
+            })
+            .collect()
+    }
+
     /// Such requests that the registry answered with `status`.
     pub(crate) fn answered(&self, method: &str, path_part: &str, status: u16) -> usize {
         let status = status.to_string();

@@ -438,7 +438,21 @@ fn a_trusting_reader_starts_from_a_signed_entry_when_its_own_newest_is_unsigned(
     // A reader trusting main's key builds app-a on a lockfile nobody built for it.
     let three = crate::units::checkout(&first, &tmp.path().join("three"), &[]);
     std::fs::create_dir_all(three.join("target")).unwrap();
+    let signatures_before = registry.request_lines("GET", ".sig").len();
     let events = build(&three, "cache-c", "app-a", &["--cache-trust", &main_pub]);
+    // Each signature is read once; the chosen entry's when its config is read to choose it,
+    // not again when the entry is pulled. (An unsigned newest entry is looked at by the early
+    // restore and again by the restore, which reports it.)
+    let signatures = registry
+        .request_lines("GET", ".sig")
+        .split_off(signatures_before);
+    let signed: Vec<&String> = (signatures.iter())
+        .filter(|(_, status)| *status == 200)
+        .map(|(request, _)| request)
+        .collect();
+    let distinct: std::collections::BTreeSet<&&String> = signed.iter().collect();
+    assert!(!signed.is_empty(), "{signatures:#?}");
+    assert_eq!(distinct.len(), signed.len(), "{signatures:#?}");
     let lookup = event(&events, "cache-lookup");
     assert_eq!(
         (lookup["hit"].as_bool(), lookup["nearest"].as_str()),

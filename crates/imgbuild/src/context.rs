@@ -97,6 +97,12 @@ impl Context<'_> {
         }
     }
 
+    /// The cache repository's tag for `binary`'s newest dependency entry of this build's
+    /// profile.
+    pub(crate) fn latest_tag(&self, binary: &BinaryTarget) -> String {
+        crate::names::latest_tag(&binary.package.name, &binary.bin, &self.options.profile)
+    }
+
     /// The one selected binary (for [`Scope::One`]).
     pub(crate) fn one(&self) -> &Selected {
         &self.selected[0]

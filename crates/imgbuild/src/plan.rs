@@ -104,9 +104,7 @@ fn remote_entry_choice(
     // The binary's own newest when it is of this toolchain, else the newest of the
     // workspace's binaries sharing the most lines: as `deps::find_nearest` chooses.
     let binaries = cx.workspace.binaries();
-    let tags: Vec<String> = (binaries.iter())
-        .map(|b| crate::names::latest_tag(&b.package.name, &b.bin, &cx.options.profile))
-        .collect();
+    let tags: Vec<String> = (binaries.iter()).map(|b| cx.latest_tag(b)).collect();
     let mut configs = remote.peek_configs(&tags)?;
     let fits =
         |c: &crate::depcache::EntryConfig| crate::depcache::compatible(&c.inputs, &key.inputs);

@@ -18,7 +18,7 @@ use crate::context::Context;
 use crate::depcache::packer::Packer;
 use crate::depcache::{self, Entry, stream};
 use crate::event::{Event, Reporter};
-use crate::names::{self, CacheName};
+use crate::names::CacheName;
 use crate::remotecache::RemoteCache;
 use crate::{Error, Result};
 
@@ -118,7 +118,7 @@ fn find_nearest(
     let Some(remote) = s.remote.as_ref().filter(|_| nearest.is_none()) else {
         return (nearest, None);
     };
-    let latest = names::latest_tag(&target.package.name, &target.bin, &cx.options.profile);
+    let latest = cx.latest_tag(target);
     let same = |tag: &str, c: &depcache::EntryConfig| {
         tag == latest && depcache::compatible(&c.inputs, inputs)
     };
@@ -177,7 +177,7 @@ fn other_binaries_latest(
     let target = &cx.one().target;
     let others: Vec<String> = (cx.workspace.binaries().iter())
         .filter(|o| !(o.package.name == target.package.name && o.bin == target.bin))
-        .map(|o| names::latest_tag(&o.package.name, &o.bin, &cx.options.profile))
+        .map(|o| cx.latest_tag(o))
         .collect();
     let configs = remote.peek_configs(&others)?;
     match depcache::sharing_most(&configs, &s.dependency_key.inputs) {
@@ -342,7 +342,7 @@ fn store_entry(
     if let Some(remote) = &s.remote {
         share(cx, remote, s, &saved.manifest, reporter);
         // The entry's blobs went up with it: the binary's newest tag is one request.
-        let latest = names::latest_tag(&target.package.name, &target.bin, &cx.options.profile);
+        let latest = cx.latest_tag(target);
         if let Err(e) = remote.put_tag(&s.store, &saved.manifest, &latest) {
             remote_warning(reporter, remote, &format!("update {latest} in"), &e);
         }

@@ -29,6 +29,9 @@ pub(crate) struct RemoteCache {
     sign_key: Option<std::sync::Arc<crate::signing::SigningKey>>,
     /// When not empty (`--cache-trust`), only manifests signed by one of these are used.
     trust: Vec<crate::signing::VerifyingKey>,
+    /// The manifest digests a trusted key was found to have signed: a candidate read to be
+    /// chosen is not verified again when it is pulled.
+    verified: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -57,6 +60,7 @@ impl RemoteCache {
             writable: true,
             sign_key: None,
             trust: Vec::new(),
+            verified: Default::default(),
         })
     }
 
@@ -104,13 +108,17 @@ impl RemoteCache {
 
     /// Fails with [`crate::Error::UntrustedEntry`] unless a trusted key signed `digest`.
     fn check(&self, what: &str, digest: &str) -> Result<()> {
-        if self.trust.is_empty() {
+        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if self.trust.is_empty() || verified().contains(digest) {
             return Ok(());
         }
         let verdict =
             crate::signing::remote::verify(&self.client, &self.repository, digest, &self.trust)?;
         match verdict.distrust() {
-            None => Ok(()),
+            None => {
+                verified().insert(digest.to_string());
+                Ok(())
+            }
             Some(reason) => Err(crate::Error::UntrustedEntry {
                 reference: format!("{what}@{digest}"),
                 reason,
