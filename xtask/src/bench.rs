@@ -16,6 +16,7 @@ mod far;
 mod fresh;
 mod lag;
 mod measure;
+mod rebuild;
 mod supply;
 mod workspace;
 mod wsrun;
@@ -246,76 +247,6 @@ impl Bench {
             second,
         };
         Ok((base, warm))
-    }
-
-    /// Five no-op rebuilds each: no compiler, the same digest.
-    fn noop(&self, base: &Baseline, warm: &ImgRun) -> Result<Row, String> {
-        eprintln!("==> no-op");
-        let mut noops: Vec<(Duration, bool)> = Vec::new();
-        for _ in 0..5 {
-            let r = self.imgbuild(&base.second, &self.cache)?;
-            noops.push((r.time, r.digest == warm.digest && !r.ran_cargo));
-        }
-        noops.sort();
-        let (noop, same) = noops[noops.len() / 2];
-        let mut cargo_noops: Vec<Duration> = (0..5)
-            .map(|_| self.cargo_build(&base.bare))
-            .collect::<Result<_, _>>()?;
-        cargo_noops.sort();
-        Ok(Row {
-            ratio: None,
-            scenario: "no-op (median of 5)",
-            imgbuild: noop,
-            cargo: Some(cargo_noops[2]),
-            target: "<= 0.06 s, same digest, no compiler".into(),
-            met: noop <= Duration::from_millis(60) && noops.iter().all(|(_, s)| *s),
-            note: format!("same digest and no compiler run: {same}"),
-        })
-    }
-
-    /// One line of app code changes in both copies, three times (medians: one run of each is
-    /// too noisy on a 2-core machine). The copies end with the line as the later scenarios
-    /// expect it.
-    fn app_change(&self, base: &Baseline, warm: &ImgRun) -> Result<Row, String> {
-        eprintln!("==> app-only change (median of 3)");
-        edit(
-            &base.second.join("src/main.rs"),
-            "Hello there, {name}!",
-            "Hello, {name}!",
-        )?;
-        let lines = [
-            "Hello, {name}!",
-            "Hey there, {name}!",
-            "Yo there, {name}!",
-            "Hi there, {name}!",
-        ];
-        let (mut cargo_times, mut runs) = (Vec::new(), Vec::new());
-        for step in lines.windows(2) {
-            for dir in [&base.bare, &base.second] {
-                edit(&dir.join("src/main.rs"), step[0], step[1])?;
-            }
-            cargo_times.push(self.cargo_build(&base.bare)?);
-            runs.push(self.imgbuild(&base.second, &self.cache)?);
-        }
-        cargo_times.sort();
-        let mut times: Vec<Duration> = runs.iter().map(|r| r.time).collect();
-        times.sort();
-        let (app_time, cargo_app) = (times[1], cargo_times[1]);
-        let overhead = app_time.saturating_sub(cargo_app);
-        let compiled: u64 = runs.iter().map(|r| r.compiled).sum();
-        let changed = runs.iter().all(|r| r.digest != warm.digest && r.ran_cargo);
-        Ok(Row {
-            ratio: None,
-            scenario: "app-only change (median of 3)",
-            imgbuild: app_time,
-            cargo: Some(cargo_app),
-            target: "<= cargo + 0.10 s".into(),
-            met: overhead <= Duration::from_millis(100) && compiled == 0 && changed,
-            note: format!(
-                "{compiled} dependency units compiled; {} over cargo",
-                secs(overhead)
-            ),
-        })
     }
 
     /// A leaf crate bumped in the lockfile: in place, then on a fresh checkout whose cache
