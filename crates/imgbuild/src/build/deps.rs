@@ -10,6 +10,7 @@
 use std::fs::File;
 
 use imgbuild_cargo::units;
+use imgbuild_oci::spec::Descriptor;
 
 use crate::build::Setup;
 use crate::build::compile::Compiled;
@@ -259,9 +260,19 @@ fn lookup(
     }
 }
 
+/// What the `save` stage leaves for the cache repository, done while the image is made
+/// ([`share`]).
+pub(crate) enum ToShare {
+    /// A new entry: pushed, added to the index, and tagged as the binary's newest.
+    Stored(Descriptor),
+    /// A local hit the registry may not have yet (the entry was built before the cache
+    /// repository was configured, or its push failed): pushed when it lacks it.
+    Missing(Descriptor),
+}
+
 /// Runs the `save` stage: stores the compiled dependency units as the key's entry when cargo
-/// compiled any (or there was no entry), shares entries with the cache repository, and marks the
-/// entry used. Releases cargo's build directory.
+/// compiled any (or there was no entry), and marks the entry used. Releases cargo's build
+/// directory. Returns what the cache repository should get.
 pub(crate) fn save(
     cx: &Context<'_>,
     s: &Setup,
@@ -269,13 +280,14 @@ pub(crate) fn save(
     compiled: &Compiled,
     packer: Option<Packer>,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Option<ToShare>> {
     if !cx.options.caching() {
-        return Ok(());
+        return Ok(None);
     }
     let deps = &compiled.dependencies;
     let restored = restored.entry.as_ref();
     let hit = restored.filter(|r| r.exact).map(|r| &r.entry);
+    let mut to_share = None;
     // A project without registry or git dependencies has nothing to cache.
     if (hit.is_none() || deps.compiled > 0) && !deps.hashes.is_empty() {
         if hit.is_some() {
@@ -287,24 +299,16 @@ pub(crate) fn save(
                 ),
             });
         }
-        store_entry(cx, s, restored.map(|r| &r.entry), deps, packer, reporter)?;
-    } else if let (Some(remote), Some(r)) = (&s.remote, restored)
-        && r.exact
-        && !r.pulled
-    {
-        // A local hit the registry may not have yet (the entry was built before the cache
-        // repository was configured, or its push failed).
-        match remote.has_entry(&s.dependency_key.key) {
-            Ok(true) => {}
-            Ok(false) => share(cx, remote, s, &r.entry.manifest, reporter),
-            Err(e) => remote_warning(reporter, remote, "check the cache repository", &e),
-        }
+        let stored = store_entry(cx, s, restored.map(|r| &r.entry), deps, packer, reporter)?;
+        to_share = Some(ToShare::Stored(stored));
+    } else if let Some(r) = restored.filter(|r| r.exact && !r.pulled) {
+        to_share = Some(ToShare::Missing(r.entry.manifest.clone()));
     }
     crate::usage::touch(&cx.cache, CacheName::Deps(&s.dependency_key.key), reporter);
-    Ok(())
+    Ok(to_share.filter(|_| s.remote.is_some()))
 }
 
-/// Stores the dependency units as a new entry on top of `parent` and pushes it.
+/// Stores the dependency units as a new entry on top of `parent`; returns its manifest.
 fn store_entry(
     cx: &Context<'_>,
     s: &Setup,
@@ -312,7 +316,7 @@ fn store_entry(
     deps: &units::DependencyUnits,
     packer: Option<Packer>,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Descriptor> {
     let target = &cx.one().target;
     let files = depcache::scan_units(&s.profile_dir, &deps.hashes)?;
     let prepacked = packer
@@ -339,15 +343,34 @@ fn store_entry(
         new_layer_size: saved.new_layer_size,
         squashed: saved.squashed,
     });
-    if let Some(remote) = &s.remote {
-        share(cx, remote, s, &saved.manifest, reporter);
-        // The entry's blobs went up with it: the binary's newest tag is one request.
-        let latest = cx.latest_tag(target);
-        if let Err(e) = remote.put_tag(&s.store, &saved.manifest, &latest) {
-            remote_warning(reporter, remote, &format!("update {latest} in"), &e);
+    Ok(saved.manifest)
+}
+
+/// Gives the cache repository what `save` left for it; a failure is a warning.
+pub(crate) fn share(
+    cx: &Context<'_>,
+    s: &Setup,
+    to_share: Option<ToShare>,
+    reporter: &dyn Reporter,
+) {
+    let (Some(remote), Some(to_share)) = (&s.remote, to_share) else {
+        return;
+    };
+    match to_share {
+        ToShare::Stored(manifest) => {
+            push_entry(cx, remote, s, &manifest, reporter);
+            // The entry's blobs went up with it: the binary's newest tag is one request.
+            let latest = cx.latest_tag(&cx.one().target);
+            if let Err(e) = remote.put_tag(&s.store, &manifest, &latest) {
+                remote_warning(reporter, remote, &format!("update {latest} in"), &e);
+            }
         }
+        ToShare::Missing(manifest) => match remote.has_entry(&s.dependency_key.key) {
+            Ok(true) => {}
+            Ok(false) => push_entry(cx, remote, s, &manifest, reporter),
+            Err(e) => remote_warning(reporter, remote, "check the cache repository", &e),
+        },
     }
-    Ok(())
 }
 
 /// A packer for the compile (see `depcache::packer`) when the build starts from no
@@ -359,7 +382,7 @@ pub(crate) fn packer(cx: &Context<'_>, s: &Setup, restored: &Restored) -> Option
 
 /// Pushes the key's entry to the cache repository and adds it to the repository's index; a
 /// failure is a warning.
-fn share(
+fn push_entry(
     cx: &Context<'_>,
     remote: &RemoteCache,
     s: &Setup,

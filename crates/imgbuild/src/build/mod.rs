@@ -6,7 +6,8 @@
 //!   ─app cache→ hit: StoredImage ─────────────────────────────────────────────┐
 //!             miss: ─restore→ Restored ─restore units→ UnitsRestored         │
 //!                   ─compile→ Compiled ─save units→ (unit record) ─save→ (entry) │
-//!                   ─layers→ Layers ─assemble→ StoredImage ─record→ (app entry) │
+//!                   ─binary→ Shipped ─layers→ Layers ─assemble→ StoredImage     │
+//!                   ─attach→ (referrers) ─record→ (app entry)                   │
 //!                                                           ─outputs→ BuiltImage
 //! ```
 //!
@@ -15,8 +16,8 @@
 //! moves it into place when it is the entry it would restore. The unit records are read and
 //! their layers pulled, and the sandbox probed, beside the app-cache lookup and then
 //! `restore` (a hit stops the pulls).
-//! After a compile, the app entry is pushed to the cache repository while the outputs are
-//! written.
+//! After a compile, the unit record and the dependency entry are pushed to the cache
+//! repository while the image is made, and the app entry while the outputs are written.
 //!
 //! With several platforms (`--platform`), `multi` runs this pipeline once per platform and
 //! lists the images in an OCI image index, which the outputs then take.
@@ -151,16 +152,40 @@ fn stages(
         scope.spawn(|| layers::warm(cx, &setup));
         compile::compile(cx, &setup, packer.as_ref(), reporter)
     })?;
-    units::save_units(cx, &setup, units, &compiled, reporter)?;
-    deps::save(cx, &setup, restored, &compiled, packer, reporter)?;
-    let shipped = binary::binary(cx, &setup, &compiled, reporter)?;
-    let layers = layers::layers(cx, &setup, &shipped, reporter)?;
-    let image = assemble::assemble(cx, &setup, layers, compiled.network)?;
+    let units_record = units::save_units(cx, &setup, units, &compiled, reporter)?;
+    let entry = deps::save(cx, &setup, restored, &compiled, packer, reporter)?;
+    // The cache repository gets the unit record and the dependency entry while the image is
+    // made; their events follow once both are done.
+    let sharing = Deferred::default();
+    let built = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            units::push(&setup, units_record, &sharing);
+            deps::share(cx, &setup, entry, &sharing);
+        });
+        image(cx, &setup, &compiled, reporter)
+    });
+    sharing.replay(reporter);
+    let built = built?;
+    outputs::report_built(&built, reporter);
+    Ok(built)
+}
+
+/// The image stages after the compile: the binary, its layers, the image and its referrers,
+/// the app entry (pushed to the cache repository while the outputs are written).
+fn image(
+    cx: &context::Context<'_>,
+    setup: &Setup,
+    compiled: &compile::Compiled,
+    reporter: &dyn Reporter,
+) -> Result<BuiltImage> {
+    let shipped = binary::binary(cx, setup, compiled, reporter)?;
+    let layers = layers::layers(cx, setup, &shipped, reporter)?;
+    let image = assemble::assemble(cx, setup, layers, compiled.network)?;
     let debuginfo = shipped
         .debuginfo
         .map(binary::PendingDebugInfo::wait)
         .transpose()?;
-    let attached = attach::attach(cx, &setup, &image, debuginfo.as_ref(), true, reporter)?;
+    let attached = attach::attach(cx, setup, &image, debuginfo.as_ref(), true, reporter)?;
     let app_cache = setup.app_cache();
     let recorded = appcache::record(cx, &app_cache, &compiled.outcome, &image, reporter)?;
     // The cache repository gets the app entry while the outputs are written (each may be
@@ -172,10 +197,8 @@ fn stages(
             let pushed = (&manifest, attached.as_slice());
             appcache::share(&app_cache, recorded.as_ref(), pushed, &pushing);
         });
-        outputs::write(cx, &setup, image, &attached, reporter)
+        outputs::write(cx, setup, image, &attached, reporter)
     });
     pushing.replay(reporter);
-    let built = built?;
-    outputs::report_built(&built, reporter);
-    Ok(built)
+    built
 }

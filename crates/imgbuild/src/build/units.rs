@@ -184,17 +184,24 @@ fn binary(cx: &Context<'_>) -> String {
     format!("{}/{}", target.package.name, target.bin)
 }
 
+/// A record written by `save units` that the cache repository does not have yet.
+pub(crate) struct ToPush {
+    manifest: Descriptor,
+    tag: String,
+}
+
 /// Runs the `save units` stage: writes the binary's record when cargo compiled a member unit,
-/// units were restored, or the record lacks one of the build's units; pushes it.
+/// units were restored, or the record lacks one of the build's units. Returns it when the
+/// cache repository should get it ([`push`], while the image is made).
 pub(crate) fn save_units(
     cx: &Context<'_>,
     s: &Setup,
     restored: Option<UnitsRestored<'_>>,
     compiled: &Compiled,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Option<ToPush>> {
     let Some(r) = restored else {
-        return Ok(());
+        return Ok(None);
     };
     let workspace = &cx.workspace;
     let ignore = cx.not_inputs();
@@ -216,7 +223,7 @@ pub(crate) fn save_units(
             .all(|u| r.records[0].record.units.contains_key(&u.name));
     if unchanged {
         crate::usage::touch(&cx.cache, CacheName::Units(&r.id), reporter);
-        return Ok(());
+        return Ok(None);
     }
     r.disk.forget_files();
     let refs: Vec<&Loaded> = r.records.iter().collect();
@@ -225,7 +232,7 @@ pub(crate) fn save_units(
     let sources = plan::plan_record(&built, &refs, &r.plan.restore, &r.toolchain, &hash, &keep);
     if sources.is_empty() && !r.own_local {
         // No member unit to cache (a single-package project): no record.
-        return Ok(());
+        return Ok(None);
     }
     let (record, layers, new_units, new_bytes) = write_layers(s, &r, &refs, sources)?;
     // A fresh runner that compiled no member unit writes the record it pulled: the cache
@@ -241,14 +248,19 @@ pub(crate) fn save_units(
         new_units,
         new_bytes,
     });
-    if let Some(remote) = s.remote.as_ref().filter(|_| !pulled_as_is)
-        && let Err(e) = remote.push_tag(
-            &s.store,
-            &manifest,
-            &CacheName::Units(&r.id).tag(),
-            reporter,
-        )
-    {
+    Ok((s.remote.is_some() && !pulled_as_is).then(|| ToPush {
+        manifest,
+        tag: CacheName::Units(&r.id).tag(),
+    }))
+}
+
+/// Pushes the record `save_units` wrote (its new layers, then the tag) to the cache
+/// repository; a failure is a warning.
+pub(crate) fn push(s: &Setup, record: Option<ToPush>, reporter: &dyn Reporter) {
+    let (Some(remote), Some(record)) = (s.remote.as_ref(), record) else {
+        return;
+    };
+    if let Err(e) = remote.push_tag(&s.store, &record.manifest, &record.tag, reporter) {
         reporter.report(&Event::Warning {
             message: format!(
                 "could not push the unit cache record to {}: {e}",
@@ -256,7 +268,6 @@ pub(crate) fn save_units(
             ),
         });
     }
-    Ok(())
 }
 
 /// The new record: kept entries point at their layers, new ones get a snapshot each (file
