@@ -198,7 +198,8 @@ fn deserialize_table(value: &Value, origin: &Origin<'_>) -> Result<Table> {
     })
 }
 
-fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
+/// Checks the values a table gives, each error naming the key and an accepted value.
+fn validate(table: &Table, origin: &Origin<'_>) -> Result<()> {
     if let Some(base) = &table.base
         && (base.trim().is_empty() || base.contains(char::is_whitespace))
     {
@@ -219,18 +220,12 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
     if let Some(tag) = &table.tag {
         validate_tag(tag).map_err(|m| origin.err(format!("tag = {tag:?}: {m}")))?;
     }
-    for (key, what) in [(&table.entrypoint, "entrypoint"), (&table.cmd, "cmd")] {
-        if let Some(list) = key
-            && what == "entrypoint"
-            && list.is_empty()
-        {
-            return Err(
-                origin.err("entrypoint is empty; give the program to run, e.g. [\"/app/NAME\"]")
-            );
-        }
+    if table.entrypoint.as_ref().is_some_and(Vec::is_empty) {
+        return Err(
+            origin.err("entrypoint is empty; give the program to run, e.g. [\"/app/NAME\"]")
+        );
     }
-    let env = table.env.unwrap_or_default();
-    for key in env.keys() {
+    for key in table.env.iter().flat_map(|env| env.keys()) {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(origin.err(format!("env key {key:?} is not a valid variable name")));
         }
@@ -245,6 +240,11 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
     if let Some(user) = &table.user {
         validate_user(user).map_err(|m| origin.err(m))?;
     }
+    Ok(())
+}
+
+fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
+    validate(&table, origin)?;
     let expose = match table.expose {
         None => None,
         Some(ports) => Some(
@@ -272,7 +272,7 @@ fn convert(table: Table, origin: &Origin<'_>) -> Result<ImageConfig> {
         platforms: table.platforms,
         entrypoint: table.entrypoint,
         cmd: table.cmd,
-        env,
+        env: table.env.unwrap_or_default(),
         workdir: table.workdir,
         user: table.user,
         expose,

@@ -91,10 +91,15 @@ fn malformed_tables_name_the_problem() {
             "package.metadata.imgbuild.bin.x",
         ),
         (json!(["not", "a", "table"]), "expected a table"),
+        (json!({"entrypoint": []}), "entrypoint is empty"),
+        (json!({"env": {"A=B": "1"}}), "env key \"A=B\" is not a valid"),
+        (json!({"build-env": " "}), "build-env = \" \""),
     ];
     for (value, expected) in cases {
         let err = parse(value.clone(), None).unwrap_err().to_string();
         assert!(err.contains(expected), "{value}: {err}");
         assert!(err.contains("/p/Cargo.toml"), "{err}");
     }
+    // An empty `cmd` is an image without default arguments, not a mistake.
+    assert!(parse(json!({"cmd": []}), None).is_ok());
 }
