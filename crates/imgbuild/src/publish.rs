@@ -27,12 +27,29 @@ pub(crate) fn read_homes(cache: &CacheDir, registry: &str) -> BlobHomes {
         .unwrap_or_default()
 }
 
-pub(crate) fn write_homes(cache: &CacheDir, registry: &str, homes: &BlobHomes) {
+/// Records that `repository` of `registry` holds `digests`. The record is read, added to and
+/// written under one lock, so that the threads of one build (the cache pushes, the app
+/// entry's, an output's) do not drop each other's lines. A hint only: a line lost to another
+/// process costs an upload, never correctness.
+pub(crate) fn add_homes(
+    cache: &CacheDir,
+    registry: &str,
+    repository: &str,
+    digests: impl IntoIterator<Item = String>,
+) {
+    static RECORD: Mutex<()> = Mutex::new(());
+    let _held = RECORD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut homes = read_homes(cache, registry);
+    for digest in digests {
+        homes
+            .entry(digest)
+            .or_default()
+            .insert(repository.to_string());
+    }
     let (dir, name) = cache.registry_record(registry);
     if std::fs::create_dir_all(&dir).is_ok()
-        && let Ok(bytes) = serde_json::to_vec(homes)
+        && let Ok(bytes) = serde_json::to_vec(&homes)
     {
-        // A hint only: losing it costs an upload, never correctness.
         let _ = imgbuild_oci::layout::write_atomic(&dir, &name, &bytes);
     }
 }
@@ -310,7 +327,7 @@ pub(crate) fn push(
         reference.clone()
     };
     let client = Client::connect(&target, options.client_options(&target))?;
-    let mut homes = read_homes(cache, &target.registry);
+    let homes = read_homes(cache, &target.registry);
     let mut blobs = store.image_blobs(manifest)?;
     for r in referrers {
         blobs.extend(store.image_blobs(r)?);
@@ -331,13 +348,8 @@ pub(crate) fn push(
         mount_from: &candidates,
     };
     let report = sent.image(manifest, referrers, reporter)?;
-    for blob in &blobs {
-        homes
-            .entry(blob.digest().to_string())
-            .or_default()
-            .insert(target.repository.clone());
-    }
-    write_homes(cache, &target.registry, &homes);
+    let digests = blobs.iter().map(|b| b.digest().to_string());
+    add_homes(cache, &target.registry, &target.repository, digests);
     report_pushed(reporter, &target, &report);
     for tag in image.more_tags {
         if target.tag.as_deref() == Some(tag.as_str()) {
@@ -376,4 +388,29 @@ pub(crate) fn report_pushed(
         mounted: report.mounted,
         present: report.present,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_recording_blob_homes_at_once_keep_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheDir::new(dir.path());
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let cache = &cache;
+                scope.spawn(move || {
+                    for i in 0..40 {
+                        let digest = format!("sha256:{t}-{i}");
+                        add_homes(cache, "r.example", &format!("repo{t}"), [digest]);
+                    }
+                });
+            }
+        });
+        let homes = read_homes(&cache, "r.example");
+        assert_eq!(homes.len(), 6 * 40);
+        assert!(homes["sha256:5-39"].contains("repo5"));
+    }
 }

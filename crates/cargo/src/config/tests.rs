@@ -92,7 +92,10 @@ fn malformed_tables_name_the_problem() {
         ),
         (json!(["not", "a", "table"]), "expected a table"),
         (json!({"entrypoint": []}), "entrypoint is empty"),
-        (json!({"env": {"A=B": "1"}}), "env key \"A=B\" is not a valid"),
+        (
+            json!({"env": {"A=B": "1"}}),
+            "env key \"A=B\" is not a valid",
+        ),
         (json!({"build-env": " "}), "build-env = \" \""),
     ];
     for (value, expected) in cases {

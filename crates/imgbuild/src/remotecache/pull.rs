@@ -13,7 +13,7 @@ use super::RemoteCache;
 use crate::Result;
 use crate::event::{Event, Reporter};
 use crate::names::CacheName;
-use crate::publish::{progress, read_homes, write_homes};
+use crate::publish::{add_homes, progress};
 
 impl RemoteCache {
     /// The config of the artifact tagged `tag`, parsed, without its layers; `None` when the
@@ -199,14 +199,9 @@ impl RemoteCache {
         let Ok(blobs) = store.image_blobs(manifest) else {
             return;
         };
-        let mut homes = read_homes(&self.cache, &self.repository.registry);
-        for blob in blobs {
-            homes
-                .entry(blob.digest().to_string())
-                .or_default()
-                .insert(self.repository.repository.clone());
-        }
-        write_homes(&self.cache, &self.repository.registry, &homes);
+        let digests = blobs.iter().map(|b| b.digest().to_string());
+        let (registry, repository) = (&self.repository.registry, &self.repository.repository);
+        add_homes(&self.cache, registry, repository, digests);
     }
 
     /// Fetches the unit-cache record tagged `units-<id>`: its manifest, and its config into
