@@ -86,12 +86,7 @@ fn imgbuild_with(
     let ran_cargo = find("compiled").is_some();
     let none = Value::Null;
     let compiled = find("compiled").unwrap_or(&none);
-    // Cargo runs from the isolation event (the sandbox is chosen just before it starts) to
-    // the compiled event; the rest is imgbuild's own time.
-    let outside_cargo = match (at("isolation"), at("compiled")) {
-        (Some((from, _)), Some((to, _))) => Some(run.time.saturating_sub(to.saturating_sub(*from))),
-        _ => None,
-    };
+    let outside_cargo = run.outside_cargo();
     Ok(ImgRun {
         time: run.time,
         digest: find("image-built").ok_or("no image-built event")?["digest"]

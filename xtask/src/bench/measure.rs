@@ -47,6 +47,21 @@ pub(crate) struct Timed {
     pub(crate) own_cpu: Option<Duration>,
 }
 
+impl Timed {
+    /// The wall time of an imgbuild run outside cargo's: cargo runs from the `isolation`
+    /// event (the sandbox is chosen just before it starts) to the `compiled` event; the rest
+    /// is imgbuild's own time. `None` when cargo did not run.
+    pub(crate) fn outside_cargo(&self) -> Option<Duration> {
+        let at = |reason: &str| self.events.iter().find(|(_, e)| e["reason"] == reason);
+        match (at("isolation"), at("compiled")) {
+            (Some((from, _)), Some((to, _))) => {
+                Some(self.time.saturating_sub(to.saturating_sub(*from)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Runs a command in `dir` like [`timed`], reading its stdout's JSON events as they come.
 pub(crate) fn timed_events(
     dir: &Path,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Bench, timed};
+use super::{Bench, timed, timed_events};
 
 /// What an imgbuild run on the workspace compiled.
 pub(super) struct Compiled {
@@ -15,6 +15,8 @@ pub(super) struct Compiled {
     pub(super) members: BTreeSet<String>,
     pub(super) dependencies: u64,
     pub(super) restored_units: u64,
+    /// The wall time outside cargo's run: imgbuild's own.
+    pub(super) outside_cargo: Option<Duration>,
 }
 
 pub(super) fn run_imgbuild(
@@ -33,21 +35,17 @@ pub(super) fn run_imgbuild(
         "--cache-repo",
         repo,
     ];
-    let (time, out) = timed(dir, &bench.img, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
-    let events: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let run = timed_events(dir, &bench.img, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
     let find = |reason: &str| {
-        events
-            .iter()
-            .find(|e| e["reason"] == reason)
-            .cloned()
+        (run.events.iter())
+            .find(|(_, e)| e["reason"] == reason)
+            .map(|(_, e)| e.clone())
             .unwrap_or(Value::Null)
     };
     let compiled = find("compiled");
     Ok(Compiled {
-        time,
+        time: run.time,
+        outside_cargo: run.outside_cargo(),
         members: compiled["members_compiled"]
             .as_array()
             .map(|a| {
