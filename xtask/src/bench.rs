@@ -81,8 +81,7 @@ fn imgbuild_with(
         .chain(extra.iter().copied())
         .collect();
     let run = timed_events(dir, imgbuild, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
-    let at = |reason: &str| run.events.iter().find(|(_, e)| e["reason"] == reason);
-    let find = |reason: &str| at(reason).map(|(_, e)| e);
+    let find = |reason: &str| run.at(reason).map(|(_, e)| e);
     let ran_cargo = find("compiled").is_some();
     let none = Value::Null;
     let compiled = find("compiled").unwrap_or(&none);

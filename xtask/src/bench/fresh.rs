@@ -83,9 +83,8 @@ impl Bench {
             "Hello, {name}!",
             "Howdy, {name}!",
         )?;
-        let super::Timed { time, events, .. } =
-            self.fresh_runner(&restore, "cache-fresh-runner-restore", cache_repo)?;
-        let at = |reason: &str| events.iter().find(|(_, e)| e["reason"] == reason);
+        let run = self.fresh_runner(&restore, "cache-fresh-runner-restore", cache_repo)?;
+        let (time, at) = (run.time, |reason: &str| run.at(reason));
         let hit = at("cache-lookup").is_some_and(|(_, e)| e["hit"] == true);
         let compiled = at("compiled").map_or(u64::MAX, |(_, e)| {
             e["dependencies_compiled"].as_u64().unwrap_or(u64::MAX)
@@ -167,9 +166,8 @@ impl Bench {
         let bare = named("new-project-cargo")?;
         let cargo_cold = self.cargo_build(&bare)?;
         let dir = named("new-project")?;
-        let super::Timed { time, events, .. } =
-            self.fresh_runner(&dir, "cache-new-project", cache_repo)?;
-        let at = |reason: &str| events.iter().find(|(_, e)| e["reason"] == reason);
+        let run = self.fresh_runner(&dir, "cache-new-project", cache_repo)?;
+        let (time, at) = (run.time, |reason: &str| run.at(reason));
         let nearest = at("cache-lookup").and_then(|(_, e)| e["nearest"].as_str().map(String::from));
         let compiled: Vec<String> = at("compiled")
             .and_then(|(_, e)| e["compiled_packages"].as_array().cloned())

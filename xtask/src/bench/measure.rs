@@ -48,12 +48,16 @@ pub(crate) struct Timed {
 }
 
 impl Timed {
+    /// The first event of `reason`, with the time it arrived.
+    pub(crate) fn at(&self, reason: &str) -> Option<&(Duration, Value)> {
+        self.events.iter().find(|(_, e)| e["reason"] == reason)
+    }
+
     /// The wall time of an imgbuild run outside cargo's: cargo runs from the `isolation`
     /// event (the sandbox is chosen just before it starts) to the `compiled` event; the rest
     /// is imgbuild's own time. `None` when cargo did not run.
     pub(crate) fn outside_cargo(&self) -> Option<Duration> {
-        let at = |reason: &str| self.events.iter().find(|(_, e)| e["reason"] == reason);
-        match (at("isolation"), at("compiled")) {
+        match (self.at("isolation"), self.at("compiled")) {
             (Some((from, _)), Some((to, _))) => {
                 Some(self.time.saturating_sub(to.saturating_sub(*from)))
             }

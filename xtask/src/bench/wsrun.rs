@@ -36,12 +36,7 @@ pub(super) fn run_imgbuild(
         repo,
     ];
     let run = timed_events(dir, &bench.img, &args, &[("IMGBUILD_CACHE_DIR", cache)])?;
-    let find = |reason: &str| {
-        (run.events.iter())
-            .find(|(_, e)| e["reason"] == reason)
-            .map(|(_, e)| e.clone())
-            .unwrap_or(Value::Null)
-    };
+    let find = |reason: &str| run.at(reason).map_or(Value::Null, |(_, e)| e.clone());
     let compiled = find("compiled");
     Ok(Compiled {
         time: run.time,
