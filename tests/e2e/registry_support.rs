@@ -309,15 +309,10 @@ impl Registry {
     /// The request lines (`GET /v2/… HTTP/1.1`) of such requests and the registry's status
     /// answers, in the order they came.
     pub(crate) fn request_lines(&self, method: &str, path_part: &str) -> Vec<(String, u16)> {
-        let needle = format!("\"{method} ");
-        (self.log().lines())
-            .filter_map(|l| {
-                let mut parts = l[l.find(&needle)?..].splitn(3, '"');
-                let request = parts.nth(1)?;
-                let status = parts.next()?.split_whitespace().next()?.parse().ok()?;
-                request
-                    .contains(path_part)
-                    .then(|| (request.to_string(), status))
+        (self.requests_of(method, path_part).into_iter())
+            .filter_map(|(request, after)| {
+                let status = after.split_whitespace().next()?.parse().ok()?;
+                Some((request, status))
             })
             .collect()
     }
@@ -333,19 +328,22 @@ impl Registry {
     /// For each access-log line of a `method` request whose path contains `path_part`: the text
     /// after its request line (`401 87 "" "imgbuild/…"`).
     fn access(&self, method: &str, path_part: &str) -> impl Iterator<Item = String> {
+        (self.requests_of(method, path_part).into_iter()).map(|(_, after)| after)
+    }
+
+    /// For each access-log line of a `method` request whose path contains `path_part`: its
+    /// request line and the text after it.
+    fn requests_of(&self, method: &str, path_part: &str) -> Vec<(String, String)> {
         let needle = format!("\"{method} ");
-        let path_part = path_part.to_string();
-        self.log()
-            .lines()
-            .filter_map(move |l| {
+        (self.log().lines())
+            .filter_map(|l| {
                 let i = l.find(&needle)?;
                 let mut parts = l[i..].splitn(3, '"');
                 let request = parts.nth(1)?;
                 let after = parts.next()?;
-                request.contains(&path_part).then(|| after.to_string())
+                (request.contains(path_part)).then(|| (request.to_string(), after.to_string()))
             })
-            .collect::<Vec<_>>()
-            .into_iter()
+            .collect()
     }
 }
 
