@@ -272,7 +272,7 @@ pub(crate) enum ToShare {
 
 /// Runs the `save` stage: stores the compiled dependency units as the key's entry when cargo
 /// compiled any (or there was no entry), and marks the entry used. Releases cargo's build
-/// directory. Returns what the cache repository should get.
+/// directory. Returns what a cache repository should get ([`share`] does nothing without one).
 pub(crate) fn save(
     cx: &Context<'_>,
     s: &Setup,
@@ -287,9 +287,8 @@ pub(crate) fn save(
     let deps = &compiled.dependencies;
     let restored = restored.entry.as_ref();
     let hit = restored.filter(|r| r.exact).map(|r| &r.entry);
-    let mut to_share = None;
     // A project without registry or git dependencies has nothing to cache.
-    if (hit.is_none() || deps.compiled > 0) && !deps.hashes.is_empty() {
+    let to_share = if (hit.is_none() || deps.compiled > 0) && !deps.hashes.is_empty() {
         if hit.is_some() {
             reporter.report(&Event::Warning {
                 message: format!(
@@ -300,12 +299,13 @@ pub(crate) fn save(
             });
         }
         let stored = store_entry(cx, s, restored.map(|r| &r.entry), deps, packer, reporter)?;
-        to_share = Some(ToShare::Stored(stored));
-    } else if let Some(r) = restored.filter(|r| r.exact && !r.pulled) {
-        to_share = Some(ToShare::Missing(r.entry.manifest.clone()));
-    }
+        Some(ToShare::Stored(stored))
+    } else {
+        (restored.filter(|r| r.exact && !r.pulled))
+            .map(|r| ToShare::Missing(r.entry.manifest.clone()))
+    };
     crate::usage::touch(&cx.cache, CacheName::Deps(&s.dependency_key.key), reporter);
-    Ok(to_share.filter(|_| s.remote.is_some()))
+    Ok(to_share)
 }
 
 /// Stores the dependency units as a new entry on top of `parent`; returns its manifest.

@@ -191,8 +191,8 @@ pub(crate) struct ToPush {
 }
 
 /// Runs the `save units` stage: writes the binary's record when cargo compiled a member unit,
-/// units were restored, or the record lacks one of the build's units. Returns it when the
-/// cache repository should get it ([`push`], while the image is made).
+/// units were restored, or the record lacks one of the build's units. Returns it when a cache
+/// repository should get it ([`push`], while the image is made; nothing without one).
 pub(crate) fn save_units(
     cx: &Context<'_>,
     s: &Setup,
@@ -248,7 +248,7 @@ pub(crate) fn save_units(
         new_units,
         new_bytes,
     });
-    Ok((s.remote.is_some() && !pulled_as_is).then(|| ToPush {
+    Ok((!pulled_as_is).then(|| ToPush {
         manifest,
         tag: CacheName::Units(&r.id).tag(),
     }))
