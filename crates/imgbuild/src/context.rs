@@ -141,23 +141,10 @@ pub(crate) fn prepare<'a>(
 ) -> Result<Context<'a>> {
     let cache = options.cache_dir.clone();
     let env = Env::capture();
-    let keys = match &options.resolved_keys {
-        Some(keys) => keys.clone(),
-        None => std::sync::Arc::new(crate::signing::Keys::load(
-            options.key_files(),
-            env.get("COSIGN_PASSWORD"),
-        )?),
-    };
+    let keys = signing_keys(options, &env)?;
     let manifest_path = run::manifest_path(options.manifest_path.as_deref())?;
     let script = run::WrapperScript::install(&cache.tools())?;
-    let build_env = match (
-        &options.resolved_env,
-        buildenv::declared(options, &manifest_path)?,
-    ) {
-        (Some(resolved), _) => Some(resolved.clone()),
-        (None, Some(reference)) => Some(buildenv::resolve(&reference, options, &cache, reporter)?),
-        (None, None) => None,
-    };
+    let build_env = build_environment(options, &manifest_path, &cache, reporter)?;
     // Only a build environment binds the project's checkout (found by asking git).
     let project = build_env
         .as_ref()
@@ -215,6 +202,40 @@ pub(crate) fn prepare<'a>(
         platform: options.for_platform.clone(),
         cargo_triple,
     })
+}
+
+/// The keys the options name: those already read (by a multi-platform build or `verify`, so
+/// that a cosign key is decrypted once), else read now (`COSIGN_PASSWORD` for a protected one).
+fn signing_keys(options: &BuildOptions, env: &Env) -> Result<std::sync::Arc<crate::signing::Keys>> {
+    Ok(match &options.resolved_keys {
+        Some(keys) => keys.clone(),
+        None => std::sync::Arc::new(crate::signing::Keys::load(
+            options.key_files(),
+            env.get("COSIGN_PASSWORD"),
+        )?),
+    })
+}
+
+/// The build environment: the one `verify` resolved already, else the one the options or the
+/// metadata tables declare, resolved now; `None` for a host build.
+fn build_environment(
+    options: &BuildOptions,
+    manifest_path: &Path,
+    cache: &CacheDir,
+    reporter: &dyn Reporter,
+) -> Result<Option<BuildEnv>> {
+    Ok(
+        match (
+            &options.resolved_env,
+            buildenv::declared(options, manifest_path)?,
+        ) {
+            (Some(resolved), _) => Some(resolved.clone()),
+            (None, Some(reference)) => {
+                Some(buildenv::resolve(&reference, options, cache, reporter)?)
+            }
+            (None, None) => None,
+        },
+    )
 }
 
 /// What `cargo metadata` says of the workspace.
